@@ -1,0 +1,1 @@
+"""What workflow authors import. Nothing here depends on the engine or storage."""

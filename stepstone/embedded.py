@@ -1,0 +1,385 @@
+"""The embedding API: run Stepstone inside your own asyncio program.
+
+```python
+engine = await Engine.open("sqlite:///stepstone.db")
+await engine.register("orders", OrderWorkflow)
+instance = await engine.workflow("orders").create(id="order-1", params={"sku": "A1"})
+print(await instance.wait())
+await engine.close()
+```
+
+Bindings mirror Cloudflare's Workflow binding: ``create``, ``create_batch``, ``get``; an
+instance handle has ``status``, ``pause``, ``resume``, ``terminate``, ``restart``,
+``send_event`` and ``delete``. The same objects are what ``self.env`` gives a workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stepstone.engine.clock import Clock
+from stepstone.engine.lifecycle import TERMINAL
+from stepstone.engine.worker import Worker, WorkerSettings
+from stepstone.errors import InvalidRequest
+from stepstone.loader import load_version
+from stepstone.ops import CreateRequest, Operations, RestartFrom, encode_payload, retention_ms
+from stepstone.project import DEFAULT_ACCOUNT, ProjectConfig, load_project
+from stepstone.storage import open_storage
+from stepstone.storage.base import Storage, WorkflowRecord
+
+
+class InstanceHandle:
+    """One instance, as the binding's ``get``/``create`` return it."""
+
+    def __init__(self, binding: WorkflowBinding, instance_id: str) -> None:
+        self._binding = binding
+        self.id = instance_id
+
+    def __repr__(self) -> str:
+        return f"InstanceHandle({self._binding.name!r}, {self.id!r})"
+
+    @property
+    def _ops(self) -> Operations:
+        return self._binding.ops
+
+    @property
+    def _where(self) -> tuple[str, str, str]:
+        return self._binding.account_id, self._binding.name, self.id
+
+    async def status(self) -> dict[str, Any]:
+        """``{status, error, output, rollback}``; a rollback in progress reports ``running``."""
+        _, record = await self._ops.instance(*self._where)
+        status = "running" if record.status == "rollingBack" else record.status
+        result: dict[str, Any] = {
+            "status": status,
+            "error": None if record.error is None else orjson.loads(record.error),
+            "output": None if record.output is None else orjson.loads(record.output),
+            "rollback": None if record.rollback is None else orjson.loads(record.rollback),
+        }
+        return result
+
+    async def pause(self) -> None:
+        await self._ops.pause(*self._where)
+
+    async def resume(self) -> None:
+        await self._ops.resume(*self._where)
+
+    async def terminate(
+        self, options: Mapping[str, Any] | None = None, *, rollback: bool = False
+    ) -> None:
+        rollback = bool((options or {}).get("rollback", rollback))
+        await self._ops.terminate(*self._where, rollback=rollback)
+
+    async def restart(
+        self, options: Mapping[str, Any] | None = None, *, from_: Mapping[str, Any] | None = None
+    ) -> None:
+        target = (options or {}).get("from", from_)
+        restart_from = None
+        if target is not None:
+            restart_from = RestartFrom(
+                name=str(target["name"]),
+                count=int(target.get("count", 1)),
+                type=str(target.get("type", "do")),
+            )
+        await self._ops.restart(*self._where, from_=restart_from)
+
+    async def send_event(
+        self,
+        options: Mapping[str, Any] | None = None,
+        *,
+        type: str | None = None,
+        payload: Any = None,
+    ) -> None:
+        if options is not None:
+            type, payload = options.get("type"), options.get("payload", payload)
+        if type is None:
+            raise InvalidRequest("send_event needs a type")
+        await self._ops.send_event(*self._where, type, encode_payload(payload))
+
+    async def delete(self) -> None:
+        await self._ops.delete_instances(self._binding.account_id, self._binding.name, [self.id])
+
+    async def wait(self, timeout: float = 60.0, poll: float = 0.005) -> dict[str, Any]:
+        """Wait until the instance is complete, errored or terminated; return ``status()``."""
+        async with asyncio.timeout(timeout):
+            delay = poll
+            while True:
+                status = await self.status()
+                if status["status"] in TERMINAL:
+                    return status
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+
+class WorkflowBinding:
+    """``create``, ``create_batch`` and ``get`` for one workflow."""
+
+    def __init__(self, ops: Operations, account_id: str, name: str, source: str = "binding"):
+        self.ops = ops
+        self.account_id = account_id
+        self.name = name
+        self._source = source
+
+    async def create(
+        self,
+        options: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        params: Any = None,
+        retention: Mapping[str, Any] | None = None,
+    ) -> InstanceHandle:
+        request = _create_request(
+            {**(options or {}), **_given(id=id, params=params, retention=retention)}
+        )
+        _, records = await self.ops.create_instances(
+            self.account_id,
+            self.name,
+            [request],
+            skip_existing=False,
+            trigger_source=self._source,
+        )
+        return InstanceHandle(self, records[0].id)
+
+    async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
+        if not 1 <= len(items) <= 100:
+            raise InvalidRequest("create_batch takes 1 to 100 items")
+        requests = [_create_request(item) for item in items]
+        _, records = await self.ops.create_instances(
+            self.account_id,
+            self.name,
+            requests,
+            skip_existing=True,
+            trigger_source=self._source,
+        )
+        return [InstanceHandle(self, r.id) for r in records]
+
+    async def get(self, id: str) -> InstanceHandle:
+        await self.ops.instance(self.account_id, self.name, id)
+        return InstanceHandle(self, id)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _create_request(options: Mapping[str, Any]) -> CreateRequest:
+    unknown = set(options) - {"id", "params", "retention", "locationHint", "location_hint"}
+    if unknown:
+        raise InvalidRequest(f"unknown create options {sorted(unknown)}")
+    retention = options.get("retention") or {}
+    return CreateRequest(
+        id=options.get("id"),
+        params=encode_payload(options.get("params")),
+        success_retention_ms=retention_ms(
+            retention.get("successRetention", retention.get("success_retention")),
+            "successRetention",
+        ),
+        error_retention_ms=retention_ms(
+            retention.get("errorRetention", retention.get("error_retention")), "errorRetention"
+        ),
+    )
+
+
+def binding_attribute(workflow_name: str) -> str:
+    """``order-workflow`` is reachable as ``env.ORDER_WORKFLOW``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", workflow_name).upper()
+
+
+class Env:
+    """``self.env`` of a workflow: bindings to every workflow of the account, and values.
+
+    ``env.ORDERS`` and ``env["orders"]`` are the binding of workflow ``orders``; configured
+    values (``[env]`` in stepstone.toml) are reachable the same two ways.
+    """
+
+    def __init__(self, ops: Operations, account_id: str, values: Mapping[str, Any]) -> None:
+        self._ops = ops
+        self._account_id = account_id
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        return WorkflowBinding(self._ops, self._account_id, key)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        return _LazyBinding(self._ops, self._account_id, name)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+
+class _LazyBinding(WorkflowBinding):
+    """A binding named by attribute: resolves ``ORDER_WORKFLOW`` to ``order-workflow``."""
+
+    def __init__(self, ops: Operations, account_id: str, attribute: str) -> None:
+        super().__init__(ops, account_id, attribute)
+        self._attribute = attribute
+        self._resolved = False
+
+    async def _resolve(self) -> None:
+        if self._resolved:
+            return
+        records, _ = await self.ops.storage.list_workflows(self.account_id, None, 0, 1_000_000)
+        for record in records:
+            if binding_attribute(record.name) == self._attribute or record.name == self._attribute:
+                self.name = record.name
+                break
+        self._resolved = True
+
+    async def create(
+        self, options: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> InstanceHandle:
+        await self._resolve()
+        return await super().create(options, **kwargs)
+
+    async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
+        await self._resolve()
+        return await super().create_batch(items)
+
+    async def get(self, id: str) -> InstanceHandle:
+        await self._resolve()
+        return await super().get(id)
+
+
+async def sync_project(ops: Operations, project: ProjectConfig) -> list[WorkflowRecord]:
+    """Register the project's workflows, adding a version only where the definition changed."""
+    project.activate()
+    records = []
+    for wf in project.workflows:
+        current = await ops.storage.get_workflow(project.account_id, wf.name)
+        version = current.version if current is not None else None
+        unchanged = (
+            version is not None
+            and version.class_name == wf.class_name
+            and version.script_name == wf.script_name
+            and version.schedules == wf.schedules
+            and version.limits_steps == wf.limits_steps
+        )
+        if unchanged and current is not None:
+            records.append(current)
+            continue
+        records.append(
+            await ops.put_workflow(
+                project.account_id,
+                wf.name,
+                class_name=wf.class_name,
+                script_name=wf.script_name,
+                limits_steps=wf.limits_steps,
+                schedules=wf.schedules,
+            )
+        )
+    return records
+
+
+class Engine:
+    """Storage, operations and (optionally) a worker in this process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        ops: Operations,
+        project: ProjectConfig,
+        worker: Worker | None,
+    ) -> None:
+        self.storage = storage
+        self.ops = ops
+        self.project = project
+        self.worker = worker
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = "sqlite:///stepstone.db",
+        *,
+        config: str | Path | ProjectConfig | None = None,
+        run_worker: bool = True,
+        worker_settings: WorkerSettings | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, Any] | None = None,
+    ) -> Engine:
+        """Open the store at ``url``, register ``config``'s workflows, start a worker."""
+        if isinstance(config, str | Path):
+            project = load_project(config)
+        else:
+            project = config or ProjectConfig()
+        if env:
+            project = ProjectConfig(
+                project.account_id, project.workflows, {**project.env, **env}, project.root
+            )
+        storage = open_storage(url)
+        await storage.open()
+        worker: Worker | None = None
+        ops = Operations(storage, clock=clock)
+        engine = cls(storage, ops, project, None)
+        if run_worker:
+            worker = Worker(
+                storage,
+                load_version,
+                lambda workflow: Env(ops, workflow.account_id, project.env),
+                settings=worker_settings,
+                clock=clock,
+            )
+            ops = Operations(storage, clock=clock, on_workflows_changed=worker.invalidate_workflows)
+            engine.ops = ops
+            engine.worker = worker
+        await sync_project(engine.ops, project)
+        if worker is not None:
+            if storage.sole_worker_lock():
+                # No other worker can be using this database: leases left by a crashed
+                # process are stale, and their instances can resume at once.
+                await storage.expire_leases(None, engine.ops.now())
+            await worker.start()
+        return engine
+
+    async def register(
+        self,
+        name: str,
+        workflow_class: type | None = None,
+        *,
+        class_name: str | None = None,
+        script_name: str | None = None,
+        limits_steps: int | None = None,
+        schedules: Sequence[str] = (),
+    ) -> WorkflowRecord:
+        """Register (or update, adding a version) a workflow from a class or module path."""
+        if workflow_class is not None:
+            class_name = workflow_class.__qualname__
+            script_name = workflow_class.__module__
+        if not class_name or not script_name:
+            raise InvalidRequest("register needs a class, or class_name and script_name")
+        return await self.ops.put_workflow(
+            self.project.account_id,
+            name,
+            class_name=class_name,
+            script_name=script_name,
+            limits_steps=limits_steps,
+            schedules=schedules,
+        )
+
+    def workflow(self, name: str) -> WorkflowBinding:
+        return WorkflowBinding(self.ops, self.project.account_id, name)
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        await self.storage.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+DEFAULT_ACCOUNT_ID = DEFAULT_ACCOUNT

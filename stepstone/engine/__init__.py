@@ -1,0 +1,1 @@
+"""The replay engine: step semantics, activations and the worker loop."""

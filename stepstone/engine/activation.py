@@ -1,0 +1,301 @@
+"""One activation: replay ``run()`` for a claimed instance until it ends or must wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from stepstone.authoring.entrypoint import WorkflowEntrypoint, WorkflowEvent
+from stepstone.engine import history as h
+from stepstone.engine.clock import Clock
+from stepstone.engine.errors_codec import encode_error
+from stepstone.engine.replay import MAX_JSON_BYTES, ReplayStep, encode_json
+from stepstone.engine.signals import InstanceFailed, LeaseLost
+from stepstone.storage.base import Claim, DeliveredEvent, Fenced, NewEvent, Release, Storage
+
+DEFAULT_STEP_LIMIT = 10_000
+DEFAULT_STORAGE_CAP = 1 << 30
+# Turns of the event loop an idle activation waits before dropping its coroutine, so that
+# branches of an asyncio.gather that are about to start a step get to do so.
+IDLE_CONFIRM_TURNS = 5
+TERMINATE_REPLAY_TIMEOUT_S = 10.0
+TERMINATION_ERROR = {"name": "WorkflowTerminated", "message": "Instance terminated"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Returned:
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class _Suspended:
+    wake_at: int
+
+
+class Activation:
+    def __init__(
+        self,
+        storage: Storage,
+        claim: Claim,
+        clock: Clock,
+        entry: WorkflowEntrypoint,
+        workflow_name: str,
+        *,
+        step_limit: int | None = None,
+        storage_cap: int = DEFAULT_STORAGE_CAP,
+    ) -> None:
+        self.storage = storage
+        self.claim = claim
+        self.clock = clock
+        self.entry = entry
+        self.workflow_name = workflow_name
+        self.step_limit = step_limit or DEFAULT_STEP_LIMIT
+        self.storage_cap = storage_cap
+        self.history = h.InstanceHistory()
+        self.unrequested: set[tuple[str, str]] = set()
+        self.executing = 0
+        self.pause_pending = claim.instance.status == "waitingForPause"
+        self.replay_only = False
+        self._parked: list[int | None] = []
+        self._idle = asyncio.Event()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._order = 0
+
+    # --- what the replay step uses ----------------------------------------------------------
+
+    def now(self) -> int:
+        return self.clock.now_ms()
+
+    def event(self, kind: str, data: dict[str, Any], key: tuple[str, str] | None) -> NewEvent:
+        return NewEvent(
+            kind,
+            self.now(),
+            orjson.dumps(data),
+            None if key is None else key[0],
+            None if key is None else key[1],
+        )
+
+    def next_order(self) -> int:
+        self._order += 1
+        return 1 << 50 | self._order
+
+    async def write(self, events: Sequence[NewEvent]) -> None:
+        try:
+            current = await self.storage.record_progress(self.claim, events)
+        except Fenced:
+            raise LeaseLost() from None
+        self.pause_pending = current == "waitingForPause"
+
+    def write_nowait(self, events: Sequence[NewEvent]) -> None:
+        self.storage.record_progress_nowait(self.claim, events)
+
+    async def consume_event(self, event_type: str, completion: NewEvent) -> DeliveredEvent | None:
+        try:
+            return await self.storage.consume_event(self.claim, event_type, completion)
+        except Fenced:
+            raise LeaseLost() from None
+
+    async def store_stream(
+        self, step_name: str, chunks: AsyncIterator[bytes], form: str
+    ) -> dict[str, Any]:
+        total = 0
+        count = 0
+        async for chunk in chunks:
+            total += len(chunk)
+            if self.history.stream_bytes + total > self.storage_cap:
+                raise InstanceFailed(
+                    "WorkflowFatalError",
+                    f"Step {step_name} exceeded the instance storage limit of "
+                    f"{self.storage_cap} bytes",
+                )
+            try:
+                await self.storage.record_stream_chunk(self.claim, step_name, count, chunk)
+            except Fenced:
+                raise LeaseLost() from None
+            count += 1
+        self.history.stream_bytes += total
+        return {"bytes": total, "chunks": count, "form": form}
+
+    def read_stream(self, step_name: str, chunks: int) -> AsyncIterator[bytes]:
+        return self.storage.read_stream(self.claim.instance.pk, step_name, chunks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def park(self, wake_at: int | None) -> None:
+        """Wait until the activation ends; ``wake_at`` None waits for a resume."""
+        self._parked.append(wake_at)
+        self.executing -= 1
+        try:
+            if self.executing == 0:
+                self._idle.set()
+            await asyncio.Future()
+        finally:
+            self.executing += 1
+
+    # --- the activation ---------------------------------------------------------------------
+
+    async def run(self) -> Release:
+        instance = self.claim.instance
+        if instance.status == "waitingForPause":
+            return Release("paused")
+        self.history = h.fold(await self.storage.load_events(instance.pk))
+        self.unrequested = {k for k in self.history.steps if k[0] != h.ROLLBACK}
+        if self.history.started_at is None:
+            self.write_nowait([self.event("workflow_started", {}, None)])
+        step = ReplayStep(self)
+        try:
+            if instance.control == "terminate_rollback":
+                return await self._terminate_with_rollback(step)
+            outcome = await self._drive(self.entry.run(self._workflow_event(), step))
+            return await self._finish(step, outcome)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    def _workflow_event(self) -> WorkflowEvent:
+        instance = self.claim.instance
+        return WorkflowEvent(
+            payload=orjson.loads(instance.params),
+            timestamp=datetime.fromtimestamp(instance.created_on / 1000, UTC),
+            instance_id=instance.id,
+            workflow_name=self.workflow_name,
+            schedule=orjson.loads(instance.schedule) if instance.schedule else None,
+        )
+
+    async def _drive(self, coro: Coroutine[Any, Any, Any]) -> _Returned | _Raised | _Suspended:
+        self._parked.clear()
+        self._idle.clear()
+        task = self.spawn(coro)
+        while True:
+            idle = asyncio.ensure_future(self._idle.wait())
+            try:
+                await asyncio.wait({task, idle}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+            if task.done():
+                break
+            for _ in range(IDLE_CONFIRM_TURNS):
+                await asyncio.sleep(0)
+            if self.executing == 0 and self._parked and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                now = self.now()
+                return _Suspended(min(now if w is None else w for w in self._parked))
+            self._idle.clear()
+        error = task.exception()
+        if error is None:
+            return _Returned(task.result())
+        if isinstance(error, LeaseLost | InstanceFailed):
+            raise error
+        return _Raised(error)
+
+    async def _finish(self, step: ReplayStep, outcome: _Returned | _Raised | _Suspended) -> Release:
+        now = self.now()
+        if isinstance(outcome, _Suspended):
+            return Release(
+                "waiting",
+                runnable_at=outcome.wake_at,
+                events=[self.event("workflow_waiting", {}, None)],
+            )
+        if isinstance(outcome, _Returned):
+            try:
+                output = encode_json(outcome.value, "run()")
+                if len(output) > MAX_JSON_BYTES:
+                    raise InstanceFailed(
+                        "WorkflowFatalError", "The value returned from run() is over 1MiB"
+                    )
+            except InstanceFailed as failed:
+                return self._failed(failed.error)
+            data = b'{"output":' + output + b"}"
+            return Release(
+                "complete", output=output, events=[NewEvent("workflow_completed", now, data)]
+            )
+        if not isinstance(outcome.error, Exception):
+            raise outcome.error
+        error = encode_error(outcome.error)
+        if not step.rollbacks:
+            return self._failed(error)
+        rolled = await self._rollback(step, error)
+        if isinstance(rolled, Release):
+            return rolled
+        return Release(
+            "errored",
+            error=orjson.dumps(error),
+            rollback=orjson.dumps(rolled),
+            events=[self.event("workflow_errored", {"error": error}, None)],
+        )
+
+    def _failed(self, error: dict[str, Any]) -> Release:
+        return Release(
+            "errored",
+            error=orjson.dumps(error),
+            events=[self.event("workflow_errored", {"error": error}, None)],
+        )
+
+    async def _rollback(
+        self, step: ReplayStep, trigger: dict[str, Any]
+    ) -> dict[str, Any] | Release:
+        """Run the rollback phase; a Release means it must wait (a retry delay) first."""
+        started = any(k[0] == h.ROLLBACK for k in self.history.steps) or (
+            self.claim.instance.status == "rollingBack"
+        )
+        if not started:
+            total = len({r.key for r in step.rollbacks})
+            await self.write(
+                [
+                    self.event(
+                        "rollback_started", {"triggerError": trigger, "totalSteps": total}, None
+                    )
+                ]
+            )
+        await self._set_status("rollingBack")
+        result = await self._drive(step.run_rollbacks(trigger))
+        if isinstance(result, _Suspended):
+            return Release("rollingBack", runnable_at=result.wake_at)
+        if isinstance(result, _Raised):
+            raise result.error
+        outcome: dict[str, Any] = result.value
+        kind = "rollback_completed" if outcome["outcome"] == "complete" else "rollback_errored"
+        await self.write([self.event(kind, {"error": outcome["error"]}, None)])
+        return outcome
+
+    async def _set_status(self, status: str) -> None:
+        try:
+            await self.storage.set_active_status(self.claim, status)
+        except Fenced:
+            raise LeaseLost() from None
+
+    async def _terminate_with_rollback(self, step: ReplayStep) -> Release:
+        # Replay without executing anything new, only to learn which rollbacks were registered.
+        self.replay_only = True
+        with contextlib.suppress(Exception, TimeoutError):
+            async with asyncio.timeout(TERMINATE_REPLAY_TIMEOUT_S):
+                await self._drive(self.entry.run(self._workflow_event(), step))
+        self.replay_only = False
+        terminated = self.event("workflow_terminated", {"trigger": {"source": "api"}}, None)
+        rollback: dict[str, Any] | None = None
+        if step.rollbacks:
+            rolled = await self._rollback(step, TERMINATION_ERROR)
+            if isinstance(rolled, Release):
+                return rolled
+            rollback = rolled
+        return Release(
+            "terminated",
+            rollback=None if rollback is None else orjson.dumps(rollback),
+            events=[terminated],
+        )

@@ -1,0 +1,699 @@
+"""The replay step: what ``run(event, step)`` calls.
+
+Each call computes the step's visible name (``name-N``, counted per kind), looks it up in the
+history loaded once for this activation, and either answers from the record or does the work
+and records it. When the instance must wait (a sleep not due, an event not sent, a retry
+delay, a pause) the call parks; once nothing is executing, the activation drops the coroutine
+and the worker releases the instance with its wake-up time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import orjson
+
+from stepstone.authoring.config import DYNAMIC_DELAY, parse_rollback_config, resolve_config
+from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.engine import history as h
+from stepstone.engine.errors_codec import (
+    encode_error,
+    is_non_retryable,
+    recreate_error,
+)
+from stepstone.engine.retry import backoff_delay_ms, should_retry
+from stepstone.engine.signals import InstanceFailed
+from stepstone.errors import WorkflowFatalError, WorkflowTimeoutError
+from stepstone.validation import event_type_problem, step_name_problem
+
+if TYPE_CHECKING:
+    from stepstone.engine.activation import Activation
+
+MAX_JSON_BYTES = 1 << 20
+STREAM_CHUNK_BYTES = 256 * 1024
+MAX_SLEEP_MS = 365 * 86_400_000
+MIN_WAIT_TIMEOUT_MS = 1_000
+DELAY_FN_TIMEOUT_S = 5.0
+ENCODE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+ROLLBACK_PARAMS = frozenset({"ctx", "error", "output", "step_name"})
+
+
+def encode_json(value: Any, what: str) -> bytes:
+    """Encode a step output or instance result, or fail the instance: it cannot be stored."""
+    try:
+        return orjson.dumps(value, option=ENCODE_OPTIONS)
+    except TypeError as exc:
+        raise InstanceFailed(
+            "WorkflowFatalError", f"Value returned from {what} is not serialisable: {exc}"
+        ) from None
+
+
+def _dump(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value)
+
+
+class _Rollback:
+    __slots__ = ("config", "ctx", "handler", "key", "order")
+
+    def __init__(
+        self,
+        order: int,
+        key: tuple[str, str],
+        handler: Callable[..., Any],
+        config: Any,
+        ctx: dict[str, Any],
+    ) -> None:
+        self.order = order
+        self.key = key
+        self.handler = handler
+        self.config = config
+        self.ctx = ctx
+
+
+class StepFunction:
+    """What the decorator form returns: call it to run (or replay) the step, once per run."""
+
+    def __init__(self, step: ReplayStep, name: str, fn: Callable[..., Any], **options: Any):
+        self._step = step
+        self.name = name
+        self.fn = fn
+        self._options = options
+        self._task: asyncio.Future[Any] | None = None
+
+    def __call__(self) -> asyncio.Future[Any]:
+        if self._task is None:
+            self._task = self._step.activation.spawn(self._resolve())
+        return self._task
+
+    async def _resolve(self) -> Any:
+        params = list(inspect.signature(self.fn).parameters)
+        deps: dict[str, Any] = {}
+        needed = [p for p in params if p != "ctx"]
+        for param in needed:
+            if self._step.find_step_function(param) is None:
+                raise TypeError(f"Received unexpected parameter {param}")
+        if self._options.get("concurrent"):
+            values = await asyncio.gather(*(self._step.find_step_function(p)() for p in needed))  # type: ignore[misc]
+            deps = dict(zip(needed, values, strict=True))
+        else:
+            for param in needed:
+                dependency = self._step.find_step_function(param)
+                assert dependency is not None
+                deps[param] = await dependency()
+        wants_ctx = "ctx" in params
+        fn = self.fn
+
+        def bind(ctx: dict[str, Any]) -> Any:
+            return fn(**deps, ctx=ctx) if wants_ctx else fn(**deps)
+
+        call = off_loop(bind, with_ctx=True, blocking=not inspect.iscoroutinefunction(fn))
+        return await self._step.run_do(
+            self.name,
+            call,
+            config=self._options.get("config"),
+            rollback=self._options.get("rollback"),
+            rollback_config=self._options.get("rollback_config"),
+        )
+
+
+class ReplayStep:
+    """The ``step`` object of one activation."""
+
+    def __init__(self, activation: Activation) -> None:
+        self.activation = activation
+        self._counters: dict[tuple[str, str], int] = {}
+        self._functions: dict[str, StepFunction] = {}
+        self._do_count = 0
+        self.rollbacks: list[_Rollback] = []
+        self.in_rollback_phase = False
+
+    # --- public API -------------------------------------------------------------------------
+
+    def do(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        fn: Callable[..., Any] | None = None,
+        *,
+        config: Any = None,
+        concurrent: bool = False,
+        rollback: Callable[..., Any] | None = None,
+        rollback_config: Any = None,
+    ) -> Any:
+        """``@step.do("name", config=...)`` decorates; ``await step.do("name", fn)`` runs."""
+        options = {
+            "config": config,
+            "concurrent": concurrent,
+            "rollback": rollback,
+            "rollback_config": rollback_config,
+        }
+        if callable(name) and fn is None:  # bare @step.do
+            return self._decorate(name.__name__, name, options)
+        if fn is not None:
+            if not isinstance(name, str):
+                raise TypeError("step.do(name, fn): the name must be a string")
+            return self.run_do(
+                name,
+                _direct_call(fn),
+                config=config,
+                rollback=rollback,
+                rollback_config=rollback_config,
+            )
+
+        def decorator(func: Callable[..., Any]) -> StepFunction:
+            return self._decorate(name if isinstance(name, str) else func.__name__, func, options)
+
+        return decorator
+
+    async def sleep(self, name: str, duration: Any) -> None:
+        ms = _duration(duration, f'step.sleep("{name}")')
+        if ms > MAX_SLEEP_MS:
+            raise WorkflowFatalError(f'step.sleep("{name}"): the longest sleep is 365 days')
+        await self._sleep(name, lambda now: now + ms, ms)
+
+    async def sleep_until(self, name: str, timestamp: datetime | int | float) -> None:
+        if isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None:
+                timestamp = timestamp.replace(tzinfo=UTC)
+            target = int(timestamp.timestamp() * 1000)
+        elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            target = int(timestamp)  # epoch milliseconds, as Cloudflare's engine reads numbers
+        else:
+            raise WorkflowFatalError(f"step.sleep_until({name!r}): give a datetime or epoch ms")
+
+        def wake_at(now: int) -> int:
+            if target < now:
+                raise ValueError("You can't sleep until a time in the past, time-traveler")
+            return target
+
+        await self._sleep(name, wake_at, None)
+
+    async def wait_for_event(
+        self, name: str, event_type: str, /, timeout: Any = "24 hours"
+    ) -> dict[str, Any]:
+        problem = event_type_problem(event_type)
+        if problem:
+            raise WorkflowFatalError(f"step.wait_for_event({name!r}): {problem}")
+        timeout_ms = _duration(timeout, f'step.wait_for_event("{name}") timeout')
+        if not MIN_WAIT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
+            raise WorkflowFatalError(
+                f"step.wait_for_event({name!r}): the timeout is between 1 second and 365 days"
+            )
+        act = self.activation
+        key, _ = self._begin(h.WAIT, name)
+        await self._check_replay_order(key)
+        record = act.history.steps.get(key)
+        if act.replay_only:
+            if record is not None and record.done and record.success:
+                return _wait_result(record)
+            return {"payload": None, "timestamp": None, "type": event_type}
+        act.executing += 1
+        try:
+            if record is not None and record.done:
+                return _wait_result(record)
+            now = act.now()
+            if record is None:
+                record = h.StepRecord(h.WAIT, key[1], 0, now, wake_at=now + timeout_ms)
+                record.event_type = event_type
+                act.history.steps[key] = record
+                act.write_nowait(
+                    [
+                        act.event(
+                            "wait_started",
+                            {
+                                "eventType": event_type,
+                                "timeoutMs": timeout_ms,
+                                "deadline": record.wake_at,
+                            },
+                            key,
+                        )
+                    ]
+                )
+            if act.pause_pending:
+                await self._park(None)
+            completion = act.event("wait_completed", {}, key)
+            delivered = await act.consume_event(event_type, completion)
+            if delivered is not None:
+                record.done, record.success = True, True
+                record.event = {
+                    "type": event_type,
+                    "payload": orjson.loads(delivered.payload),
+                    "timestamp": delivered.ts,
+                }
+                return _wait_result(record)
+            assert record.wake_at is not None
+            if act.now() >= record.wake_at:
+                error = {
+                    "name": "WorkflowTimeoutError",
+                    "message": f"Execution timed out after {timeout_ms}ms",
+                }
+                await act.write([act.event("wait_timed_out", {"error": error}, key)])
+                record.done, record.success, record.error = True, False, error
+                raise WorkflowTimeoutError(error["message"])
+            await self._park(record.wake_at)
+        finally:
+            act.executing -= 1
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- step.do ----------------------------------------------------------------------------
+
+    def _decorate(
+        self, name: str, func: Callable[..., Any], options: dict[str, Any]
+    ) -> StepFunction:
+        function = StepFunction(self, name, func, **options)
+        self._functions[name] = function
+        self._functions[func.__name__] = function
+        return function
+
+    def find_step_function(self, param: str) -> StepFunction | None:
+        return self._functions.get(param)
+
+    async def run_do(
+        self,
+        name: str,
+        call: Callable[[dict[str, Any]], Any],
+        *,
+        config: Any,
+        rollback: Callable[..., Any] | None,
+        rollback_config: Any,
+    ) -> Any:
+        act = self.activation
+        if self.in_rollback_phase:
+            raise WorkflowFatalError("Cannot execute steps during rollback phase")
+        if rollback is not None and not callable(rollback):
+            raise WorkflowFatalError(f'Step "{name}": rollback must be a function')
+        resolved = resolve_config(config, name)
+        rollback_cfg = (
+            parse_rollback_config(rollback_config, name) if rollback is not None else None
+        )
+        self._do_count += 1
+        if self._do_count > act.step_limit:
+            raise InstanceFailed(
+                "WorkflowFatalError",
+                f"The limit of {act.step_limit} steps has been reached for this instance",
+            )
+        key, count = self._begin(h.DO, name)
+        await self._check_replay_order(key)
+        record = act.history.steps.get(key)
+        ctx_base = {"step": {"name": name, "count": count}}
+        if rollback is not None:
+            order = record.first_event_id if record is not None else act.next_order()
+            self.rollbacks.append(_Rollback(order, key, rollback, rollback_cfg, ctx_base))
+        if act.replay_only:
+            return _cached_value(act, record) if record is not None and record.done else None
+        if record is not None and record.done:
+            return await _recorded_result(act, record)
+        act.executing += 1
+        try:
+            return await self._execute(
+                key, record, resolved.recorded(), resolved.delay, call, ctx_base, rollback
+            )
+        finally:
+            act.executing -= 1
+
+    async def _execute(
+        self,
+        key: tuple[str, str],
+        record: h.StepRecord | None,
+        fresh_config: dict[str, Any],
+        live_delay: Any,
+        call: Callable[[dict[str, Any]], Any],
+        ctx_base: dict[str, Any],
+        rollback: Callable[..., Any] | None,
+        kind_prefix: str = "",
+    ) -> Any:
+        act = self.activation
+        if act.pause_pending:
+            await self._park(None)
+        # The config recorded at the first attempt wins over the code's current one.
+        config = record.config if record is not None and record.config else fresh_config
+        retries = config["retries"]
+        timeout_ms = parse_duration(config["timeout"])
+        attempts_made = len(record.attempts) if record is not None else 0
+        first = record is None or not record.attempts
+        if record is not None:
+            dangling = record.dangling_attempt
+            if dangling is not None:
+                act.write_nowait(
+                    [
+                        act.event(
+                            kind_prefix + "attempt_errored",
+                            {"attempt": dangling.attempt, "error": h.INTERNAL_ATTEMPT_ERROR},
+                            key,
+                        )
+                    ]
+                )
+                dangling.end, dangling.success = act.now(), False
+                dangling.error = h.INTERNAL_ATTEMPT_ERROR
+                if not should_retry(attempts_made, retries["limit"]):
+                    return await self._fail_step(key, h.INTERNAL_ATTEMPT_ERROR, kind_prefix)
+            elif record.retry_at is not None and act.now() < record.retry_at:
+                await self._park(record.retry_at)
+        shown_config = {k: v for k, v in config.items()}
+        while True:
+            attempt = attempts_made + 1
+            events = []
+            if first:
+                events.append(
+                    act.event(
+                        kind_prefix + "step_started",
+                        {"config": config, "hasRollback": rollback is not None},
+                        key,
+                    )
+                )
+                first = False
+            events.append(act.event(kind_prefix + "attempt_started", {"attempt": attempt}, key))
+            act.write_nowait(events)
+            ctx = {**ctx_base, "attempt": attempt, "config": shown_config}
+            try:
+                async with asyncio.timeout(timeout_ms / 1000) as scope:
+                    value = await _invoke(call, ctx)
+                    payload = await self._store_output(key, value)
+            except (asyncio.CancelledError, InstanceFailed):
+                raise
+            except BaseException as exc:
+                if isinstance(exc, TimeoutError) and scope.expired():
+                    exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
+                if not isinstance(exc, Exception):
+                    raise
+                error = encode_error(exc)
+                if is_non_retryable(exc) or not should_retry(attempt, retries["limit"]):
+                    act.write_nowait(
+                        [
+                            act.event(
+                                kind_prefix + "attempt_errored",
+                                {"attempt": attempt, "error": error},
+                                key,
+                            )
+                        ]
+                    )
+                    return await self._fail_step(key, error, kind_prefix)
+                delay = await self._retry_delay(key, retries, live_delay, ctx, exc, attempt)
+                retry_at = act.now() + delay
+                await act.write(
+                    [
+                        act.event(
+                            kind_prefix + "attempt_errored",
+                            {
+                                "attempt": attempt,
+                                "error": error,
+                                "retryDelayMs": delay,
+                                "retryAt": retry_at,
+                            },
+                            key,
+                        )
+                    ]
+                )
+                attempts_made = attempt
+                if delay > 0:
+                    await self._park(retry_at)
+                continue
+            completed = (
+                {"stream": payload}
+                if isinstance(payload, dict)
+                else {"output": orjson.Fragment(payload)}
+            )
+            await act.write(
+                [
+                    act.event(kind_prefix + "attempt_completed", {"attempt": attempt}, key),
+                    act.event(kind_prefix + "step_completed", completed, key),
+                ]
+            )
+            if isinstance(payload, dict):
+                return await _stream_value(act, key[1], payload)
+            return orjson.loads(payload)
+
+    async def _fail_step(
+        self, key: tuple[str, str], error: dict[str, Any], kind_prefix: str
+    ) -> NoReturn:
+        act = self.activation
+        await act.write([act.event(kind_prefix + "step_errored", {"error": error}, key)])
+        raise recreate_error(error)
+
+    async def _retry_delay(
+        self,
+        key: tuple[str, str],
+        retries: dict[str, Any],
+        live_delay: Any,
+        ctx: dict[str, Any],
+        exc: BaseException,
+        attempt: int,
+    ) -> int:
+        if retries["delay"] != DYNAMIC_DELAY:
+            base = parse_duration(retries["delay"])
+        else:
+            try:
+                if not callable(live_delay):
+                    raise TypeError("the code no longer gives a delay function")
+                async with asyncio.timeout(DELAY_FN_TIMEOUT_S):
+                    base = parse_duration(await _invoke(lambda c: live_delay(c, exc), ctx))
+            except (asyncio.CancelledError, InstanceFailed):
+                raise
+            except Exception as fn_exc:
+                reason = "timed out" if isinstance(fn_exc, TimeoutError) else f"failed: {fn_exc}"
+                message = f'The delay function for step "{key[1]}" {reason}'
+                error = {"name": "NonRetryableDelayError", "message": message}
+                await self._fail_step(key, error, "")
+        return backoff_delay_ms(base, attempt, retries["backoff"])
+
+    async def _store_output(self, key: tuple[str, str], value: Any) -> bytes | dict[str, Any]:
+        """Return the output encoded as JSON, or the stream summary after storing it."""
+        act = self.activation
+        if isinstance(value, bytes | bytearray | memoryview):
+            return await act.store_stream(key[1], _iter_bytes(bytes(value)), "bytes")
+        if hasattr(value, "__aiter__"):
+            return await act.store_stream(key[1], _rechunk(value), "iterator")
+        encoded = encode_json(value, f'step "{key[1]}"')
+        if len(encoded) > MAX_JSON_BYTES:
+            raise WorkflowFatalError(
+                f"Step {key[1]} output is too large. Maximum allowed size is 1MiB."
+            )
+        return encoded
+
+    # --- rollback phase ---------------------------------------------------------------------
+
+    async def run_rollbacks(self, trigger_error: dict[str, Any]) -> dict[str, Any]:
+        """Run registered rollback handlers, newest step first; return the rollback outcome."""
+        act = self.activation
+        self.in_rollback_phase = True
+        pending = sorted(self.rollbacks, key=lambda r: r.order, reverse=True)
+        seen: set[tuple[str, str]] = set()
+        for entry in pending:
+            if entry.key in seen:
+                continue
+            seen.add(entry.key)
+            rb_key = (h.ROLLBACK, entry.key[1])
+            done = act.history.steps.get(rb_key)
+            if done is not None and done.done:
+                if not done.success:
+                    return {"outcome": "failed", "error": done.error}
+                continue
+            forward = act.history.steps.get(entry.key)
+            output = _cached_value(act, forward) if forward and forward.success else None
+            handler = entry.handler
+            args = {
+                "ctx": entry.ctx,
+                "error": recreate_error(trigger_error),
+                "output": output,
+                "step_name": entry.key[1],
+            }
+            params = list(inspect.signature(handler).parameters)
+            unknown = [p for p in params if p not in ROLLBACK_PARAMS]
+            if unknown:
+                raise TypeError(f"Received unexpected parameter {unknown[0]}")
+
+            def call(
+                ctx: dict[str, Any], handler: Any = handler, args: Any = args, params: Any = params
+            ) -> Any:
+                return handler(**{p: (ctx if p == "ctx" else args[p]) for p in params})
+
+            act.executing += 1
+            try:
+                await self._execute(
+                    rb_key,
+                    done,
+                    entry.config.recorded(),
+                    entry.config.delay,
+                    call,
+                    entry.ctx,
+                    None,
+                    kind_prefix="rollback_",
+                )
+            except (asyncio.CancelledError, InstanceFailed):
+                raise
+            except Exception as exc:
+                return {"outcome": "failed", "error": encode_error(exc)}
+            finally:
+                act.executing -= 1
+        return {"outcome": "complete", "error": None}
+
+    # --- naming, replay order, parking ------------------------------------------------------
+
+    def _begin(self, kind: str, name: str) -> tuple[tuple[str, str], int]:
+        problem = step_name_problem(name)
+        if problem:
+            raise WorkflowFatalError(f"Invalid step name {name!r}: {problem}")
+        counter = (kind, name)
+        count = self._counters.get(counter, 0) + 1
+        self._counters[counter] = count
+        key = (kind, f"{name}-{count}")
+        self.activation.unrequested.discard(key)
+        return key, count
+
+    async def _check_replay_order(self, key: tuple[str, str]) -> None:
+        """A new step may start only once every recorded step has been asked for again.
+
+        Recorded steps return without waiting, so after the other branches have had a few
+        turns of the event loop every recorded step is requested, unless the code changed.
+        """
+        act = self.activation
+        if key in act.history.steps or not act.unrequested or act.replay_only:
+            return
+        act.executing += 1
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0)
+                if not act.unrequested:
+                    return
+        finally:
+            act.executing -= 1
+        missing = min(
+            (act.history.steps[k] for k in act.unrequested), key=lambda s: s.first_event_id
+        )
+        raise InstanceFailed(
+            "NondeterminismError",
+            f"The workflow asked for {_describe(key)} where its recorded history has "
+            f"{_describe((missing.kind, missing.name))}: the code changed under a running "
+            "instance. Restart the instance, or deploy the change under a new workflow name.",
+        )
+
+    async def _park(self, wake_at: int | None) -> NoReturn:
+        await self.activation.park(wake_at)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _sleep(
+        self, name: str, compute_wake: Callable[[int], int], duration_ms: int | None
+    ) -> None:
+        act = self.activation
+        key, _ = self._begin(h.SLEEP, name)
+        await self._check_replay_order(key)
+        record = act.history.steps.get(key)
+        if act.replay_only or (record is not None and record.done):
+            return
+        act.executing += 1
+        try:
+            now = act.now()
+            if record is None:
+                wake = compute_wake(now)
+                record = h.StepRecord(h.SLEEP, key[1], 0, now, wake_at=wake)
+                act.history.steps[key] = record
+                shown = duration_ms if duration_ms is not None else wake - now
+                act.write_nowait(
+                    [act.event("sleep_started", {"durationMs": shown, "wakeAt": wake}, key)]
+                )
+            assert record.wake_at is not None
+            if act.now() >= record.wake_at:
+                act.write_nowait([act.event("sleep_completed", {}, key)])
+                record.done = True
+                return
+            await self._park(record.wake_at)
+        finally:
+            act.executing -= 1
+
+
+def _describe(key: tuple[str, str]) -> str:
+    kind, name = key
+    return {"do": "step.do", "sleep": "step.sleep", "waitForEvent": "step.wait_for_event"}.get(
+        kind, kind
+    ) + f' "{name}"'
+
+
+def _duration(value: Any, what: str) -> int:
+    try:
+        return parse_duration(value)
+    except InvalidDurationError as exc:
+        raise WorkflowFatalError(f"{what}: {exc}") from None
+
+
+def _wait_result(record: h.StepRecord) -> dict[str, Any]:
+    if not record.success:
+        raise recreate_error(record.error)
+    event = record.event or {}
+    return {
+        "payload": event.get("payload"),
+        "timestamp": datetime.fromtimestamp(int(event.get("timestamp") or 0) / 1000, UTC),
+        "type": event.get("type"),
+    }
+
+
+def _cached_value(act: Activation, record: h.StepRecord | None) -> Any:
+    if record is None or not record.success or record.output is None:
+        return None
+    return orjson.loads(record.output)
+
+
+async def _recorded_result(act: Activation, record: h.StepRecord) -> Any:
+    if not record.success:
+        raise recreate_error(record.error)
+    if record.stream is not None:
+        return await _stream_value(act, record.name, record.stream)
+    return _cached_value(act, record)
+
+
+async def _stream_value(act: Activation, step_name: str, stream: dict[str, Any]) -> Any:
+    chunks = act.read_stream(step_name, int(stream["chunks"]))
+    if stream.get("form") == "bytes":
+        return b"".join([chunk async for chunk in chunks])
+    return chunks
+
+
+def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    params = list(inspect.signature(fn).parameters)
+    if params and params != ["ctx"]:
+        raise TypeError(
+            f"step.do(name, fn): fn takes no parameters, or only ctx; it takes {params}"
+        )
+    return off_loop(fn, with_ctx=bool(params), blocking=not inspect.iscoroutinefunction(fn))
+
+
+def off_loop(
+    fn: Callable[..., Any], *, with_ctx: bool, blocking: bool
+) -> Callable[[dict[str, Any]], Any]:
+    """Call ``fn`` with or without ctx; a plain (blocking) function runs in a thread so it
+    cannot stall the worker's event loop, heartbeats included."""
+    if not blocking:
+        return fn if with_ctx else (lambda ctx: fn())
+    if with_ctx:
+        return lambda ctx: asyncio.to_thread(fn, ctx)
+    return lambda ctx: asyncio.to_thread(fn)
+
+
+async def _invoke(call: Callable[[dict[str, Any]], Any], ctx: dict[str, Any]) -> Any:
+    result = call(ctx)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def _iter_bytes(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), STREAM_CHUNK_BYTES):
+        yield data[start : start + STREAM_CHUNK_BYTES]
+
+
+async def _rechunk(source: Any) -> AsyncIterator[bytes]:
+    buffer = bytearray()
+    async for chunk in source:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise InstanceFailed(
+                "WorkflowFatalError",
+                f"A byte-stream step yielded {type(chunk).__name__}; yield bytes only",
+            )
+        buffer += chunk
+        while len(buffer) >= STREAM_CHUNK_BYTES:
+            yield bytes(buffer[:STREAM_CHUNK_BYTES])
+            del buffer[:STREAM_CHUNK_BYTES]
+    if buffer:
+        yield bytes(buffer)

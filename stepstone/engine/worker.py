@@ -1,0 +1,262 @@
+"""The worker: claim runnable instances with a lease, run activations, keep leases alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stepstone.authoring.entrypoint import WorkflowEntrypoint
+from stepstone.engine.activation import Activation
+from stepstone.engine.clock import Clock, SystemClock
+from stepstone.engine.signals import LeaseLost
+from stepstone.storage.base import Claim, Fenced, Release, Storage, VersionRecord, WorkflowRecord
+
+log = logging.getLogger("stepstone.worker")
+
+Loader = Callable[[VersionRecord], type[WorkflowEntrypoint]]
+EnvFactory = Callable[[WorkflowRecord], Any]
+INTERNAL_ERROR = {"name": "WorkflowInternalError", "message": "the engine failed: {}"}
+UNLOADABLE_RETRY_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Knobs of a worker.
+
+    Attributes:
+        concurrency: instances running at once in this worker (waiting ones do not count).
+        lease_ms: how long a claim lives without a heartbeat; another worker takes over after.
+        poll_ms: the longest sleep between looks for due work when no wake-up arrives.
+        claim_batch: the most instances claimed in one transaction.
+    """
+
+    concurrency: int = 100
+    lease_ms: int = 30_000
+    poll_ms: int = 1_000
+    claim_batch: int = 100
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        storage: Storage,
+        loader: Loader,
+        env_factory: EnvFactory,
+        *,
+        settings: WorkerSettings | None = None,
+        clock: Clock | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.storage = storage
+        self.loader = loader
+        self.env_factory = env_factory
+        self.settings = settings or WorkerSettings()
+        self.clock = clock or SystemClock()
+        self.owner = owner or new_owner_id()
+        self._active: dict[int, tuple[Claim, asyncio.Task[None], Activation | None]] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._workflows: dict[int, WorkflowRecord] = {}
+        self._runnable_pks: list[int] = []
+        self._refresh_due = 0
+        self._stopping = False
+        self._idle = asyncio.Event()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.storage.add_wake_listener(self.wake)
+        self._main = asyncio.create_task(self._run(), name="stepstone-worker")
+        self._heartbeat = asyncio.create_task(self._beat(), name="stepstone-heartbeat")
+
+    async def stop(self) -> None:
+        """Stop claiming, abandon running activations and hand their instances back now."""
+        self._stopping = True
+        for task in (self._main, self._heartbeat):
+            if task is not None:
+                task.cancel()
+        for _, task, _ in list(self._active.values()):
+            task.cancel()
+        pending = [t for t in (self._main, self._heartbeat) if t is not None]
+        pending += [task for _, task, _ in self._active.values()]
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.storage.expire_leases(self.owner, self.clock.now_ms())
+
+    def wake(self) -> None:
+        """Look for work now; callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def invalidate_workflows(self) -> None:
+        """Re-read the registered workflows at the next look (after a PUT or DELETE)."""
+        self._refresh_due = 0
+        self.wake()
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # --- main loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        settings = self.settings
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._refresh_workflows()
+                free = settings.concurrency - len(self._active)
+                claimed = 0
+                if free > 0 and self._runnable_pks:
+                    want = min(free, settings.claim_batch)
+                    claims = await self.storage.claim_runnable(
+                        self.owner,
+                        want,
+                        self.clock.now_ms(),
+                        settings.lease_ms,
+                        self._runnable_pks,
+                    )
+                    for claim in claims:
+                        self._launch(claim)
+                    claimed = len(claims)
+                    if claimed == want:
+                        continue
+                timeout = settings.poll_ms / 1000
+                if free > claimed and self._runnable_pks:
+                    next_wake = await self.storage.next_wake_at(self._runnable_pks)
+                    if next_wake is not None:
+                        timeout = min(timeout, max(0, next_wake - self.clock.now_ms()) / 1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker loop failed; retrying")
+                timeout = settings.poll_ms / 1000
+            if timeout > 0:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    async def _refresh_workflows(self) -> None:
+        now = self.clock.now_ms()
+        if now < self._refresh_due:
+            return
+        self._refresh_due = now + 5_000
+        records, _ = await self.storage.list_workflows(None, None, 0, 1_000_000)
+        workflows: dict[int, WorkflowRecord] = {}
+        for record in records:
+            try:
+                self.loader(record.version)
+            except Exception as exc:
+                log.debug("workflow %s is not importable here: %s", record.name, exc)
+                continue
+            workflows[record.pk] = record
+        self._workflows = workflows
+        self._runnable_pks = sorted(workflows)
+
+    def _launch(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._activate(claim), name=f"instance-{claim.instance.id}")
+        self._active[claim.instance.pk] = (claim, task, None)
+
+    async def _activate(self, claim: Claim) -> None:
+        instance = claim.instance
+        try:
+            workflow = self._workflows.get(instance.workflow_pk)
+            version = (
+                await self.storage.get_version(instance.workflow_pk, instance.version_id)
+                if workflow is not None
+                else None
+            )
+            if workflow is None or version is None:
+                raise LookupError("workflow or version missing")
+            try:
+                cls = self.loader(version)
+            except Exception:
+                log.warning("cannot load %s.%s", version.script_name, version.class_name)
+                retry_at = self.clock.now_ms() + UNLOADABLE_RETRY_MS
+                status = "queued" if instance.started_on is None else "waiting"
+                await self.storage.release_instance(
+                    claim, Release(status, runnable_at=retry_at), self.clock.now_ms()
+                )
+                return
+            entry = cls(None, self.env_factory(workflow))
+            activation = Activation(
+                self.storage,
+                claim,
+                self.clock,
+                entry,
+                workflow.name,
+                step_limit=version.limits_steps,
+            )
+            self._active[instance.pk] = (claim, self._active[instance.pk][1], activation)
+            release = await activation.run()
+            await self.storage.release_instance(claim, release, self.clock.now_ms())
+        except (LeaseLost, Fenced):
+            log.debug("instance %s was taken away from this worker", instance.id)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                log.debug("activation of %s cancelled: lease lost", instance.id)
+        except Exception as exc:
+            log.exception("activation of %s failed inside the engine", instance.id)
+            error = dict(INTERNAL_ERROR, message=INTERNAL_ERROR["message"].format(exc))
+            try:
+                await self.storage.release_instance(
+                    claim, Release("errored", error=orjson.dumps(error)), self.clock.now_ms()
+                )
+            except Exception:
+                log.exception("could not record the failure of %s", instance.id)
+        finally:
+            self._active.pop(instance.pk, None)
+            self._wake.set()
+
+    async def _beat(self) -> None:
+        interval = max(self.settings.lease_ms / 3, 50) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if not self._active:
+                continue
+            claims = [claim for claim, _, _ in self._active.values()]
+            try:
+                held = await self.storage.renew_leases(
+                    self.owner, claims, self.clock.now_ms(), self.settings.lease_ms
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease renewal failed")
+                continue
+            for pk, status in held.items():
+                entry = self._active.get(pk)
+                if entry is None:
+                    continue
+                _, task, activation = entry
+                if status is None:
+                    task.cancel()
+                elif activation is not None and status == "waitingForPause":
+                    activation.pause_pending = True

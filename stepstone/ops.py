@@ -1,0 +1,446 @@
+"""Use-cases shared by the HTTP API, the CLI, the dashboard and the embedding API.
+
+Each operation validates its input, applies the lifecycle rules and calls the storage
+contract. Nothing here knows about HTTP or permissions; errors are ``StepstoneError``s with the
+stable codes every front-end reports.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from croniter import croniter
+
+from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.engine import history as h
+from stepstone.engine.clock import Clock, SystemClock
+from stepstone.engine.lifecycle import (
+    Status,
+    check_send_event,
+    check_terminate,
+    pause_target,
+    resume_target,
+)
+from stepstone.errors import (
+    CannotRestart,
+    InstanceNotFound,
+    InvalidEventType,
+    InvalidInstanceId,
+    InvalidParams,
+    InvalidRequest,
+    InvalidWorkflowDefinition,
+    InvalidWorkflowName,
+    WorkflowNotFound,
+)
+from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.storage.base import (
+    Conflict,
+    InstanceRecord,
+    NewEvent,
+    NewInstance,
+    Storage,
+    Transition,
+    WorkflowDefinition,
+    WorkflowRecord,
+)
+from stepstone.validation import (
+    addressable_id_problem,
+    event_type_problem,
+    instance_id_problem,
+    workflow_name_problem,
+)
+
+MAX_PAYLOAD_BYTES = 1 << 20
+MAX_STEPS_LIMIT = 25_000
+MAX_BATCH = 100
+MAX_CRON_LENGTH = 256
+MAX_SCHEDULES = 100
+RESTART_TYPES = {"do": h.DO, "sleep": h.SLEEP, "waitForEvent": h.WAIT}
+_COUNTER_SUFFIX = re.compile(r"-\d+$")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """One instance to create; ``params`` is the payload already encoded as JSON."""
+
+    id: str | None = None
+    params: bytes = b"null"
+    success_retention_ms: int | None = None
+    error_retention_ms: int | None = None
+    schedule: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartFrom:
+    name: str
+    count: int = 1
+    type: str = "do"
+
+
+def encode_payload(value: Any) -> bytes:
+    """Encode a payload given as a Python value, within the 1 MiB limit."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidParams(f"the payload is not JSON-serialisable: {exc}") from None
+    check_payload_size(data)
+    return data
+
+
+def check_payload_size(data: bytes) -> None:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InvalidParams(f"the payload is {len(data)} bytes; the limit is 1 MiB")
+
+
+def retention_ms(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        ms = parse_duration(value)
+    except InvalidDurationError as exc:
+        raise InvalidRequest(f"{what}: {exc}") from None
+    if ms <= 0:
+        raise InvalidRequest(f"{what} must be greater than 0")
+    return ms
+
+
+def validate_schedules(schedules: Sequence[str]) -> tuple[str, ...]:
+    if len(schedules) > MAX_SCHEDULES:
+        raise InvalidWorkflowDefinition(f"at most {MAX_SCHEDULES} schedules")
+    for cron in schedules:
+        if not isinstance(cron, str) or not 1 <= len(cron) <= MAX_CRON_LENGTH:
+            raise InvalidWorkflowDefinition(f"a cron expression has 1 to {MAX_CRON_LENGTH} chars")
+        if not croniter.is_valid(cron):
+            raise InvalidWorkflowDefinition(f"{cron!r} is not a valid cron expression")
+    return tuple(schedules)
+
+
+class Operations:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        check_importable: bool = True,
+        on_workflows_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock or SystemClock()
+        self.check_importable = check_importable
+        self._on_workflows_changed = on_workflows_changed
+
+    def now(self) -> int:
+        return self.clock.now_ms()
+
+    # --- workflows --------------------------------------------------------------------------
+
+    async def put_workflow(
+        self,
+        account_id: str,
+        name: str,
+        *,
+        class_name: str,
+        script_name: str,
+        limits_steps: int | None = None,
+        success_retention: Any = None,
+        error_retention: Any = None,
+        schedules: Sequence[str] = (),
+    ) -> WorkflowRecord:
+        check_workflow_name(name)
+        for field, value in (("class_name", class_name), ("script_name", script_name)):
+            if not isinstance(value, str) or not 1 <= len(value) <= 255:
+                raise InvalidWorkflowDefinition(f"{field} must be a string of 1 to 255 characters")
+        if limits_steps is not None and (
+            isinstance(limits_steps, bool)
+            or not isinstance(limits_steps, int)
+            or not 1 <= limits_steps <= MAX_STEPS_LIMIT
+        ):
+            raise InvalidWorkflowDefinition(f"limits.steps must be from 1 to {MAX_STEPS_LIMIT}")
+        definition = WorkflowDefinition(
+            class_name=class_name,
+            script_name=script_name,
+            limits_steps=limits_steps,
+            success_retention_ms=retention_ms(success_retention, "success_retention"),
+            error_retention_ms=retention_ms(error_retention, "error_retention"),
+            schedules=validate_schedules(schedules),
+        )
+        if self.check_importable:
+            try:
+                load_class(script_name, class_name)
+            except WorkflowLoadError as exc:
+                raise InvalidWorkflowDefinition(str(exc)) from None
+        record = await self.storage.register_workflow(account_id, name, definition, self.now())
+        if self._on_workflows_changed is not None:
+            self._on_workflows_changed()
+        return record
+
+    async def workflow(self, account_id: str, name: str) -> WorkflowRecord:
+        check_workflow_name(name)
+        record = await self.storage.get_workflow(account_id, name)
+        if record is None:
+            raise WorkflowNotFound(f"Workflow {name!r} not found")
+        return record
+
+    async def delete_workflow(self, account_id: str, name: str) -> None:
+        check_workflow_name(name)
+        if not await self.storage.delete_workflow(account_id, name):
+            raise WorkflowNotFound(f"Workflow {name!r} not found")
+        if self._on_workflows_changed is not None:
+            self._on_workflows_changed()
+
+    # --- instances --------------------------------------------------------------------------
+
+    async def create_instances(
+        self,
+        account_id: str,
+        workflow_name: str,
+        requests: Sequence[CreateRequest],
+        *,
+        skip_existing: bool,
+        trigger_source: str = "api",
+    ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
+        """Create instances of the workflow's current version; see ``Storage.create_instances``."""
+        workflow = await self.workflow(account_id, workflow_name)
+        items = []
+        for request in requests:
+            instance_id = request.id if request.id is not None else str(uuid.uuid4())
+            if trigger_source == "cron":
+                problem = addressable_id_problem(instance_id)
+            else:
+                problem = instance_id_problem(instance_id)
+            if problem:
+                raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+            check_payload_size(request.params)
+            items.append(
+                NewInstance(
+                    id=instance_id,
+                    params=request.params,
+                    trigger_source=trigger_source,
+                    schedule=None if request.schedule is None else orjson.dumps(request.schedule),
+                    success_retention_ms=request.success_retention_ms,
+                    error_retention_ms=request.error_retention_ms,
+                )
+            )
+        created = await self.storage.create_instances(
+            workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
+        )
+        records = []
+        for instance_id in created:
+            record = await self.storage.get_instance(workflow.pk, instance_id)
+            if record is not None:
+                records.append(record)
+        return workflow, records
+
+    async def instance(
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[WorkflowRecord, InstanceRecord]:
+        workflow = await self.workflow(account_id, workflow_name)
+        problem = addressable_id_problem(instance_id)
+        if problem:
+            raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+        record = await self.storage.get_instance(workflow.pk, instance_id)
+        if record is None:
+            raise InstanceNotFound(f"Instance {instance_id!r} not found")
+        return workflow, record
+
+    async def history(self, instance: InstanceRecord) -> h.InstanceHistory:
+        return h.fold(await self.storage.load_events(instance.pk))
+
+    async def pause(self, account_id: str, workflow_name: str, instance_id: str) -> str:
+        async def plan(instance: InstanceRecord) -> Transition | None:
+            target = pause_target(instance.status)
+            if target is None:
+                return None
+            now = self.now()
+            if target == Status.WAITING_FOR_PAUSE:
+                return Transition(
+                    status=target, events=[NewEvent("workflow_waiting_for_pause", now)]
+                )
+            return Transition(
+                status=target, paused_at=now, events=[NewEvent("workflow_paused", now)]
+            )
+
+        return await self._transition(account_id, workflow_name, instance_id, plan)
+
+    async def resume(self, account_id: str, workflow_name: str, instance_id: str) -> str:
+        async def plan(instance: InstanceRecord) -> Transition | None:
+            target = resume_target(instance.status)
+            if target is None:
+                return None
+            now = self.now()
+            if target == Status.RUNNING:
+                return Transition(status=target, events=[NewEvent("workflow_running", now)])
+            paused_ms = max(0, now - (instance.paused_at or now))
+            data = orjson.dumps({"pausedMs": paused_ms})
+            return Transition(
+                status=target,
+                runnable=True,
+                priority=0,
+                clear_paused_at=True,
+                events=[NewEvent("workflow_running", now, data)],
+            )
+
+        return await self._transition(account_id, workflow_name, instance_id, plan)
+
+    async def terminate(
+        self, account_id: str, workflow_name: str, instance_id: str, *, rollback: bool = False
+    ) -> str:
+        async def plan(instance: InstanceRecord) -> Transition | None:
+            check_terminate(instance.status)
+            if rollback:
+                return Transition(
+                    status=Status.ROLLING_BACK,
+                    runnable=True,
+                    priority=0,
+                    release_worker=True,
+                    control="terminate_rollback",
+                )
+            data = orjson.dumps({"trigger": {"source": "api"}})
+            return Transition(
+                status=Status.TERMINATED,
+                release_worker=True,
+                ended=True,
+                events=[NewEvent("workflow_terminated", self.now(), data)],
+            )
+
+        return await self._transition(account_id, workflow_name, instance_id, plan)
+
+    async def restart(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        from_: RestartFrom | None = None,
+    ) -> str:
+        async def plan(instance: InstanceRecord) -> Transition:
+            now = self.now()
+            if from_ is None:
+                queued = orjson.dumps(
+                    {
+                        "versionId": instance.version_id,
+                        "trigger": {"source": instance.trigger_source},
+                    }
+                )
+                return Transition(
+                    status=Status.QUEUED,
+                    runnable=True,
+                    release_worker=True,
+                    reset_history=True,
+                    reset_streams=True,
+                    clear_outcome=True,
+                    clear_paused_at=True,
+                    events=[NewEvent("workflow_queued", now, queued)],
+                )
+            events = await self.storage.load_events(instance.pk)
+            drop, streams = restart_cut(events, from_)
+            return Transition(
+                status=Status.QUEUED,
+                runnable=True,
+                release_worker=True,
+                reset_history=drop,
+                reset_streams=streams,
+                clear_outcome=True,
+                clear_paused_at=True,
+            )
+
+        return await self._transition(account_id, workflow_name, instance_id, plan)
+
+    async def send_event(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        event_type: str,
+        payload: bytes,
+    ) -> int:
+        problem = event_type_problem(event_type)
+        if problem:
+            raise InvalidEventType(f"invalid event type {event_type!r}: {problem}")
+        check_payload_size(payload)
+        _, instance = await self.instance(account_id, workflow_name, instance_id)
+        check_send_event(instance.status)
+        now = self.now()
+        if not await self.storage.deliver_event(instance.pk, event_type, payload, now):
+            raise InstanceNotFound(f"Instance {instance_id!r} not found")
+        return now
+
+    async def delete_instances(
+        self, account_id: str, workflow_name: str, instance_ids: Sequence[str]
+    ) -> list[str]:
+        workflow = await self.workflow(account_id, workflow_name)
+        for instance_id in instance_ids:
+            problem = addressable_id_problem(instance_id)
+            if problem:
+                raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+        return await self.storage.delete_instances(workflow.pk, instance_ids)
+
+    async def _transition(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        plan: Callable[[InstanceRecord], Any],
+    ) -> str:
+        """Apply ``plan`` atomically; re-plan if the instance moved meanwhile."""
+        for _ in range(20):
+            _, instance = await self.instance(account_id, workflow_name, instance_id)
+            transition = await plan(instance)
+            if transition is None:
+                return instance.status
+            try:
+                await self.storage.transition_instance(
+                    instance.pk, instance.status, transition, self.now()
+                )
+            except Conflict:
+                continue
+            return str(transition.status)
+        raise Conflict(f"instance {instance_id!r} kept changing; try again")
+
+
+def check_workflow_name(name: str) -> None:
+    problem = workflow_name_problem(name)
+    if problem:
+        raise InvalidWorkflowName(f"invalid workflow name {name!r}: {problem}")
+
+
+def restart_cut(events: Sequence[Any], target: RestartFrom) -> tuple[list[int], list[str]]:
+    """Event ids to drop for a restart from ``target``, and the streams of dropped steps.
+
+    The target step's group and every group that started after it go; so do instance-level
+    events other than the first ``workflow_queued`` and ``workflow_started``.
+    """
+    kind = RESTART_TYPES.get(target.type)
+    if kind is None:
+        raise InvalidRequest("from.type must be do, sleep or waitForEvent")
+    history = h.fold(list(events))
+    seen = 0
+    cut: int | None = None
+    for record in history.ordered():
+        if record.kind == kind and _COUNTER_SUFFIX.sub("", record.name) == target.name:
+            seen += 1
+            if seen == target.count:
+                cut = record.first_event_id
+                break
+    if cut is None:
+        raise CannotRestart(f'Step "{target.name}" not found in execution history')
+    dropped_groups = {k for k, s in history.steps.items() if s.first_event_id >= cut}
+    drop: list[int] = []
+    kept_lifecycle: set[str] = set()
+    for event in events:
+        if event.step_kind is None:
+            if event.type in ("workflow_queued", "workflow_started") and (
+                event.type not in kept_lifecycle
+            ):
+                kept_lifecycle.add(event.type)
+                continue
+            drop.append(event.event_id)
+        elif (event.step_kind, event.step_name) in dropped_groups:
+            drop.append(event.event_id)
+    streams = [name for kind_, name in dropped_groups if kind_ == h.DO]
+    return drop, streams

@@ -1,0 +1,97 @@
+"""``stepstone.toml``: the workflows a server or worker registers at start, and ``[env]``.
+
+```toml
+account_id = "default"            # optional
+[[workflows]]
+name = "orders"
+class_name = "OrderWorkflow"
+script_name = "examples.order"    # an importable module, relative to this file's folder
+schedules = ["0 2 * * *"]         # optional cron expressions
+limits = { steps = 1000 }         # optional
+[env]
+PAYMENTS_URL = "http://127.0.0.1:9000"
+```
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ACCOUNT = "default"
+
+
+class ProjectConfigError(ValueError):
+    """stepstone.toml cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowConfig:
+    name: str
+    class_name: str
+    script_name: str
+    schedules: tuple[str, ...] = ()
+    limits_steps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectConfig:
+    account_id: str = DEFAULT_ACCOUNT
+    workflows: tuple[WorkflowConfig, ...] = ()
+    env: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+
+    def activate(self) -> None:
+        """Make the config's folder importable, so ``script_name`` resolves next to it."""
+        if self.root is not None and str(self.root) not in sys.path:
+            sys.path.insert(0, str(self.root))
+
+
+def load_project(path: str | Path) -> ProjectConfig:
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ProjectConfigError(f"{file}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectConfigError(f"{file}: {exc}") from None
+    unknown = set(raw) - {"account_id", "workflows", "env"}
+    if unknown:
+        raise ProjectConfigError(f"{file}: unknown keys {sorted(unknown)}")
+    workflows = []
+    for index, item in enumerate(raw.get("workflows", [])):
+        where = f"{file}: workflows[{index}]"
+        if not isinstance(item, dict):
+            raise ProjectConfigError(f"{where} is not a table")
+        extra = set(item) - {"name", "class_name", "script_name", "schedules", "limits"}
+        if extra:
+            raise ProjectConfigError(f"{where}: unknown keys {sorted(extra)}")
+        try:
+            name, class_name, script_name = item["name"], item["class_name"], item["script_name"]
+        except KeyError as exc:
+            raise ProjectConfigError(f"{where}: missing {exc.args[0]}") from None
+        schedules = item.get("schedules", [])
+        if isinstance(schedules, str):
+            schedules = [schedules]
+        limits = item.get("limits", {})
+        workflows.append(
+            WorkflowConfig(
+                name=str(name),
+                class_name=str(class_name),
+                script_name=str(script_name),
+                schedules=tuple(schedules),
+                limits_steps=limits.get("steps") if isinstance(limits, dict) else None,
+            )
+        )
+    env = raw.get("env", {})
+    if not isinstance(env, dict):
+        raise ProjectConfigError(f"{file}: [env] must be a table")
+    return ProjectConfig(
+        account_id=str(raw.get("account_id", DEFAULT_ACCOUNT)),
+        workflows=tuple(workflows),
+        env=env,
+        root=file.resolve().parent,
+    )

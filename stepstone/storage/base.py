@@ -1,0 +1,382 @@
+"""The storage contract: every durable operation of Stepstone, named after the domain.
+
+The engine, the operations layer and the API import only this module. Each backend (SQLite,
+in-memory SQLite, PostgreSQL) implements ``Storage`` and passes one contract suite.
+
+Times are epoch milliseconds (UTC). JSON values cross the contract already encoded (orjson
+bytes) where they are stored verbatim, so no backend re-encodes a payload.
+
+Fencing: a worker acts on an instance only through a ``Claim``. Every write made with a claim
+checks, in the same transaction, that the instance's ``epoch`` still equals the claim's; any
+operator action that takes the instance away from the worker (terminate, restart, delete, a
+lease taken over after expiry) bumps the epoch, so a stale worker's write raises ``Fenced`` and
+records nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Fenced(Exception):
+    """The claim no longer holds the instance; nothing was written."""
+
+
+class Conflict(Exception):
+    """A compare-and-set found the instance in another status; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDefinition:
+    class_name: str
+    script_name: str
+    limits_steps: int | None = None
+    success_retention_ms: int | None = None
+    error_retention_ms: int | None = None
+    schedules: tuple[str, ...] = ()
+    language: str = "python"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    id: str
+    workflow_pk: int
+    class_name: str
+    script_name: str
+    created_on: int
+    limits_steps: int | None
+    success_retention_ms: int | None
+    error_retention_ms: int | None
+    schedules: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    pk: int
+    account_id: str
+    name: str
+    id: str
+    created_on: int
+    modified_on: int
+    triggered_on: int | None
+    version: VersionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    id: str
+    params: bytes
+    trigger_source: str = "api"
+    schedule: bytes | None = None
+    success_retention_ms: int | None = None
+    error_retention_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    pk: int
+    workflow_pk: int
+    id: str
+    version_id: str
+    status: str
+    trigger_source: str
+    params: bytes
+    schedule: bytes | None
+    created_on: int
+    modified_on: int
+    started_on: int | None
+    ended_on: int | None
+    output: bytes | None
+    error: bytes | None
+    rollback: bytes | None
+    control: str | None
+    paused_at: int | None
+    success_retention_ms: int | None
+    error_retention_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    event_id: int
+    ts: int
+    type: str
+    step_kind: str | None
+    step_name: str | None
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    ts: int
+    data: bytes | None = None
+    step_kind: str | None = None
+    step_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's hold on one instance, valid while ``epoch`` matches the stored one."""
+
+    instance: InstanceRecord
+    owner: str
+    epoch: int
+    wake_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """How an activation ends. ``runnable_at`` None means only an operator or event wakes it."""
+
+    status: str
+    runnable_at: int | None = None
+    output: bytes | None = None
+    error: bytes | None = None
+    rollback: bytes | None = None
+    events: Sequence[NewEvent] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An operator action applied to an instance if its status is still the expected one.
+
+    ``release_worker`` bumps the epoch (fencing out any worker) and clears the lease.
+    ``reset_history`` deletes the listed event ids (or all when True) together with pending
+    events and stream chunks of the given steps (all when True).
+    """
+
+    status: str
+    runnable_at: int | None = None
+    runnable: bool = False
+    priority: int = 1
+    release_worker: bool = False
+    ended: bool = False
+    paused_at: int | None = None
+    clear_paused_at: bool = False
+    control: str | None = None
+    error: bytes | None = None
+    events: Sequence[NewEvent] = ()
+    reset_history: bool | Sequence[int] = False
+    reset_streams: bool | Sequence[str] = False
+    clear_outcome: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """One page of a workflow's instances, newest first unless ``ascending``.
+
+    ``after`` is a keyset cursor ``(created_on, id)``: the page starts strictly after it in the
+    chosen order. ``offset`` serves the deprecated page-style listing.
+    """
+
+    status: str | None = None
+    created_from: int | None = None
+    created_to: int | None = None
+    after: tuple[int, str] | None = None
+    ascending: bool = False
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredEvent:
+    type: str
+    payload: bytes
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: str
+    name: str
+    permissions: tuple[str, ...]
+    accounts: tuple[str, ...] | None
+    created_on: int
+    revoked_on: int | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Storage(Protocol):
+    """Every durable operation. Unless stated, an operation is one atomic transaction."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations. Idempotent."""
+
+    async def close(self) -> None:
+        """Flush queued writes and disconnect."""
+
+    def sole_worker_lock(self) -> bool:
+        """Try to become the only worker on this database (held until close); True if so.
+
+        An embedded SQLite store can know it; a shared PostgreSQL store answers False.
+        """
+
+    def add_wake_listener(self, callback: Any) -> None:
+        """Call ``callback()`` (from any thread) after a commit that may make work runnable."""
+
+    # --- workflows and versions -------------------------------------------------------------
+
+    async def register_workflow(
+        self, account_id: str, name: str, definition: WorkflowDefinition, now: int
+    ) -> WorkflowRecord:
+        """Create the workflow if needed and always add a new version, which becomes current.
+
+        Existing instances keep the version they were created with.
+        """
+
+    async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None: ...
+
+    async def list_workflows(
+        self, account_id: str | None, search: str | None, offset: int, limit: int
+    ) -> tuple[list[WorkflowRecord], int]:
+        """A page of workflows ordered by name, and the total; ``search`` is a substring."""
+
+    async def delete_workflow(self, account_id: str, name: str) -> bool:
+        """Remove the workflow, its versions, its instances and all their data."""
+
+    async def list_versions(
+        self, workflow_pk: int, offset: int, limit: int
+    ) -> tuple[list[VersionRecord], int]:
+        """A page of versions, newest first, and the total."""
+
+    async def get_version(self, workflow_pk: int, version_id: str) -> VersionRecord | None: ...
+
+    async def count_instances(self, workflow_pk: int) -> dict[str, int]:
+        """Instance counts by status."""
+
+    # --- instances -------------------------------------------------------------------------
+
+    async def create_instances(
+        self,
+        workflow_pk: int,
+        version_id: str,
+        items: Sequence[NewInstance],
+        now: int,
+        *,
+        skip_existing: bool,
+    ) -> list[str]:
+        """Insert queued instances, each with its ``workflow_queued`` event; return created ids.
+
+        Atomic: with ``skip_existing`` an id already present is skipped and left out of the
+        result; without it an existing id raises ``InstanceAlreadyExists`` and nothing is
+        written.
+        """
+
+    async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None: ...
+
+    async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
+        """One page per ``query``, served from an index at any depth."""
+
+    async def load_events(
+        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        """The instance's history after ``after_event_id``, oldest first."""
+
+    def read_stream(self, instance_pk: int, step_name: str, chunks: int) -> AsyncIterator[bytes]:
+        """The first ``chunks`` chunks of a byte-stream step output, in order, read lazily."""
+
+    async def transition_instance(
+        self, instance_pk: int, expected_status: str, transition: Transition, now: int
+    ) -> None:
+        """Apply an operator action atomically; raise ``Conflict`` if the status moved."""
+
+    async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
+        """Delete instances and all their data; return the ids that existed. Fences workers."""
+
+    async def deliver_event(
+        self, instance_pk: int, event_type: str, payload: bytes, now: int
+    ) -> bool:
+        """Buffer an event (FIFO per type) and make a waiting instance runnable now.
+
+        Returns False, writing nothing, if the instance is terminal or gone.
+        """
+
+    # --- workers ---------------------------------------------------------------------------
+
+    async def claim_runnable(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` runnable instances (woken before new, oldest first).
+
+        Runnable: ``runnable_at <= now`` and no live lease. Each claim bumps the epoch, so an
+        expired holder is fenced out. Queued and waiting instances become ``running``.
+        """
+
+    async def renew_leases(
+        self, owner: str, claims: Sequence[Claim], now: int, lease_ms: int
+    ) -> dict[int, str | None]:
+        """Extend held leases; return each claim's instance pk mapped to its current status,
+        or None where the claim no longer holds it."""
+
+    async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
+        """Append history events, fenced; return the instance's current status.
+
+        Writes are group-committed: this returns after the commit that holds them.
+        """
+
+    def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
+        """Queue history events without waiting for their commit.
+
+        Ordering holds: a later write of the same claim commits with or after these. Used for
+        an attempt's start, which is worth recording but not worth an fsync of its own.
+        """
+
+    async def set_active_status(self, claim: Claim, status: str) -> None:
+        """Change the status of a held instance (e.g. to ``rollingBack``), fenced."""
+
+    async def record_stream_chunk(
+        self, claim: Claim, step_name: str, chunk_no: int, data: bytes
+    ) -> None:
+        """Store one chunk of a byte-stream output, fenced; chunk 0 first drops any chunks
+        an earlier, interrupted attempt left for the step."""
+
+    async def consume_event(
+        self, claim: Claim, event_type: str, completion: NewEvent
+    ) -> DeliveredEvent | None:
+        """Take the oldest buffered event of ``event_type`` and record ``completion`` with
+        the event added to its data, in one fenced transaction; None if none is buffered."""
+
+    async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
+        """End an activation, fenced; return the status stored.
+
+        A release to ``waiting`` while a pause was requested stores ``paused``; an event
+        delivered since the claim makes the instance runnable now whatever ``runnable_at``
+        says.
+        """
+
+    async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
+        """The earliest ``runnable_at`` among instances not leased, or None."""
+
+    async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
+        """Drop leases (all, or those whose owner starts with the prefix) so they can be
+        claimed now; for an embedded store that knows it is the only worker."""
+
+    # --- retention, settings, tokens -------------------------------------------------------
+
+    async def get_account_settings(self, account_id: str) -> tuple[int | None, int | None]: ...
+
+    async def put_account_settings(
+        self, account_id: str, success_retention_ms: int | None, error_retention_ms: int | None
+    ) -> None: ...
+
+    async def delete_expired(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` instances whose retention has passed; return how many."""
+
+    async def create_token(self, token: TokenRecord, token_hash: str) -> None: ...
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        """The unrevoked token with that hash, or None."""
+
+    async def list_tokens(self) -> list[TokenRecord]: ...
+
+    async def revoke_token(self, token_id: str, now: int) -> bool: ...

@@ -1,0 +1,881 @@
+"""The embedded default store: one SQLite file (or memory), WAL, group-committed writes.
+
+Writes go through ``GroupCommitWriter`` (one thread, one transaction per batch). Reads run on
+the caller's thread on a per-thread connection, which WAL lets proceed during a write. The
+in-memory store is the same code on one shared ``:memory:`` connection guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import orjson
+
+from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.storage.base import (
+    Claim,
+    Conflict,
+    DeliveredEvent,
+    EventRecord,
+    Fenced,
+    InstanceQuery,
+    InstanceRecord,
+    NewEvent,
+    NewInstance,
+    Release,
+    TokenRecord,
+    Transition,
+    VersionRecord,
+    WorkflowDefinition,
+    WorkflowRecord,
+)
+from stepstone.storage.migrations import apply_sqlite_migrations
+from stepstone.storage.sqlite_writer import GroupCommitWriter
+
+T = TypeVar("T")
+TERMINAL = ("complete", "errored", "terminated")
+DEFAULT_RETENTION_MS = 30 * 86_400_000
+
+_INSTANCE_COLUMNS = (
+    "pk, workflow_pk, id, version_id, status, trigger_source, params, schedule, created_on,"
+    " modified_on, started_on, ended_on, output, error, rollback, control, paused_at,"
+    " success_retention_ms, error_retention_ms"
+)
+_VERSION_COLUMNS = (
+    "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
+    " error_retention_ms, schedules, language"
+)
+
+
+def _instance(row: Sequence[Any]) -> InstanceRecord:
+    return InstanceRecord(*row)
+
+
+def _version(row: Sequence[Any]) -> VersionRecord:
+    fields = list(row)
+    fields[8] = tuple(orjson.loads(fields[8]))
+    return VersionRecord(*fields)
+
+
+def _insert_events(conn: sqlite3.Connection, instance_pk: int, events: Sequence[NewEvent]) -> None:
+    conn.executemany(
+        "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(instance_pk, e.ts, e.type, e.step_kind, e.step_name, e.data) for e in events],
+    )
+
+
+def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
+    row = conn.execute(
+        "SELECT epoch, status FROM instances WHERE pk = ?", (claim.instance.pk,)
+    ).fetchone()
+    if row is None or row[0] != claim.epoch:
+        raise Fenced(claim.instance.id)
+    return str(row[1])
+
+
+def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -> int:
+    """When a finished instance expires: instance, then version, then account, then default."""
+    column = "success_retention_ms" if status == "complete" else "error_retention_ms"
+    row = conn.execute(
+        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, ?)"
+        " FROM instances i JOIN versions v ON v.id = i.version_id"
+        " JOIN workflows w ON w.pk = i.workflow_pk"
+        " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = ?",
+        (DEFAULT_RETENTION_MS, instance_pk),
+    ).fetchone()
+    return now + int(row[0])
+
+
+def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
+    params = [(pk,) for pk in pks]
+    for table in ("instance_events", "pending_events", "stream_chunks"):
+        conn.executemany(f"DELETE FROM {table} WHERE instance_pk = ?", params)
+    conn.executemany("DELETE FROM instances WHERE pk = ?", params)
+
+
+class SqliteStorage:
+    """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
+
+    def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
+        self.url = url
+        self._path = path
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._shared_lock: threading.Lock | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._wake_listeners: list[Callable[[], None]] = []
+        self._write_conn: sqlite3.Connection | None = None
+        self._lock_file: BinaryIO | None = None
+
+    # --- connections ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path or ":memory:", isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if self._path is not None:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA cache_size = -32000")
+        return conn
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if self._path is not None:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        apply_sqlite_migrations(conn)
+        self._write_conn = conn
+        if self._path is None:
+            self._shared_lock = threading.Lock()
+        self._writer = GroupCommitWriter(conn, self._shared_lock)
+        self._writer.on_commit(self._fire_wake)
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        if self._write_conn is not None:
+            self._write_conn.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def sole_worker_lock(self) -> bool:
+        if self._path is None:
+            return True
+        if self._lock_file is None:
+            handle = open(self._path + ".worker-lock", "a+b")  # noqa: SIM115 - held until close
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                return False
+            self._lock_file = handle
+        return True
+
+    def add_wake_listener(self, callback: Any) -> None:
+        self._wake_listeners.append(callback)
+
+    def _fire_wake(self) -> None:
+        for callback in self._wake_listeners:
+            callback()
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._shared_lock is not None:
+            assert self._write_conn is not None
+            with self._shared_lock:
+                return fn(self._write_conn)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return fn(conn)
+
+    def _write(self, job: Callable[[sqlite3.Connection], T]) -> Any:
+        if self._writer is None:
+            raise RuntimeError("storage is not open")
+        return self._writer.submit(job)
+
+    # --- workflows and versions -------------------------------------------------------------
+
+    async def register_workflow(
+        self, account_id: str, name: str, definition: WorkflowDefinition, now: int
+    ) -> WorkflowRecord:
+        version_id = str(uuid.uuid4())
+
+        def job(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT pk FROM workflows WHERE account_id = ? AND name = ?", (account_id, name)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
+                    " modified_on) VALUES (?, ?, ?, ?, ?, ?)",
+                    (account_id, name, str(uuid.uuid4()), version_id, now, now),
+                )
+                workflow_pk = cur.lastrowid
+            else:
+                workflow_pk = row[0]
+                conn.execute(
+                    "UPDATE workflows SET version_id = ?, modified_on = ? WHERE pk = ?",
+                    (version_id, now, workflow_pk),
+                )
+            conn.execute(
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    version_id,
+                    workflow_pk,
+                    definition.class_name,
+                    definition.script_name,
+                    now,
+                    definition.limits_steps,
+                    definition.success_retention_ms,
+                    definition.error_retention_ms,
+                    orjson.dumps(list(definition.schedules)),
+                    definition.language,
+                ),
+            )
+
+        await self._write(job)
+        found = await self.get_workflow(account_id, name)
+        assert found is not None
+        return found
+
+    def _workflow_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> Any:
+        return conn.execute(
+            "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on,"
+            f" w.triggered_on, {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))}"
+            f" FROM workflows w JOIN versions v ON v.id = w.version_id {where}",
+            args,
+        ).fetchall()
+
+    @staticmethod
+    def _workflow(row: Sequence[Any]) -> WorkflowRecord:
+        pk, account_id, name, workflow_id, created_on, modified_on, triggered_on = row[:7]
+        return WorkflowRecord(
+            pk,
+            account_id,
+            name,
+            workflow_id,
+            created_on,
+            modified_on,
+            triggered_on,
+            _version(row[7:]),
+        )
+
+    async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:
+        rows = self._read(
+            lambda c: self._workflow_rows(
+                c, "WHERE w.account_id = ? AND w.name = ?", (account_id, name)
+            )
+        )
+        return self._workflow(rows[0]) if rows else None
+
+    async def list_workflows(
+        self, account_id: str | None, search: str | None, offset: int, limit: int
+    ) -> tuple[list[WorkflowRecord], int]:
+        clauses, args = [], []
+        if account_id is not None:
+            clauses.append("w.account_id = ?")
+            args.append(account_id)
+        if search:
+            clauses.append("instr(w.name, ?) > 0")
+            args.append(search)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[WorkflowRecord], int]:
+            rows = self._workflow_rows(
+                conn, f"{where} ORDER BY w.name LIMIT ? OFFSET ?", [*args, limit, offset]
+            )
+            total = conn.execute(
+                f"SELECT count(*) FROM workflows w {where}",
+                args,
+            ).fetchone()[0]
+            return [self._workflow(r) for r in rows], int(total)
+
+        return self._read(read)
+
+    async def delete_workflow(self, account_id: str, name: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT pk FROM workflows WHERE account_id = ? AND name = ?", (account_id, name)
+            ).fetchone()
+            if row is None:
+                return False
+            pks = [
+                r[0] for r in conn.execute("SELECT pk FROM instances WHERE workflow_pk = ?", row)
+            ]
+            _delete_instance_rows(conn, pks)
+            conn.execute("DELETE FROM versions WHERE workflow_pk = ?", row)
+            conn.execute("DELETE FROM workflows WHERE pk = ?", row)
+            return True
+
+        return bool(await self._write(job))
+
+    async def list_versions(
+        self, workflow_pk: int, offset: int, limit: int
+    ) -> tuple[list[VersionRecord], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[VersionRecord], int]:
+            rows = conn.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = ?"
+                " ORDER BY created_on DESC, rowid DESC LIMIT ? OFFSET ?",
+                (workflow_pk, limit, offset),
+            ).fetchall()
+            total = conn.execute(
+                "SELECT count(*) FROM versions WHERE workflow_pk = ?", (workflow_pk,)
+            ).fetchone()[0]
+            return [_version(r) for r in rows], int(total)
+
+        return self._read(read)
+
+    async def get_version(self, workflow_pk: int, version_id: str) -> VersionRecord | None:
+        row = self._read(
+            lambda c: c.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = ? AND id = ?",
+                (workflow_pk, version_id),
+            ).fetchone()
+        )
+        return _version(row) if row else None
+
+    async def count_instances(self, workflow_pk: int) -> dict[str, int]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT status, count(*) FROM instances WHERE workflow_pk = ? GROUP BY status",
+                (workflow_pk,),
+            ).fetchall()
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    # --- instances -------------------------------------------------------------------------
+
+    async def create_instances(
+        self,
+        workflow_pk: int,
+        version_id: str,
+        items: Sequence[NewInstance],
+        now: int,
+        *,
+        skip_existing: bool,
+    ) -> list[str]:
+        def job(conn: sqlite3.Connection) -> list[str]:
+            created: list[str] = []
+            for item in items:
+                exists = conn.execute(
+                    "SELECT 1 FROM instances WHERE workflow_pk = ? AND id = ?",
+                    (workflow_pk, item.id),
+                ).fetchone()
+                if exists:
+                    if skip_existing:
+                        continue
+                    raise InstanceAlreadyExists(f"Instance {item.id!r} already exists")
+                cur = conn.execute(
+                    "INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
+                    " params, schedule, created_on, modified_on, runnable_at, priority,"
+                    " success_retention_ms, error_retention_ms)"
+                    " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                    (
+                        workflow_pk,
+                        item.id,
+                        version_id,
+                        item.trigger_source,
+                        item.params,
+                        item.schedule,
+                        now,
+                        now,
+                        now,
+                        item.success_retention_ms,
+                        item.error_retention_ms,
+                    ),
+                )
+                data = orjson.dumps(
+                    {"versionId": version_id, "trigger": {"source": item.trigger_source}}
+                )
+                conn.execute(
+                    "INSERT INTO instance_events (instance_pk, ts, type, data)"
+                    " VALUES (?, ?, 'workflow_queued', ?)",
+                    (cur.lastrowid, now, data),
+                )
+                created.append(item.id)
+            if created:
+                conn.execute(
+                    "UPDATE workflows SET triggered_on = ? WHERE pk = ?", (now, workflow_pk)
+                )
+            return created
+
+        result: list[str] = await self._write(job)
+        return result
+
+    async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
+        row = self._read(
+            lambda c: c.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = ? AND id = ?",
+                (workflow_pk, instance_id),
+            ).fetchone()
+        )
+        return _instance(row) if row else None
+
+    async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
+        clauses = ["workflow_pk = ?"]
+        args: list[Any] = [workflow_pk]
+        if query.status is not None:
+            clauses.append("status = ?")
+            args.append(query.status)
+        if query.created_from is not None:
+            clauses.append("created_on >= ?")
+            args.append(query.created_from)
+        if query.created_to is not None:
+            clauses.append("created_on <= ?")
+            args.append(query.created_to)
+        order = "ASC" if query.ascending else "DESC"
+        if query.after is not None:
+            clauses.append(f"(created_on, id) {'>' if query.ascending else '<'} (?, ?)")
+            args.extend(query.after)
+        sql = (
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
+            f" ORDER BY created_on {order}, id {order} LIMIT ? OFFSET ?"
+        )
+        rows = self._read(lambda c: c.execute(sql, [*args, query.limit, query.offset]).fetchall())
+        return [_instance(r) for r in rows]
+
+    async def load_events(
+        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
+                " WHERE instance_pk = ? AND event_id > ? ORDER BY event_id LIMIT ?",
+                (instance_pk, after_event_id, -1 if limit is None else limit),
+            ).fetchall()
+        )
+        return [EventRecord(*r) for r in rows]
+
+    async def read_stream(
+        self, instance_pk: int, step_name: str, chunks: int
+    ) -> AsyncIterator[bytes]:
+        sql = (
+            "SELECT data FROM stream_chunks WHERE instance_pk = ? AND step_name = ?"
+            " AND chunk_no = ?"
+        )
+        for chunk_no in range(chunks):
+            args = (instance_pk, step_name, chunk_no)
+            row = self._read(lambda c: c.execute(sql, args).fetchone())  # noqa: B023
+            if row is None:
+                raise RuntimeError(f"stream chunk {chunk_no} of {step_name!r} is missing")
+            yield bytes(row[0])
+
+    async def transition_instance(
+        self, instance_pk: int, expected_status: str, transition: Transition, now: int
+    ) -> None:
+        t = transition
+
+        def job(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT status FROM instances WHERE pk = ?", (instance_pk,))
+            current = row.fetchone()
+            if current is None or current[0] != expected_status:
+                raise Conflict(current[0] if current else None)
+            sets = ["status = ?", "modified_on = ?"]
+            args: list[Any] = [t.status, now]
+            if t.runnable:
+                sets += ["runnable_at = ?", "priority = ?", "wake_seq = wake_seq + 1"]
+                args += [now if t.runnable_at is None else t.runnable_at, t.priority]
+            elif t.status in TERMINAL or t.status == "paused":
+                sets.append("runnable_at = NULL")
+            if t.release_worker:
+                sets += ["epoch = epoch + 1", "lease_owner = NULL", "lease_expires = NULL"]
+            if t.ended:
+                sets += ["ended_on = ?", "expires_at = ?"]
+                args += [now, _expiry(conn, instance_pk, t.status, now)]
+            if t.paused_at is not None:
+                sets.append("paused_at = ?")
+                args.append(t.paused_at)
+            if t.clear_paused_at:
+                sets.append("paused_at = NULL")
+            sets.append("control = ?")
+            args.append(t.control)
+            if t.error is not None:
+                sets.append("error = ?")
+                args.append(t.error)
+            if t.clear_outcome:
+                sets += [
+                    "output = NULL",
+                    "error = NULL",
+                    "rollback = NULL",
+                    "ended_on = NULL",
+                    "started_on = NULL",
+                    "expires_at = NULL",
+                ]
+            conn.execute(
+                f"UPDATE instances SET {', '.join(sets)} WHERE pk = ?",
+                [*args, instance_pk],
+            )
+            if t.reset_history is True:
+                conn.execute("DELETE FROM instance_events WHERE instance_pk = ?", (instance_pk,))
+            elif t.reset_history:
+                conn.executemany(
+                    "DELETE FROM instance_events WHERE event_id = ? AND instance_pk = ?",
+                    [(e, instance_pk) for e in t.reset_history],
+                )
+            if t.reset_history:
+                conn.execute("DELETE FROM pending_events WHERE instance_pk = ?", (instance_pk,))
+            if t.reset_streams is True:
+                conn.execute("DELETE FROM stream_chunks WHERE instance_pk = ?", (instance_pk,))
+            elif t.reset_streams:
+                conn.executemany(
+                    "DELETE FROM stream_chunks WHERE instance_pk = ? AND step_name = ?",
+                    [(instance_pk, name) for name in t.reset_streams],
+                )
+            _insert_events(conn, instance_pk, t.events)
+
+        await self._write(job)
+
+    async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
+        def job(conn: sqlite3.Connection) -> list[str]:
+            found: dict[str, int] = {}
+            for instance_id in dict.fromkeys(instance_ids):
+                row = conn.execute(
+                    "SELECT pk FROM instances WHERE workflow_pk = ? AND id = ?",
+                    (workflow_pk, instance_id),
+                ).fetchone()
+                if row is not None:
+                    found[instance_id] = row[0]
+            _delete_instance_rows(conn, list(found.values()))
+            return list(found)
+
+        result: list[str] = await self._write(job)
+        return result
+
+    async def deliver_event(
+        self, instance_pk: int, event_type: str, payload: bytes, now: int
+    ) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT status FROM instances WHERE pk = ?", (instance_pk,)
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] in TERMINAL:
+                raise CannotSendEvent(f"Cannot send an event to an instance that is {row[0]}")
+            conn.execute(
+                "INSERT INTO pending_events (instance_pk, type, payload, ts) VALUES (?, ?, ?, ?)",
+                (instance_pk, event_type, payload, now),
+            )
+            # Paused and queued instances keep their schedule; the event waits in the buffer.
+            conn.execute(
+                "UPDATE instances SET wake_seq = wake_seq + 1,"
+                " runnable_at = CASE WHEN status IN ('waiting', 'running', 'waitingForPause',"
+                " 'rollingBack') THEN ? ELSE runnable_at END,"
+                " priority = CASE WHEN status = 'waiting' THEN 0 ELSE priority END"
+                " WHERE pk = ?",
+                (now, instance_pk),
+            )
+            return True
+
+        return bool(await self._write(job))
+
+    # --- workers ---------------------------------------------------------------------------
+
+    async def claim_runnable(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+    ) -> list[Claim]:
+        if limit <= 0 or (workflow_pks is not None and not workflow_pks):
+            return []
+        scope = ""
+        args: list[Any] = [owner, now + lease_ms, now, now, now, now]
+        if workflow_pks is not None:
+            scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
+            args.extend(workflow_pks)
+        args.append(limit)
+        sql = (
+            "UPDATE instances SET lease_owner = ?, lease_expires = ?, epoch = epoch + 1,"
+            " status = CASE WHEN status IN ('queued', 'waiting') THEN 'running' ELSE status END,"
+            " started_on = COALESCE(started_on, ?), modified_on = ?"
+            " WHERE pk IN (SELECT pk FROM instances WHERE runnable_at <= ?"
+            " AND (lease_expires IS NULL OR lease_expires < ?)"
+            f"{scope} ORDER BY priority, runnable_at LIMIT ?)"
+            f" RETURNING {_INSTANCE_COLUMNS}, epoch, wake_seq"
+        )
+
+        def job(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(sql, args).fetchall()
+            claims = [Claim(_instance(r[:19]), owner, r[19], r[20]) for r in rows]
+            claims.sort(key=lambda c: c.instance.pk)
+            return claims
+
+        result: list[Claim] = await self._write(job)
+        return result
+
+    async def renew_leases(
+        self, owner: str, claims: Sequence[Claim], now: int, lease_ms: int
+    ) -> dict[int, str | None]:
+        def job(conn: sqlite3.Connection) -> dict[int, str | None]:
+            held: dict[int, str | None] = {}
+            for claim in claims:
+                row = conn.execute(
+                    "UPDATE instances SET lease_expires = ? WHERE pk = ? AND epoch = ?"
+                    " AND lease_owner = ? RETURNING status",
+                    (now + lease_ms, claim.instance.pk, claim.epoch, owner),
+                ).fetchone()
+                held[claim.instance.pk] = None if row is None else str(row[0])
+            return held
+
+        result: dict[int, str | None] = await self._write(job)
+        return result
+
+    async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
+        def job(conn: sqlite3.Connection) -> str:
+            status = _check_fence(conn, claim)
+            _insert_events(conn, claim.instance.pk, events)
+            return status
+
+        result: str = await self._write(job)
+        return result
+
+    def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, claim)
+            _insert_events(conn, claim.instance.pk, events)
+
+        if self._writer is None:
+            raise RuntimeError("storage is not open")
+        # A lost write here is caught by the claim's next awaited write, which fails the same
+        # way (fenced, or the database is unwritable).
+        self._writer.submit_detached(job, lambda exc: None)
+
+    async def set_active_status(self, claim: Claim, status: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, claim)
+            conn.execute(
+                "UPDATE instances SET status = ? WHERE pk = ?", (status, claim.instance.pk)
+            )
+
+        await self._write(job)
+
+    async def record_stream_chunk(
+        self, claim: Claim, step_name: str, chunk_no: int, data: bytes
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, claim)
+            if chunk_no == 0:
+                conn.execute(
+                    "DELETE FROM stream_chunks WHERE instance_pk = ? AND step_name = ?",
+                    (claim.instance.pk, step_name),
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO stream_chunks (instance_pk, step_name, chunk_no, data)"
+                " VALUES (?, ?, ?, ?)",
+                (claim.instance.pk, step_name, chunk_no, data),
+            )
+
+        await self._write(job)
+
+    async def consume_event(
+        self, claim: Claim, event_type: str, completion: NewEvent
+    ) -> DeliveredEvent | None:
+        def job(conn: sqlite3.Connection) -> DeliveredEvent | None:
+            _check_fence(conn, claim)
+            row = conn.execute(
+                "SELECT seq, payload, ts FROM pending_events WHERE instance_pk = ? AND type = ?"
+                " ORDER BY seq LIMIT 1",
+                (claim.instance.pk, event_type),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM pending_events WHERE seq = ?", (row[0],))
+            delivered = DeliveredEvent(event_type, bytes(row[1]), int(row[2]))
+            data = orjson.loads(completion.data or b"{}")
+            data["event"] = {
+                "type": event_type,
+                "payload": orjson.Fragment(delivered.payload),
+                "timestamp": delivered.ts,
+            }
+            _insert_events(
+                conn,
+                claim.instance.pk,
+                [
+                    NewEvent(
+                        completion.type,
+                        completion.ts,
+                        orjson.dumps(data),
+                        completion.step_kind,
+                        completion.step_name,
+                    )
+                ],
+            )
+            return delivered
+
+        result: DeliveredEvent | None = await self._write(job)
+        return result
+
+    async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
+        r = release
+
+        def job(conn: sqlite3.Connection) -> str:
+            current = _check_fence(conn, claim)
+            status = r.status
+            runnable_at = r.runnable_at
+            paused_at = None
+            if status == "waiting" and current == "waitingForPause":
+                status, runnable_at, paused_at = "paused", None, now
+            elif status == "paused":
+                runnable_at, paused_at = None, now
+            wake_seq = conn.execute(
+                "SELECT wake_seq FROM instances WHERE pk = ?", (claim.instance.pk,)
+            ).fetchone()[0]
+            if status == "waiting" and wake_seq != claim.wake_seq:
+                runnable_at = now
+            ended = status in TERMINAL
+            conn.execute(
+                "UPDATE instances SET status = ?, runnable_at = ?, priority = 0,"
+                " lease_owner = NULL, lease_expires = NULL, modified_on = ?,"
+                " paused_at = COALESCE(?, paused_at), control = NULL,"
+                " output = COALESCE(?, output), error = COALESCE(?, error),"
+                " rollback = COALESCE(?, rollback),"
+                " ended_on = CASE WHEN ? THEN ? ELSE ended_on END,"
+                " expires_at = ? WHERE pk = ?",
+                (
+                    status,
+                    runnable_at,
+                    now,
+                    paused_at,
+                    r.output,
+                    r.error,
+                    r.rollback,
+                    ended,
+                    now,
+                    _expiry(conn, claim.instance.pk, status, now) if ended else None,
+                    claim.instance.pk,
+                ),
+            )
+            events = list(r.events)
+            if status == "paused" and r.status != "paused":
+                events.append(NewEvent("workflow_paused", now))
+            _insert_events(conn, claim.instance.pk, events)
+            return status
+
+        result: str = await self._write(job)
+        return result
+
+    async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
+        scope, args = "", []
+        if workflow_pks is not None:
+            if not workflow_pks:
+                return None
+            scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
+            args = list(workflow_pks)
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"
+                f" AND lease_owner IS NULL{scope} ORDER BY runnable_at LIMIT 1",
+                args,
+            ).fetchone()
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            if owner_prefix is None:
+                cur = conn.execute(
+                    "UPDATE instances SET lease_expires = ? - 1 WHERE lease_owner IS NOT NULL",
+                    (now,),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE instances SET lease_expires = ? - 1 WHERE lease_owner LIKE ? || '%'",
+                    (now, owner_prefix),
+                )
+            return int(cur.rowcount)
+
+        result: int = await self._write(job)
+        return result
+
+    # --- retention, settings, tokens -------------------------------------------------------
+
+    async def get_account_settings(self, account_id: str) -> tuple[int | None, int | None]:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT success_retention_ms, error_retention_ms FROM account_settings"
+                " WHERE account_id = ?",
+                (account_id,),
+            ).fetchone()
+        )
+        return (row[0], row[1]) if row else (None, None)
+
+    async def put_account_settings(
+        self, account_id: str, success_retention_ms: int | None, error_retention_ms: int | None
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO account_settings VALUES (?, ?, ?) ON CONFLICT (account_id) DO UPDATE"
+                " SET success_retention_ms = excluded.success_retention_ms,"
+                " error_retention_ms = excluded.error_retention_ms",
+                (account_id, success_retention_ms, error_retention_ms),
+            )
+
+        await self._write(job)
+
+    async def delete_expired(self, now: int, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            pks = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pk FROM instances WHERE expires_at <= ? LIMIT ?", (now, limit)
+                )
+            ]
+            _delete_instance_rows(conn, pks)
+            return len(pks)
+
+        result: int = await self._write(job)
+        return result
+
+    async def create_token(self, token: TokenRecord, token_hash: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_tokens (id, name, token_hash, permissions, accounts, created_on)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    token.id,
+                    token.name,
+                    token_hash,
+                    orjson.dumps(list(token.permissions)),
+                    None if token.accounts is None else orjson.dumps(list(token.accounts)),
+                    token.created_on,
+                ),
+            )
+
+        await self._write(job)
+
+    @staticmethod
+    def _token(row: Sequence[Any]) -> TokenRecord:
+        return TokenRecord(
+            id=row[0],
+            name=row[1],
+            permissions=tuple(orjson.loads(row[2])),
+            accounts=None if row[3] is None else tuple(orjson.loads(row[3])),
+            created_on=row[4],
+            revoked_on=row[5],
+        )
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT id, name, permissions, accounts, created_on, revoked_on FROM api_tokens"
+                " WHERE token_hash = ? AND revoked_on IS NULL",
+                (token_hash,),
+            ).fetchone()
+        )
+        return self._token(row) if row else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT id, name, permissions, accounts, created_on, revoked_on FROM api_tokens"
+                " ORDER BY created_on"
+            ).fetchall()
+        )
+        return [self._token(r) for r in rows]
+
+    async def revoke_token(self, token_id: str, now: int) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_tokens SET revoked_on = ? WHERE id = ? AND revoked_on IS NULL",
+                (now, token_id),
+            )
+            return cur.rowcount > 0
+
+        return bool(await self._write(job))

@@ -1,0 +1,130 @@
+"""Group commit for SQLite: one writer thread, one transaction for everything queued.
+
+Concurrent writers (many instances completing steps at once, API calls) hand small jobs to a
+queue. The writer thread takes all queued jobs, runs each inside its own SAVEPOINT so one
+job's failure does not undo the others, commits once, and only then resolves each job's future.
+So the fsync of one commit is shared by every write in it, and no caller is told "done" before
+its write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+log = logging.getLogger("stepstone.storage")
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
+        self._conn = conn
+        # The in-memory store shares its only connection with readers under this lock.
+        self._lock = lock
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="stepstone-writer", daemon=True)
+        self._after_commit: list[Callable[[], None]] = []
+        self._thread.start()
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    def submit(self, job: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``job``; the future resolves with its result after the commit holding it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((job, future, loop))
+        return future
+
+    def submit_detached(self, job: Job, on_error: Callable[[BaseException], None]) -> None:
+        """Queue ``job`` without waiting for it; ``on_error`` runs in the writer thread."""
+        self._queue.put((job, None, on_error))
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            if self._lock is not None:
+                with self._lock:
+                    outcomes = self._commit(batch)
+            else:
+                outcomes = self._commit(batch)
+            self._deliver(batch, outcomes)
+            if stop:
+                return
+
+    def _commit(self, batch: list[Any]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(False, exc)] * len(batch)
+        for job, _, _ in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((True, result))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            return [(False, exc)] * len(batch)
+        return outcomes
+
+    def _deliver(self, batch: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, future, target), (ok, value) in zip(batch, outcomes, strict=True):
+            if future is None:
+                if not ok:
+                    target(value)
+                continue
+            by_loop.setdefault(target, []).append((future, ok, value))
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, results)
+            except RuntimeError:  # the loop closed while its writes were committing
+                log.debug("dropped %d results for a closed event loop", len(results))
+        if any(ok for ok, _ in outcomes):
+            for callback in self._after_commit:
+                callback()
+
+
+def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
