@@ -163,6 +163,8 @@ class Activation:
                 return await self._terminate_with_rollback(step)
             outcome = await self._drive(self.entry.run(self._workflow_event(), step))
             return await self._finish(step, outcome)
+        except InstanceFailed as failed:
+            return self._failed(failed.error)
         finally:
             for task in list(self._tasks):
                 task.cancel()

@@ -651,12 +651,25 @@ async def _stream_value(act: Activation, step_name: str, stream: dict[str, Any])
 
 
 def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
-    params = list(inspect.signature(fn).parameters)
-    if params and params != ["ctx"]:
+    """``fn()``, or ``fn(ctx)`` when it has a parameter named ctx; parameters with defaults
+    (the ``lambda i=i: ...`` idiom) are left alone."""
+    parameters = inspect.signature(fn).parameters
+    wants_ctx = "ctx" in parameters
+    required = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and name != "ctx"
+    ]
+    if required:
         raise TypeError(
-            f"step.do(name, fn): fn takes no parameters, or only ctx; it takes {params}"
+            f"step.do(name, fn): fn takes no parameters but ctx; it requires {required}"
         )
-    return off_loop(fn, with_ctx=bool(params), blocking=not inspect.iscoroutinefunction(fn))
+    blocking = not inspect.iscoroutinefunction(fn)
+    if wants_ctx:
+        return off_loop(lambda ctx: fn(ctx=ctx), with_ctx=True, blocking=blocking)
+    return off_loop(fn, with_ctx=False, blocking=blocking)
 
 
 def off_loop(
