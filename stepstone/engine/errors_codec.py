@@ -46,8 +46,10 @@ _RECREATED_BUILTINS = frozenset(
 
 
 def error_name(exc: BaseException) -> str:
-    name = getattr(exc, "name", None)
-    return name if isinstance(name, str) and name else type(exc).__name__
+    # Only our own errors carry a chosen name; AttributeError.name is the missing attribute.
+    if isinstance(exc, NonRetryableError | StepError) and exc.name:
+        return exc.name
+    return type(exc).__name__
 
 
 def error_message(exc: BaseException) -> str:

@@ -75,13 +75,13 @@ class Slow(WorkflowEntrypoint):
 class Sleeper(WorkflowEntrypoint):
     async def run(self, event: Any, step: Any) -> Any:
         await step.do("before", lambda: "x")
-        await step.sleep("nap", event["payload"].get("ms", 200))
+        await step.sleep("nap", (event["payload"] or {}).get("ms", 200))
         return await step.do("after", lambda: "woke")
 
 
 class Approval(WorkflowEntrypoint):
     async def run(self, event: Any, step: Any) -> Any:
-        timeout = event["payload"].get("timeout", "1 minute")
+        timeout = (event["payload"] or {}).get("timeout", "1 minute")
         try:
             first = await step.wait_for_event("first", "approval", timeout=timeout)
         except WorkflowTimeoutError as exc:
@@ -115,12 +115,12 @@ class Saga(WorkflowEntrypoint):
 
         async def undo(ctx: dict[str, Any], output: Any, error: Exception) -> None:
             CALLS[f"undo-{log}-{ctx['step']['name']}"] += 1
-            if event["payload"].get("undo_fails") and ctx["step"]["name"] == "reserve":
+            if (event["payload"] or {}).get("undo_fails") and ctx["step"]["name"] == "reserve":
                 raise NonRetryableError("cannot release")
 
         await step.do("reserve", lambda: "r1", rollback=undo, rollback_config=FAST)
         await step.do("charge", lambda: "c1", rollback=undo)
-        if event["payload"].get("wait"):
+        if (event["payload"] or {}).get("wait"):
             await step.wait_for_event("hold", "go", timeout="1 hour")
 
         async def ship() -> None:
@@ -202,7 +202,7 @@ class Unserialisable(WorkflowEntrypoint):
 
         try:
             await step.do("bad", bad, config=FAST)
-        except Exception:  # noqa: BLE001 - must not be able to catch the fatal failure
+        except Exception:
             return "caught"
         return "returned"
 
