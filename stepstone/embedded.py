@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.worker import Worker, WorkerSettings
@@ -30,6 +31,7 @@ from stepstone.errors import InvalidRequest
 from stepstone.loader import load_version
 from stepstone.ops import CreateRequest, Operations, RestartFrom, encode_payload, retention_ms
 from stepstone.project import DEFAULT_ACCOUNT, ProjectConfig, load_project
+from stepstone.retention import SWEEP_SECONDS, RetentionSweeper
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage, WorkflowRecord
 
@@ -329,6 +331,10 @@ class Engine:
                 lambda workflow: Env(ops, workflow.account_id, project.env),
                 settings=worker_settings,
                 clock=clock,
+                periodic=[
+                    (TICK_SECONDS, CronScheduler(storage, clock=clock).tick),
+                    (SWEEP_SECONDS, RetentionSweeper(storage, clock=clock).sweep),
+                ],
             )
             ops = Operations(storage, clock=clock, on_workflows_changed=worker.invalidate_workflows)
             engine.ops = ops

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,11 @@ class Worker:
         settings: WorkerSettings | None = None,
         clock: Clock | None = None,
         owner: str | None = None,
+        periodic: Sequence[tuple[float, Callable[[], Awaitable[object]]]] = (),
     ) -> None:
+        """``periodic``: ``(every_seconds, job)`` pairs run in their own tasks while the
+        worker runs (cron firing, the retention sweeper); a failing job is logged and retried
+        at its next turn."""
         self.storage = storage
         self.loader = loader
         self.env_factory = env_factory
@@ -75,6 +79,8 @@ class Worker:
         self._refresh_due = 0
         self._stopping = False
         self._idle = asyncio.Event()
+        self._periodic = list(periodic)
+        self._periodic_tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -83,16 +89,20 @@ class Worker:
         self.storage.add_wake_listener(self.wake)
         self._main = asyncio.create_task(self._run(), name="stepstone-worker")
         self._heartbeat = asyncio.create_task(self._beat(), name="stepstone-heartbeat")
+        self._periodic_tasks = [
+            asyncio.create_task(self._every(seconds, job), name=f"stepstone-periodic-{i}")
+            for i, (seconds, job) in enumerate(self._periodic)
+        ]
 
     async def stop(self) -> None:
         """Stop claiming, abandon running activations and hand their instances back now."""
         self._stopping = True
-        for task in (self._main, self._heartbeat):
+        for task in (self._main, self._heartbeat, *self._periodic_tasks):
             if task is not None:
                 task.cancel()
         for _, task, _ in list(self._active.values()):
             task.cancel()
-        pending = [t for t in (self._main, self._heartbeat) if t is not None]
+        pending = [t for t in (self._main, self._heartbeat, *self._periodic_tasks) if t]
         pending += [task for _, task, _ in self._active.values()]
         await asyncio.gather(*pending, return_exceptions=True)
         await self.storage.expire_leases(self.owner, self.clock.now_ms())
@@ -260,3 +270,13 @@ class Worker:
                     task.cancel()
                 elif activation is not None and status == "waitingForPause":
                     activation.pause_pending = True
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job %r failed", job)
+            await asyncio.sleep(seconds)
