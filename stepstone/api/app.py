@@ -1,0 +1,144 @@
+"""The ASGI app: routers, the guard, and exception handlers that keep every answer enveloped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from stepstone import __version__
+from stepstone.api.auth import AuthSettings
+from stepstone.api.envelope import error, ok
+from stepstone.api.guard import Guard
+from stepstone.api.jobs import TerminateJobs
+from stepstone.api.routes import ALL
+from stepstone.embedded import Engine
+from stepstone.errors import (
+    InternalError,
+    InvalidAction,
+    InvalidRequest,
+    RouteNotFound,
+    StepstoneError,
+)
+from stepstone.storage.base import Conflict
+
+log = logging.getLogger("stepstone.api")
+OPENAPI_URL = "/client/v4/openapi.json"
+
+
+def create_app(
+    engine: Engine, *, auth: AuthSettings | None = None, insecure_no_auth: bool = False
+) -> FastAPI:
+    """The API over an open ``engine``; the caller opens and closes the engine."""
+    jobs = TerminateJobs()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await jobs.cancel_all()
+
+    app = FastAPI(
+        title="Stepstone Workflows API (Cloudflare v4 compatible)",
+        version=__version__,
+        openapi_url=OPENAPI_URL,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.terminate_jobs = jobs
+    for router in ALL:
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness; needs no credentials")
+    async def healthz() -> Response:
+        return ok({"status": "ok"})
+
+    _install_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(
+        Guard,
+        storage=engine.storage,
+        settings=auth or AuthSettings.from_env(),
+        insecure_no_auth=insecure_no_auth,
+    )
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    async def on_stepstone_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StepstoneError)
+        return error(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error(InvalidRequest(_describe(exc.errors())))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error(RouteNotFound(f"no route {request.method} {request.url.path}"))
+        if exc.status_code == 405:
+            wrong = InvalidRequest(f"{request.method} is not allowed on {request.url.path}")
+            wrong.http_status = 405
+            return error(wrong)
+        failure = InvalidRequest(str(exc.detail))
+        failure.http_status = exc.status_code
+        return error(failure)
+
+    async def on_conflict(request: Request, exc: Exception) -> Response:
+        return error(InvalidAction(str(exc)))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(InternalError("an unexpected error occurred; see the server log"))
+
+    app.add_exception_handler(StepstoneError, on_stepstone_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Conflict, on_conflict)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _describe(errors: Any) -> str:
+    """Pydantic's errors as one line: ``body.limits.steps: Input should be ...``."""
+    parts = []
+    for item in errors:
+        if item.get("type") == "json_invalid":
+            return "the request body is not valid JSON"
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, routes=app.routes, description=_DESCRIPTION
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-Auth-Key"},
+            "apiEmail": {"type": "apiKey", "in": "header", "name": "X-Auth-Email"},
+        }
+        schema["security"] = [{"bearer": []}, {"apiKey": [], "apiEmail": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+_DESCRIPTION = (
+    "Every answer is the v4 envelope {success, errors, messages, result[, result_info]}; "
+    "errors carry {code, message} with message workflows.api.error.<key>. GET endpoints "
+    "need Workers Scripts Read, Workers Scripts Write or Workers Tail Read; the others need "
+    "Workers Scripts Write."
+)

@@ -1,0 +1,12 @@
+"""Routers by resource; ``ALL`` is the order the app includes them in.
+
+Fixed paths (``/workflows/settings``, ``/instances/batch``, ``/instances/terminate``) come
+before the parameterised ones they would otherwise be mistaken for.
+"""
+
+from stepstone.api.routes.accounts import router as accounts_router
+from stepstone.api.routes.instances import router as instances_router
+from stepstone.api.routes.versions import router as versions_router
+from stepstone.api.routes.workflows import router as workflows_router
+
+ALL = (accounts_router, instances_router, versions_router, workflows_router)

@@ -1,0 +1,82 @@
+"""Accounts and memberships (so wrangler finds its account) and account workflow settings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from stepstone.api import deps
+from stepstone.api.envelope import ok, page_info
+from stepstone.api.schemas import SettingsPatch
+from stepstone.ops import retention_ms
+
+router = APIRouter(tags=["accounts"])
+# What the stores apply when nothing narrower is set: the paid plan's maximum, 30 days.
+DEFAULT_RETENTION_MS = 30 * 86_400_000
+
+
+async def _visible_accounts(request: Request) -> list[str]:
+    """The accounts the caller may use: those its token names, else every account known."""
+    caller = deps.principal(request)
+    if caller.accounts is not None:
+        return list(caller.accounts)
+    engine = deps.engine(request)
+    records, _ = await engine.storage.list_workflows(None, None, 0, 1_000_000)
+    return sorted({engine.project.account_id, *(r.account_id for r in records)})
+
+
+def _page(items: list[str], page: int, per_page: int) -> list[str]:
+    return items[(page - 1) * per_page : page * per_page]
+
+
+@router.get("/client/v4/accounts", summary="Accounts visible to the caller")
+async def list_accounts(
+    request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
+) -> Response:
+    accounts = await _visible_accounts(request)
+    result = [{"id": a, "name": a, "type": "standard"} for a in _page(accounts, page, per_page)]
+    return ok(result, page_info(len(result), per_page, len(accounts), page))
+
+
+@router.get("/client/v4/memberships", summary="The caller's account memberships")
+async def list_memberships(
+    request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
+) -> Response:
+    accounts = await _visible_accounts(request)
+    result = [
+        {"id": f"membership-{a}", "status": "accepted", "account": {"id": a, "name": a}}
+        for a in _page(accounts, page, per_page)
+    ]
+    return ok(result, page_info(len(result), per_page, len(accounts), page))
+
+
+async def _settings(request: Request, account_id: str) -> dict[str, object]:
+    success, error = await deps.engine(request).storage.get_account_settings(account_id)
+    return {
+        "default_retention": {
+            "success_retention": DEFAULT_RETENTION_MS if success is None else success,
+            "error_retention": DEFAULT_RETENTION_MS if error is None else error,
+        }
+    }
+
+
+SETTINGS = deps.ACCOUNT_PREFIX + "/workflows/settings"
+
+
+@router.get(SETTINGS, summary="Account workflow settings (default retention, ms)")
+async def get_settings(request: Request, account_id: str) -> Response:
+    return ok(await _settings(request, deps.path(request, "account_id")))
+
+
+@router.patch(SETTINGS, summary="Change the account's default retention")
+async def patch_settings(request: Request, account_id: str, body: SettingsPatch) -> Response:
+    account = deps.path(request, "account_id")
+    storage = deps.engine(request).storage
+    success, error = await storage.get_account_settings(account)
+    given = body.default_retention.model_fields_set
+    if "success_retention" in given:
+        success = retention_ms(body.default_retention.success_retention, "success_retention")
+    if "error_retention" in given:
+        error = retention_ms(body.default_retention.error_retention, "error_retention")
+    await storage.put_account_settings(account, success, error)
+    return ok(await _settings(request, account))

@@ -1,0 +1,334 @@
+"""Instances: list, create, batch create/delete/terminate, terminate-all, details, the step
+endpoint, status changes, events, delete."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from stepstone import views
+from stepstone.api import deps
+from stepstone.api.envelope import ok
+from stepstone.api.query import decode_cursor, encode_cursor, parse_date
+from stepstone.api.schemas import BatchDelete, InstanceCreate, StatusChange
+from stepstone.engine import history as h
+from stepstone.engine.lifecycle import ALL_STATUSES
+from stepstone.errors import (
+    CannotTerminate,
+    InstanceNotFound,
+    InvalidParams,
+    InvalidRequest,
+    StepNotFound,
+)
+from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size, retention_ms
+from stepstone.storage.base import InstanceQuery
+
+router = APIRouter(tags=["instances"])
+INSTANCES = deps.WORKFLOW_PREFIX + "/instances"
+INSTANCE = deps.INSTANCE_PREFIX
+TERMINATE_STATUSES = ("queued", "running", "paused", "waitingForPause", "waiting")
+JSON_ANY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"description": "any JSON value"}}},
+    }
+}
+
+
+def _where(request: Request) -> tuple[str, str]:
+    return deps.path(request, "account_id"), deps.path(request, "workflow_name")
+
+
+def _now_iso(request: Request) -> str | None:
+    return views.iso(deps.ops(request).now())
+
+
+# --- list and create ----------------------------------------------------------------------
+
+
+async def _list(
+    request: Request,
+    status: str | None,
+    date_start: str | None,
+    date_end: str | None,
+    cursor: str | None,
+    direction: str | None,
+    per_page: int,
+    page: int | None,
+) -> Response:
+    if status is not None and status not in ALL_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(ALL_STATUSES)}; got {status!r}")
+    ops = deps.ops(request)
+    workflow = await ops.workflow(*_where(request))
+    created_from = parse_date(date_start, "date_start")
+    created_to = parse_date(date_end, "date_end")
+    counts = await ops.storage.count_instances(workflow.pk)
+    total = counts.get(status, 0) if status else sum(counts.values())
+    info: dict[str, Any] = {"per_page": per_page, "total_count": total}
+    ascending = direction == "asc"
+    after: tuple[int, str] | None = None
+    offset = 0
+    if cursor:
+        after, cursor_ascending = decode_cursor(cursor)
+        ascending = cursor_ascending if direction is None else ascending
+        if page is not None and page > 1:
+            # The SDK's pager keeps the cursor and adds page=2, 3...: an empty page ends it.
+            return ok([], {**info, "count": 0, "page": page})
+    elif page is not None:
+        offset = (page - 1) * per_page
+        info["page"] = page
+    query = InstanceQuery(
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+        after=after,
+        ascending=ascending,
+        offset=offset,
+        limit=per_page + 1,
+    )
+    records = await ops.storage.list_instances(workflow.pk, query)
+    more = len(records) > per_page
+    records = records[:per_page]
+    info["count"] = len(records)
+    if more:
+        last = records[-1]
+        info["cursor"] = encode_cursor(last.created_on, last.id, ascending)
+    return ok([views.instance_item(r, workflow) for r in records], info)
+
+
+@router.get(INSTANCES, summary="List instances (cursor or page)")
+@router.get(INSTANCES + "/", include_in_schema=False)
+async def list_instances(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    status: str | None = Query(None, description="one of the instance statuses"),
+    date_start: str | None = Query(None, description="ISO-8601; created at or after"),
+    date_end: str | None = Query(None, description="ISO-8601; created at or before"),
+    cursor: str | None = Query(None, description="result_info.cursor of the previous page"),
+    direction: Literal["asc", "desc"] | None = Query(None),
+    per_page: int = Query(50, ge=1, le=100),
+    page: int | None = Query(None, ge=1, description="deprecated; with a cursor, page>1 is []"),
+) -> Response:
+    return await _list(request, status, date_start, date_end, cursor, direction, per_page, page)
+
+
+def _create_request(body: InstanceCreate) -> CreateRequest:
+    params = body.params
+    if isinstance(params, str):
+        # Typed SDK callers send a JSON-encoded string; a string that is not JSON is the value.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            params = orjson.loads(params)
+    try:
+        encoded = orjson.dumps(params)
+    except TypeError as exc:  # pragma: no cover - parsed JSON always encodes
+        raise InvalidParams(str(exc)) from None
+    check_payload_size(encoded)
+    retention = body.instance_retention
+    return CreateRequest(
+        id=body.instance_id,
+        params=encoded,
+        success_retention_ms=retention_ms(
+            retention.success_retention if retention else None, "success_retention"
+        ),
+        error_retention_ms=retention_ms(
+            retention.error_retention if retention else None, "error_retention"
+        ),
+    )
+
+
+@router.post(INSTANCES, summary="Create an instance")
+async def create_instance(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    body: InstanceCreate | None = None,
+) -> Response:
+    workflow, records = await deps.ops(request).create_instances(
+        *_where(request),
+        [_create_request(body or InstanceCreate.model_validate({}))],
+        skip_existing=False,
+    )
+    return ok(views.instance_created(records[0], workflow))
+
+
+@router.post(INSTANCES + "/batch", summary="Create up to 100 instances; existing ids skipped")
+async def create_batch(
+    request: Request, account_id: str, workflow_name: str, body: list[InstanceCreate]
+) -> Response:
+    if not 1 <= len(body) <= MAX_BATCH:
+        raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instances; got {len(body)}")
+    workflow, records = await deps.ops(request).create_instances(
+        *_where(request), [_create_request(item) for item in body], skip_existing=True
+    )
+    result = [views.instance_created(r, workflow) for r in records]
+    return ok(result, {"count": len(result), "per_page": len(result), "total_count": len(result)})
+
+
+@router.post(INSTANCES + "/batch/delete", summary="Delete up to 100 instances")
+async def delete_batch(
+    request: Request, account_id: str, workflow_name: str, body: BatchDelete
+) -> Response:
+    existed = set(await deps.ops(request).delete_instances(*_where(request), body.instances))
+    missing = InstanceNotFound()
+    return ok(
+        {
+            "deleted": [{"id": i} for i in body.instances if i in existed],
+            "errors": [
+                {"id": i, "code": missing.code, "message": missing.message}
+                for i in body.instances
+                if i not in existed
+            ],
+        }
+    )
+
+
+@router.post(INSTANCES + "/batch/terminate", summary="Terminate up to 100 instances")
+async def terminate_batch(
+    request: Request, account_id: str, workflow_name: str, body: list[str]
+) -> Response:
+    if not 1 <= len(body) <= MAX_BATCH:
+        raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instance ids; got {len(body)}")
+    ops = deps.ops(request)
+    account, name = _where(request)
+    await ops.workflow(account, name)
+    terminated = 0
+    for instance_id in dict.fromkeys(body):
+        try:
+            await ops.terminate(account, name, instance_id)
+        except (CannotTerminate, InstanceNotFound):
+            continue
+        terminated += 1
+    return ok({"instancesTerminated": terminated, "status": "ok"})
+
+
+@router.put(INSTANCES + "/terminate", summary="Terminate all instances (background job)")
+async def terminate_all(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    status: Literal["queued", "running", "paused", "waitingForPause", "waiting"] | None = None,
+) -> Response:
+    ops = deps.ops(request)
+    account, name = _where(request)
+    await ops.workflow(account, name)
+    started = request.app.state.terminate_jobs.start(ops, account, name, status)
+    return ok({"status": "ok" if started else "already_running"})
+
+
+@router.get(INSTANCES + "/terminate", summary="Whether a terminate-all job is running")
+async def terminate_all_status(request: Request, account_id: str, workflow_name: str) -> Response:
+    account, name = _where(request)
+    await deps.ops(request).workflow(account, name)
+    running = request.app.state.terminate_jobs.running(account, name)
+    return ok({"status": "running" if running else "not_running"})
+
+
+# --- one instance ---------------------------------------------------------------------------
+
+
+@router.get(INSTANCE, summary="Instance details: metadata and steps")
+async def get_instance(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    order: Literal["asc", "desc"] = "asc",
+    simple: Literal["true", "false"] = "false",
+) -> Response:
+    ops = deps.ops(request)
+    _, record = await ops.instance(*_where(request), deps.path(request, "instance_id"))
+    history = await ops.history(record)
+    return ok(views.instance_details(record, history, order=order, simple=simple == "true"))
+
+
+@router.get(
+    INSTANCE + "/step",
+    summary="A step's full output; application/octet-stream for a byte-stream step",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def get_step(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    name: str = Query(min_length=1, max_length=300, description="visible name, e.g. fetch-1"),
+    type: Literal["step", "waitForEvent"] = Query(),
+    attempt: int | None = Query(None, ge=1),
+) -> Response:
+    ops = deps.ops(request)
+    _, record = await ops.instance(*_where(request), deps.path(request, "instance_id"))
+    history = await ops.history(record)
+    step = history.steps.get((h.DO if type == "step" else h.WAIT, name))
+    if step is None:
+        raise StepNotFound(f"no {type} named {name!r} in this instance's history")
+    chosen = None
+    if attempt is not None and step.kind == h.DO:
+        chosen = next((a for a in step.attempts if a.attempt == attempt), None)
+        if chosen is None:
+            raise StepNotFound(f"step {name!r} has no attempt {attempt}")
+    streamed = step.stream is not None and step.success and not step.sensitive
+    if streamed and (chosen is None or chosen.success) and step.stream is not None:
+        stream = step.stream
+        return StreamingResponse(
+            ops.storage.read_stream(record.pk, step.name, int(stream["chunks"])),
+            media_type="application/octet-stream",
+            headers={"content-length": str(int(stream["bytes"]))},
+        )
+    return ok(views.step_result(step, chosen))
+
+
+@router.patch(INSTANCE + "/status", summary="Pause, resume, terminate or restart")
+async def change_status(
+    request: Request, account_id: str, workflow_name: str, instance_id: str, body: StatusChange
+) -> Response:
+    ops = deps.ops(request)
+    where = (*_where(request), deps.path(request, "instance_id"))
+    if body.rollback is not None and body.status != "terminate":
+        raise InvalidRequest("rollback goes only with status terminate")
+    if body.from_ is not None and body.status != "restart":
+        raise InvalidRequest("from goes only with status restart")
+    if body.status == "pause":
+        status = await ops.pause(*where)
+    elif body.status == "resume":
+        status = await ops.resume(*where)
+    elif body.status == "terminate":
+        status = await ops.terminate(*where, rollback=bool(body.rollback))
+    else:
+        target = body.from_
+        restart_from = (
+            None if target is None else RestartFrom(target.name, target.count, target.type)
+        )
+        status = await ops.restart(*where, from_=restart_from)
+    return ok({"status": status, "timestamp": _now_iso(request)})
+
+
+@router.post(INSTANCE + "/events/{event_type}", summary="Send an event", openapi_extra=JSON_ANY)
+async def send_event(
+    request: Request, account_id: str, workflow_name: str, instance_id: str, event_type: str
+) -> Response:
+    raw = await request.body()
+    try:
+        payload = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the event body is not valid JSON") from None
+    instance = deps.path(request, "instance_id")
+    when = await deps.ops(request).send_event(
+        *_where(request), instance, deps.path(request, "event_type"), orjson.dumps(payload)
+    )
+    return ok({"instanceId": instance, "timestamp": views.iso(when)})
+
+
+@router.delete(INSTANCE, summary="Delete an instance and all its data")
+async def delete_instance(
+    request: Request, account_id: str, workflow_name: str, instance_id: str
+) -> Response:
+    instance = deps.path(request, "instance_id")
+    existed = await deps.ops(request).delete_instances(*_where(request), [instance])
+    if not existed:
+        raise InstanceNotFound(f"Instance {instance!r} not found")
+    return ok({"instanceId": instance, "timestamp": _now_iso(request)})

@@ -1,0 +1,70 @@
+"""Versions: one per PUT, newest first; the graph is not computed for Python (null)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from stepstone import views
+from stepstone.api import deps
+from stepstone.api.envelope import ok, page_info
+from stepstone.errors import VersionNotFound
+from stepstone.storage.base import VersionRecord, WorkflowRecord
+
+router = APIRouter(tags=["versions"])
+VERSION = deps.WORKFLOW_PREFIX + "/versions/{version_id}"
+
+
+@router.get(deps.WORKFLOW_PREFIX + "/versions", summary="List versions, newest first")
+async def list_versions(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=100),
+) -> Response:
+    ops = deps.ops(request)
+    workflow = await ops.workflow(
+        deps.path(request, "account_id"), deps.path(request, "workflow_name")
+    )
+    versions, total = await ops.storage.list_versions(workflow.pk, (page - 1) * per_page, per_page)
+    result = [views.version(v, workflow) for v in versions]
+    return ok(result, page_info(len(result), per_page, total, page))
+
+
+async def _answer(
+    request: Request, render: Callable[[VersionRecord, WorkflowRecord], dict[str, Any]]
+) -> Response:
+    ops = deps.ops(request)
+    workflow = await ops.workflow(
+        deps.path(request, "account_id"), deps.path(request, "workflow_name")
+    )
+    version_id = deps.path(request, "version_id")
+    version = await ops.storage.get_version(workflow.pk, version_id)
+    if version is None:
+        raise VersionNotFound(f"Version {version_id!r} not found")
+    return ok(render(version, workflow))
+
+
+@router.get(VERSION, summary="Get a version")
+async def get_version(
+    request: Request, account_id: str, workflow_name: str, version_id: str
+) -> Response:
+    return await _answer(request, views.version)
+
+
+@router.get(VERSION + "/graph", summary="A version's step graph (null: not computed)")
+async def version_graph(
+    request: Request, account_id: str, workflow_name: str, version_id: str
+) -> Response:
+    return await _answer(request, views.version_graph)
+
+
+@router.get(VERSION + "/dag", summary="The older form of the graph (null)")
+async def version_dag(
+    request: Request, account_id: str, workflow_name: str, version_id: str
+) -> Response:
+    return await _answer(request, views.version_dag)

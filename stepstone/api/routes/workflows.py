@@ -1,0 +1,67 @@
+"""Workflows: list, get, PUT (a new version each time), delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from stepstone import views
+from stepstone.api import deps
+from stepstone.api.envelope import ok, page_info
+from stepstone.api.schemas import WorkflowPut
+
+router = APIRouter(tags=["workflows"])
+
+
+@router.get(deps.ACCOUNT_PREFIX + "/workflows", summary="List workflows")
+async def list_workflows(
+    request: Request,
+    account_id: str,
+    page: int = Query(1, ge=1),
+    per_page: int = Query(10, ge=1, le=100),
+    search: str | None = Query(None, min_length=1, max_length=64, description="substring"),
+) -> Response:
+    ops = deps.ops(request)
+    account = deps.path(request, "account_id")
+    records, total = await ops.storage.list_workflows(
+        account, search, (page - 1) * per_page, per_page
+    )
+    now = ops.now()
+    result = [views.workflow(r, await ops.storage.count_instances(r.pk), now) for r in records]
+    return ok(result, page_info(len(result), per_page, total, page))
+
+
+@router.get(deps.WORKFLOW_PREFIX, summary="Get a workflow")
+async def get_workflow(request: Request, account_id: str, workflow_name: str) -> Response:
+    ops = deps.ops(request)
+    record = await ops.workflow(
+        deps.path(request, "account_id"), deps.path(request, "workflow_name")
+    )
+    counts = await ops.storage.count_instances(record.pk)
+    return ok(views.workflow(record, counts, ops.now()))
+
+
+@router.put(deps.WORKFLOW_PREFIX, summary="Create or update a workflow (adds a version)")
+async def put_workflow(
+    request: Request, account_id: str, workflow_name: str, body: WorkflowPut
+) -> Response:
+    retention = body.default_retention
+    record = await deps.ops(request).put_workflow(
+        deps.path(request, "account_id"),
+        deps.path(request, "workflow_name"),
+        class_name=body.class_name,
+        script_name=body.script_name,
+        limits_steps=body.limits.steps if body.limits else None,
+        success_retention=retention.success_retention if retention else None,
+        error_retention=retention.error_retention if retention else None,
+        schedules=[s.cron for s in body.schedules or ()],
+    )
+    return ok(views.workflow_put(record))
+
+
+@router.delete(deps.WORKFLOW_PREFIX, summary="Delete a workflow and its instances")
+async def delete_workflow(request: Request, account_id: str, workflow_name: str) -> Response:
+    await deps.ops(request).delete_workflow(
+        deps.path(request, "account_id"), deps.path(request, "workflow_name")
+    )
+    return ok({"status": "ok", "success": True})

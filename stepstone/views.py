@@ -1,0 +1,299 @@
+"""Records and histories rendered as the exact JSON shapes of Cloudflare's v4 API.
+
+Field names and casing follow the API (``versionId`` in details, ``version_id`` in lists); every
+timestamp is ISO-8601 UTC with milliseconds and ``Z``, so clients that sort dates as strings
+(wrangler) sort them correctly. Rendering decisions the spec leaves open are recorded in
+docs/compatibility.md under "REST API".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from croniter import croniter
+
+from stepstone.engine import history as h
+from stepstone.engine.lifecycle import ALL_STATUSES
+from stepstone.storage.base import InstanceRecord, VersionRecord, WorkflowRecord
+
+REDACTED = "[REDACTED]"
+# Step outputs in instance details are previews; GET .../step serves the whole value.
+STEP_OUTPUT_PREVIEW_CHARS = 1024
+DEFAULT_STEPS_LIMIT = 10_000
+DEFAULT_STEP_CONFIG: dict[str, Any] = {
+    "retries": {"limit": 5, "delay": 10_000, "backoff": "exponential"},
+    "timeout": "10 minutes",
+}
+
+
+def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as ``2026-05-01T02:48:57.132Z``."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _json(data: bytes | None) -> Any:
+    return None if data is None else orjson.loads(data)
+
+
+def as_text(value: Any) -> str:
+    """A JSON value as text: strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def instance_output(data: bytes | None) -> str | int | float:
+    """The SDK requires a non-null string or number: numbers stay numbers, strings stay
+    strings, everything else (objects, arrays, booleans, null) is compact JSON text, and an
+    instance with no output yet shows an empty string."""
+    if data is None:
+        return ""
+    value = orjson.loads(data)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return as_text(value)
+
+
+def preview(value: Any) -> str:
+    text = as_text(value)
+    if len(text) > STEP_OUTPUT_PREVIEW_CHARS:
+        return text[:STEP_OUTPUT_PREVIEW_CHARS]
+    return text
+
+
+# --- workflows and versions -------------------------------------------------------------------
+
+
+def instance_counts(counts: dict[str, int]) -> dict[str, int]:
+    return {status: int(counts.get(status, 0)) for status in ALL_STATUSES}
+
+
+def schedules(version: VersionRecord, now_ms: int) -> list[dict[str, Any]]:
+    start = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    out = []
+    for cron in version.schedules:
+        nxt = croniter(cron, start).get_next(datetime)
+        out.append({"cron": cron, "next_instance": iso(int(nxt.timestamp() * 1000))})
+    return out
+
+
+def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dict[str, Any]:
+    """A workflows list item, also the answer of GET .../workflows/{name}."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "class_name": record.version.class_name,
+        "script_name": record.version.script_name,
+        "created_on": iso(record.created_on),
+        "modified_on": iso(record.modified_on),
+        "triggered_on": iso(record.triggered_on),
+        "instances": instance_counts(counts),
+        "schedules": schedules(record.version, now_ms),
+    }
+
+
+def workflow_put(record: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "class_name": record.version.class_name,
+        "script_name": record.version.script_name,
+        "created_on": iso(record.created_on),
+        "modified_on": iso(record.modified_on),
+        "triggered_on": iso(record.triggered_on),
+        "version_id": record.version.id,
+        "is_deleted": 0,
+        "terminator_running": 0,
+    }
+
+
+def _version_base(version: VersionRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "workflow_id": workflow.id,
+        "class_name": version.class_name,
+        "script_name": version.script_name,
+        "created_on": iso(version.created_on),
+        # A version never changes once deployed.
+        "modified_on": iso(version.created_on),
+    }
+
+
+def version(version: VersionRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    out = _version_base(version, workflow)
+    out["has_dag"] = False
+    out["language"] = version.language
+    out["limits"] = {"steps": version.limits_steps or DEFAULT_STEPS_LIMIT}
+    if version.success_retention_ms is not None or version.error_retention_ms is not None:
+        out["default_retention"] = {
+            "success_retention": version.success_retention_ms,
+            "error_retention": version.error_retention_ms,
+        }
+    return out
+
+
+def version_graph(version: VersionRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    return {**_version_base(version, workflow), "graph": None}
+
+
+def version_dag(version: VersionRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    return {**_version_base(version, workflow), "dag": None}
+
+
+# --- instances --------------------------------------------------------------------------------
+
+
+def instance_created(record: InstanceRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "status": record.status,
+        "version_id": record.version_id,
+        "workflow_id": workflow.id,
+        "trigger_source": record.trigger_source,
+    }
+
+
+def instance_item(record: InstanceRecord, workflow: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "status": record.status,
+        "version_id": record.version_id,
+        "workflow_id": workflow.id,
+        "created_on": iso(record.created_on),
+        "modified_on": iso(record.modified_on),
+        "started_on": iso(record.started_on),
+        "ended_on": iso(record.ended_on),
+        "trigger_source": record.trigger_source,
+    }
+
+
+def _success(status: str) -> bool | None:
+    if status == "complete":
+        return True
+    if status in ("errored", "terminated"):
+        return False
+    return None
+
+
+def instance_details(
+    record: InstanceRecord, history: h.InstanceHistory, *, order: str = "asc", simple: bool = False
+) -> dict[str, Any]:
+    """GET .../instances/{id}: metadata plus one entry per step, as spec 7.3 derives them."""
+    entries = [step_entry(step) for step in history.ordered()]
+    if history.terminated_by is not None:
+        entries.append({"type": "termination", "trigger": dict(history.terminated_by)})
+    if order == "desc":
+        entries.reverse()
+    details: dict[str, Any] = {
+        "status": record.status,
+        "params": _json(record.params),
+        "trigger": {"source": record.trigger_source},
+        "versionId": record.version_id,
+        "queued": iso(history.queued_at or record.created_on),
+        "start": iso(record.started_on or history.started_at),
+        "end": iso(record.ended_on),
+        "success": _success(record.status),
+        "error": _json(record.error),
+        "output": instance_output(record.output),
+        "step_count": len(entries),
+        "steps": [] if simple else entries,
+        "rollback": _json(record.rollback),
+    }
+    if record.schedule is not None:
+        details["schedule"] = _json(record.schedule)
+    return details
+
+
+def step_entry(step: h.StepRecord) -> dict[str, Any]:
+    if step.kind == h.SLEEP:
+        return {
+            "type": "sleep",
+            "name": step.name,
+            "start": iso(step.start),
+            # Until it finishes, a sleep's end is its planned wake-up time.
+            "end": iso(step.end if step.end is not None else step.wake_at),
+            "finished": step.done,
+            "error": step.error,
+        }
+    if step.kind == h.WAIT:
+        return {
+            "type": "waitForEvent",
+            "name": step.name,
+            "start": iso(step.start),
+            "end": iso(step.end if step.end is not None else step.wake_at),
+            "finished": step.done,
+            "error": step.error,
+            "event_type": step.event_type,
+            "output": None if step.event is None else preview(step.event.get("payload")),
+        }
+    return {
+        "type": "rollback" if step.kind == h.ROLLBACK else "step",
+        "name": step.name,
+        "start": iso(step.start),
+        "end": iso(step.end),
+        "success": step.success,
+        "output": _step_output_preview(step),
+        "attempts": [
+            {
+                "start": iso(a.start),
+                "end": iso(a.end),
+                "success": a.success,
+                "error": a.error,
+            }
+            for a in step.attempts
+        ],
+        "config": step.config or DEFAULT_STEP_CONFIG,
+    }
+
+
+def _step_output_preview(step: h.StepRecord) -> str | None:
+    if not step.success:
+        return None
+    if step.sensitive:
+        return REDACTED
+    if step.stream is not None:
+        return f"[ReadableStream (binary): {int(step.stream['bytes'])} bytes]"
+    return None if step.output is None else preview(orjson.loads(step.output))
+
+
+# --- the step endpoint ------------------------------------------------------------------------
+
+
+def step_result(step: h.StepRecord, attempt: h.AttemptRecord | None) -> dict[str, Any]:
+    """The JSON answer of GET .../step (spec 2.5, 7.12); byte streams are served elsewhere."""
+    if step.kind == h.WAIT:
+        status = ("complete" if step.success else "errored") if step.done else "waiting"
+        payload = None
+        if step.success and step.event is not None:
+            payload = step.event.get("payload")
+        return {
+            "status": status,
+            "error": step.error,
+            "output": payload,
+            "event_type": step.event_type,
+        }
+    if attempt is not None:
+        if attempt.success is None:
+            return {"status": "running", "error": None, "output": None}
+        if not attempt.success:
+            return {"status": "errored", "error": attempt.error, "output": None}
+        return {"status": "complete", "error": None, "output": _full_output(step)}
+    if step.done:
+        if step.success:
+            return {"status": "complete", "error": None, "output": _full_output(step)}
+        return {"status": "errored", "error": step.error, "output": None}
+    last = step.attempts[-1] if step.attempts else None
+    # Between retries the step is still running, and the error says why it is retrying.
+    error = last.error if last is not None and last.success is False else None
+    return {"status": "running", "error": error, "output": None}
+
+
+def _full_output(step: h.StepRecord) -> Any:
+    if step.sensitive:
+        return REDACTED
+    return None if step.output is None else orjson.loads(step.output)

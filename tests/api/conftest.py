@@ -1,0 +1,157 @@
+"""A real uvicorn server on a free loopback port, in a background thread, per test."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cloudflare
+import httpx
+import pytest
+import uvicorn
+
+from stepstone.api import AuthSettings, create_app
+from stepstone.auth import PERMISSIONS, create_token
+from stepstone.embedded import Engine
+from stepstone.engine.lifecycle import TERMINAL
+from stepstone.engine.worker import WorkerSettings
+from stepstone.project import ProjectConfig
+
+T = TypeVar("T")
+ACCOUNT = "acc-test"
+ADMIN_SECRET = "admin-secret-for-tests"
+FLOWS = "tests.api.flows"
+
+
+@dataclass
+class LiveServer:
+    base: str
+    token: str
+    engine: Engine
+    loop: asyncio.AbstractEventLoop
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def v4(self) -> str:
+        return f"{self.base}/client/v4"
+
+    def account_url(self, rest: str = "") -> str:
+        return f"{self.v4}/accounts/{ACCOUNT}{rest}"
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the server's loop (where the engine lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def sdk(self, *, strict: bool = True, **kwargs: Any) -> cloudflare.Cloudflare:
+        options: dict[str, Any] = {"api_token": self.token, **kwargs}
+        return cloudflare.Cloudflare(
+            base_url=self.v4, max_retries=0, _strict_response_validation=strict, **options
+        )
+
+    def http(self, token: str | None = "default") -> httpx.Client:
+        headers = {}
+        if token is not None:
+            headers["authorization"] = f"Bearer {self.token if token == 'default' else token}"
+        return httpx.Client(base_url=self.v4, headers=headers, timeout=30)
+
+    def register(self, name: str, class_name: str) -> None:
+        with self.http() as client:
+            answer = client.put(
+                f"/accounts/{ACCOUNT}/workflows/{name}",
+                json={"class_name": class_name, "script_name": FLOWS},
+            )
+            assert answer.status_code == 200, answer.text
+
+    def wait_status(
+        self, workflow: str, instance_id: str, wanted: set[str], timeout: float = 15
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.http() as client:
+            while True:
+                body = client.get(
+                    f"/accounts/{ACCOUNT}/workflows/{workflow}/instances/{instance_id}"
+                ).json()
+                if body["result"]["status"] in wanted:
+                    return dict(body["result"])
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{instance_id} stayed {body['result']['status']}")
+                time.sleep(0.02)
+
+    def wait_done(self, workflow: str, instance_id: str) -> dict[str, Any]:
+        return self.wait_status(workflow, instance_id, set(TERMINAL))
+
+
+def start_server(
+    db_url: str, *, insecure_no_auth: bool = False, run_worker: bool = True
+) -> tuple[LiveServer, Any]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        engine = await Engine.open(
+            db_url,
+            config=ProjectConfig(account_id=ACCOUNT),
+            run_worker=run_worker,
+            worker_settings=WorkerSettings(poll_ms=50),
+        )
+        try:
+            _, secret = await create_token(
+                engine.storage, name="test-admin", permissions=list(PERMISSIONS), accounts=None
+            )
+            app = create_app(
+                engine,
+                auth=AuthSettings(admin_token=ADMIN_SECRET),
+                insecure_no_auth=insecure_no_auth,
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+            )
+            holder.update(
+                engine=engine, secret=secret, server=server, loop=asyncio.get_running_loop()
+            )
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+                await asyncio.sleep(0.01)
+            ready.set()
+            await task
+        finally:
+            ready.set()
+            await engine.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(30)
+    if "server" not in holder:
+        raise RuntimeError("the test server did not start")
+    live = LiveServer(
+        base=f"http://127.0.0.1:{port}",
+        token=holder["secret"],
+        engine=holder["engine"],
+        loop=holder["loop"],
+    )
+
+    def stop() -> None:
+        holder["server"].should_exit = True
+        thread.join(30)
+        sock.close()
+
+    return live, stop
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    live, stop = start_server(f"sqlite:///{tmp_path / 'api.db'}")
+    try:
+        yield live
+    finally:
+        stop()
