@@ -48,7 +48,10 @@ async def test_wait_timeout_raises_a_catchable_timeout_error(engine: Engine) -> 
     assert status["output"] == {"timed_out": "Execution timed out after 1000ms"}
     wait = (await steps_of(engine, "approval", "a3"))[("waitForEvent", "first-1")]
     assert wait.success is False
-    assert wait.error == {"name": "WorkflowTimeoutError", "message": "Execution timed out after 1000ms"}
+    assert wait.error == {
+        "name": "WorkflowTimeoutError",
+        "message": "Execution timed out after 1000ms",
+    }
 
 
 async def test_events_to_finished_instances_are_refused(engine: Engine) -> None:
@@ -118,8 +121,9 @@ async def test_failure_runs_rollbacks_newest_first(engine: Engine) -> None:
     assert status["error"] == {"name": "NonRetryableError", "message": "warehouse closed"}
     assert status["rollback"] == {"outcome": "complete", "error": None}
     steps = await steps_of(engine, "saga", "r1")
-    rollbacks = [s for s in sorted(steps.values(), key=lambda s: s.first_event_id)
-                 if s.kind == "rollback"]
+    rollbacks = [
+        s for s in sorted(steps.values(), key=lambda s: s.first_event_id) if s.kind == "rollback"
+    ]
     assert [s.name for s in rollbacks] == ["charge-1", "reserve-1"]
     assert flows.CALLS["undo-r1-charge"] == flows.CALLS["undo-r1-reserve"] == 1
 
