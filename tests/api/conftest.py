@@ -19,7 +19,7 @@ import uvicorn
 from stepstone.api import AuthSettings, create_app
 from stepstone.auth import PERMISSIONS, create_token
 from stepstone.embedded import Engine
-from stepstone.engine.lifecycle import TERMINAL
+from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL
 from stepstone.engine.worker import WorkerSettings
 from stepstone.project import ProjectConfig
 
@@ -83,6 +83,16 @@ class LiveServer:
                     raise AssertionError(f"{instance_id} stayed {body['result']['status']}")
                 time.sleep(0.02)
 
+    def wait_step(self, workflow: str, instance_id: str, step: str) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            steps = self.wait_status(workflow, instance_id, set(ALL_STATUSES))["steps"]
+            if any(s.get("name") == step for s in steps):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{instance_id} never reached step {step}")
+            time.sleep(0.02)
+
     def wait_done(self, workflow: str, instance_id: str) -> dict[str, Any]:
         return self.wait_status(workflow, instance_id, set(TERMINAL))
 
@@ -120,7 +130,7 @@ def start_server(
                 engine=engine, secret=secret, server=server, loop=asyncio.get_running_loop()
             )
             task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+            while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             ready.set()
             await task
