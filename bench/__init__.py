@@ -1,0 +1,1 @@
+"""Stepstone's benchmark suite (``make bench``); see ``bench/run.py`` and docs/performance.md."""
