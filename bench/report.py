@@ -292,12 +292,34 @@ def render_markdown(result: dict[str, Any]) -> str:
         ]
     http = result.get("http", {})
     out += ["### HTTP", ""]
-    if http.get("pending"):
-        out += [f"Pending: {http['pending']}", ""]
-    else:
-        for k, val in http.items():
-            out.append(f"- {k}: {val}")
-        out.append("")
+    if http.get("pending") or http.get("error"):
+        out += [f"Pending: {http.get('pending') or http.get('error')}", ""]
+    elif http:
+        c, st = http["create_to_complete"], http["step_endpoint"]
+        out += [
+            "The API server (`stepstone.server.run_server`, API + worker, SQLite FULL) in its own"
+            " process; the client (httpx) polls the instance every millisecond; the load"
+            f" generator runs {st['clients']} keep-alive connections for {st['seconds']} s"
+            " against `GET .../instances/{id}/step`. Client and server share the machine.",
+            "",
+            md_table(
+                [
+                    [
+                        "1-step create-to-complete over HTTP",
+                        f"p50 {_fmt(c['p50_ms'])} ms, p99 {_fmt(c['p99_ms'])} ms",
+                    ],
+                    [
+                        "step endpoint",
+                        f"{_fmt(st['req_per_s'])} req/s, p50 {_fmt(st['p50_ms'])} ms,"
+                        f" p99 {_fmt(st['p99_ms'])} ms, {st['errors']} errors",
+                    ],
+                ],
+                ["figure", "value"],
+            ),
+            "",
+        ]
+        if http.get("measured_separately"):
+            out += [http["measured_separately"], ""]
     diag = result.get("diag", {})
     if diag:
         out += ["## Where the time goes (one 200-step workflow, first run)", ""]

@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-list", action="store_true")
     ap.add_argument("--skip-floor", action="store_true")
+    ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     ap.add_argument("--concurrency", type=int, help="Stepstone worker concurrency (default)")
     args = ap.parse_args(argv)
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         got = [r for r in rows if r.get("bench") == "list"]
         listing += got or [{"instances": args.list_count, "error": err or "no result"}]
 
-    http = http_status()
+    http = {} if args.skip_http else http_bench(args)
     env_rows = [r for rows in stepstone_rows.values() for r in rows if r.get("bench") == "env"]
     dbos_env = [r for rows in dbos_rows.values() for r in rows if r.get("bench") == "env"]
     pragmas = {
@@ -351,23 +352,27 @@ def diag_rows(
     return out
 
 
-def http_status() -> dict[str, Any]:
-    """The HTTP figures need the REST API (``stepstone.server.run_server``)."""
+def http_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Over HTTP, when the REST API (``stepstone.server.run_server``) is there."""
     code = "import stepstone.server as s; assert callable(s.run_server)"
     probe = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
     )
     if probe.returncode != 0:
         return {
-            "pending": "the REST API (stepstone.server.run_server) is not available yet: "
-            "create-to-complete over HTTP and the step endpoint's req/s are not measured"
+            "pending": "the REST API (stepstone.server.run_server) is not available yet:"
+            " create-to-complete over HTTP and the step endpoint's req/s are not measured"
         }
-    return {
-        "pending": "the REST API (stepstone.server, stepstone/api) is still being built by"
-        " another engineer and has no step endpoint yet; the HTTP workloads (create-to-complete"
-        " over HTTP, step endpoint req/s and p99 under a loopback load generator) are not"
-        " wired into the suite yet"
-    }
+    log("Stepstone over HTTP (create-to-complete, step endpoint under load)")
+    extra = [
+        "--mode", "http", "--lat-runs", str(min(args.lat_runs, 200)),
+        "--http-seconds", "3" if args.quick else "10", "--http-clients", "16",
+    ]  # fmt: skip
+    rows, err = peer.run_json(stepstone_cmd(args, *extra), cwd=REPO, timeout=600)
+    got = next((r for r in rows if r.get("bench") == "http"), None)
+    if got is None:
+        return {"error": err or "no result"}
+    return got
 
 
 def print_summary(result: dict[str, Any]) -> None:

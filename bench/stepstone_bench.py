@@ -448,6 +448,136 @@ async def mode_list(args: argparse.Namespace) -> None:
             await engine.close()
 
 
+# --- Stepstone alone: over HTTP ---------------------------------------------------------------
+
+
+SERVER_CODE = (
+    "import sys\n"
+    "from stepstone.server import run_server\n"
+    "run_server(config=None, db=sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]),"
+    " insecure_no_auth=True, data_dir=sys.argv[3])\n"
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def mode_http(args: argparse.Namespace) -> None:
+    """Create-to-complete over HTTP, and the step endpoint under a loopback load generator.
+
+    The server is ``stepstone.server.run_server`` in its own process (API + worker); the
+    client polls the instance every millisecond; the load generator runs ``--http-clients``
+    concurrent keep-alive connections for ``--http-seconds`` against ``GET .../step``.
+    """
+    import subprocess
+
+    import httpx
+
+    port = _free_port()
+    async with fresh_database(args.backend, args.pg_url) as url:
+        data_dir = tempfile.mkdtemp(prefix="stepstone_bench_http_")
+        server = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
+            [sys.executable, "-c", SERVER_CODE, url, str(port), data_dir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        wf = f"{base}/client/v4/accounts/default/workflows/one"
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                async with asyncio.timeout(60):
+                    while True:
+                        try:
+                            if (await http.get(f"{base}/healthz")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await asyncio.sleep(0.1)
+                put = await http.put(
+                    wf, json={"class_name": "OneStep", "script_name": "bench.workflows"}
+                )
+                put.raise_for_status()
+
+                async def create_and_wait(k: int) -> str:
+                    instance_id = new_id("h")
+                    made = await http.post(
+                        f"{wf}/instances", json={"instance_id": instance_id, "params": {"k": k}}
+                    )
+                    made.raise_for_status()
+                    while True:
+                        got = await http.get(
+                            f"{wf}/instances/{instance_id}", params={"simple": "true"}
+                        )
+                        body = got.json()
+                        if not body.get("success") or body.get("result") is None:
+                            raise RuntimeError(f"GET instance: {got.status_code} {got.text[:300]}")
+                        status = body["result"]["status"]
+                        if status in TERMINAL:
+                            assert status == "complete", status
+                            return instance_id
+                        await asyncio.sleep(0.001)
+
+                for k in range(5):
+                    last = await create_and_wait(k)
+                samples = []
+                for k in range(args.lat_runs):
+                    t = time.perf_counter()
+                    last = await create_and_wait(k)
+                    samples.append(time.perf_counter() - t)
+                lat = lat_stats(samples)
+                step_url = f"{wf}/instances/{last}/step"
+                step_params = {"name": "s0-1", "type": "step"}
+                (await http.get(step_url, params=step_params)).raise_for_status()
+            step_lat: list[float] = []
+            errors = 0
+            limits = httpx.Limits(max_connections=args.http_clients)
+            async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+                deadline = time.perf_counter() + args.http_seconds
+
+                async def client() -> None:
+                    nonlocal errors
+                    while time.perf_counter() < deadline:
+                        t = time.perf_counter()
+                        answer = await http.get(step_url, params=step_params)
+                        step_lat.append(time.perf_counter() - t)
+                        if answer.status_code != 200:
+                            errors += 1
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(client() for _ in range(args.http_clients)))
+                elapsed = time.perf_counter() - t0
+            steps = lat_stats(step_lat)
+            emit(
+                {
+                    "bench": "http",
+                    "backend": args.backend,
+                    "create_to_complete": {"runs": args.lat_runs, **lat},
+                    "step_endpoint": {
+                        "clients": args.http_clients,
+                        "seconds": round(elapsed, 2),
+                        "requests": len(step_lat),
+                        "errors": errors,
+                        "req_per_s": round(len(step_lat) / elapsed, 1),
+                        "p50_ms": steps["p50_ms"],
+                        "p99_ms": steps["p99_ms"],
+                    },
+                    "note": "load generator (httpx, one process) and server share the machine",
+                }
+            )
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # --- does a backend work here? ----------------------------------------------------------------
 
 
@@ -466,7 +596,9 @@ async def mode_probe(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=["workloads", "memory", "list", "probe"], default="workloads")
+    ap.add_argument(
+        "--mode", choices=["workloads", "memory", "list", "probe", "http"], default="workloads"
+    )
     ap.add_argument(
         "--backend",
         choices=["sqlite_full", "sqlite_normal", "postgres", "memory"],
@@ -484,6 +616,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--page-size", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--http-clients", type=int, default=16)
+    ap.add_argument("--http-seconds", type=float, default=5.0)
     args = ap.parse_args()
     if args.mode == "workloads":
         emit(
@@ -501,6 +635,7 @@ def main() -> None:
         "memory": mode_memory,
         "list": mode_list,
         "probe": mode_probe,
+        "http": mode_http,
     }
     asyncio.run(modes[args.mode](args))
     sys.stdout.flush()
