@@ -104,6 +104,8 @@ def _invalid(step_name: str, why: str) -> WorkflowFatalError:
 
 def resolve_config(config: object, step_name: str) -> ResolvedConfig:
     """Validate ``config`` and merge it over the defaults, key by key."""
+    if config is None:
+        return DEFAULT_CONFIG
     raw = _as_mapping(config, step_name)
     unknown = set(raw) - {"retries", "timeout", "sensitive"}
     if unknown:
@@ -164,3 +166,6 @@ def parse_rollback_config(config: object, step_name: str) -> ResolvedConfig:
     if "sensitive" in raw:
         raise _invalid(step_name, "rollback_config takes only retries and timeout")
     return resolve_config(raw, step_name)
+
+
+DEFAULT_CONFIG = resolve_config({}, "default")

@@ -8,6 +8,7 @@ rather than read as NaN, so a typo fails at registration instead of sleeping for
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -49,6 +50,7 @@ def parse_duration(value: object) -> int:
     return int(ms)
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_text(text: str) -> float:
     stripped = text.strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", stripped):

@@ -10,6 +10,7 @@ and the worker releases the instance with its wake-up time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -650,26 +651,39 @@ async def _stream_value(act: Activation, step_name: str, stream: dict[str, Any])
     return chunks
 
 
-def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
-    """``fn()``, or ``fn(ctx)`` when it has a parameter named ctx; parameters with defaults
-    (the ``lambda i=i: ...`` idiom) are left alone."""
+@functools.lru_cache(maxsize=1024)
+def _call_shape(code: Any, fn: Callable[..., Any]) -> tuple[bool, tuple[str, ...], bool]:
+    """``(wants_ctx, required parameters, is a coroutine function)`` of a step callback.
+
+    Cached per code object: a loop that defines its callback inline makes a new function
+    each time around, but always with the same code.
+    """
     parameters = inspect.signature(fn).parameters
-    wants_ctx = "ctx" in parameters
-    required = [
+    required = tuple(
         name
         for name, p in parameters.items()
         if p.default is inspect.Parameter.empty
         and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         and name != "ctx"
-    ]
+    )
+    return "ctx" in parameters, required, inspect.iscoroutinefunction(fn)
+
+
+def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    """``fn()``, or ``fn(ctx)`` when it has a parameter named ctx; parameters with defaults
+    (the ``lambda i=i: ...`` idiom) are left alone."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and inspect.isfunction(fn):
+        wants_ctx, required, is_coroutine = _call_shape(code, fn)
+    else:
+        wants_ctx, required, is_coroutine = _call_shape.__wrapped__(None, fn)
     if required:
         raise TypeError(
-            f"step.do(name, fn): fn takes no parameters but ctx; it requires {required}"
+            f"step.do(name, fn): fn takes no parameters but ctx; it requires {list(required)}"
         )
-    blocking = not inspect.iscoroutinefunction(fn)
     if wants_ctx:
-        return off_loop(lambda ctx: fn(ctx=ctx), with_ctx=True, blocking=blocking)
-    return off_loop(fn, with_ctx=False, blocking=blocking)
+        return off_loop(lambda ctx: fn(ctx=ctx), with_ctx=True, blocking=not is_coroutine)
+    return off_loop(fn, with_ctx=False, blocking=not is_coroutine)
 
 
 def off_loop(

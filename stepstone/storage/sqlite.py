@@ -36,7 +36,7 @@ from stepstone.storage.base import (
     WorkflowRecord,
 )
 from stepstone.storage.migrations import apply_sqlite_migrations
-from stepstone.storage.sqlite_writer import GroupCommitWriter
+from stepstone.storage.sqlite_writer import GroupCommitWriter, InlineWriter
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -109,7 +109,7 @@ class SqliteStorage:
         self._synchronous = synchronous
         self._local = threading.local()
         self._shared_lock: threading.Lock | None = None
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommitWriter | InlineWriter | None = None
         self._wake_listeners: list[Callable[[], None]] = []
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
@@ -137,7 +137,10 @@ class SqliteStorage:
         self._write_conn = conn
         if self._path is None:
             self._shared_lock = threading.Lock()
-        self._writer = GroupCommitWriter(conn, self._shared_lock)
+        if self._path is None or self._synchronous == "NORMAL":
+            self._writer = InlineWriter(conn, self._shared_lock)
+        else:
+            self._writer = GroupCommitWriter(conn, self._shared_lock, self._synchronous)
         self._writer.on_commit(self._fire_wake)
 
     async def close(self) -> None:
@@ -182,10 +185,12 @@ class SqliteStorage:
             self._local.conn = conn
         return fn(conn)
 
-    def _write(self, job: Callable[[sqlite3.Connection], T]) -> Any:
+    def _write(
+        self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True, wakes: bool = False
+    ) -> Any:
         if self._writer is None:
             raise RuntimeError("storage is not open")
-        return self._writer.submit(job)
+        return self._writer.submit(job, durable=durable, wakes=wakes)
 
     # --- workflows and versions -------------------------------------------------------------
 
@@ -393,7 +398,7 @@ class SqliteStorage:
                 )
             return created
 
-        result: list[str] = await self._write(job)
+        result: list[str] = await self._write(job, wakes=True)
         return result
 
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
@@ -517,7 +522,7 @@ class SqliteStorage:
                 )
             _insert_events(conn, instance_pk, t.events)
 
-        await self._write(job)
+        await self._write(job, wakes=True)
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
@@ -561,7 +566,7 @@ class SqliteStorage:
             )
             return True
 
-        return bool(await self._write(job))
+        return bool(await self._write(job, wakes=True))
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -597,7 +602,7 @@ class SqliteStorage:
             claims.sort(key=lambda c: c.instance.pk)
             return claims
 
-        result: list[Claim] = await self._write(job)
+        result: list[Claim] = await self._write(job, durable=False)
         return result
 
     async def renew_leases(
@@ -614,7 +619,7 @@ class SqliteStorage:
                 held[claim.instance.pk] = None if row is None else str(row[0])
             return held
 
-        result: dict[int, str | None] = await self._write(job)
+        result: dict[int, str | None] = await self._write(job, durable=False)
         return result
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
@@ -748,7 +753,7 @@ class SqliteStorage:
             _insert_events(conn, claim.instance.pk, events)
             return status
 
-        result: str = await self._write(job)
+        result: str = await self._write(job, wakes=True)
         return result
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
@@ -781,7 +786,7 @@ class SqliteStorage:
                 )
             return int(cur.rowcount)
 
-        result: int = await self._write(job)
+        result: int = await self._write(job, durable=False, wakes=True)
         return result
 
     # --- retention, settings, tokens -------------------------------------------------------

@@ -81,13 +81,16 @@ async def test_pause_lets_the_running_step_finish_then_parks(engine: Engine) -> 
 async def test_resume_shifts_the_sleep_by_the_paused_time(engine: Engine) -> None:
     handle = await engine.workflow("sleeper").create(id="p2", params={"ms": 400})
     await wait_for(handle, "waiting")
+    planned = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")].wake_at
     await handle.pause()
     assert (await handle.status())["status"] == "paused"
     await asyncio.sleep(0.6)  # longer than the whole sleep
     await handle.resume()
-    await asyncio.sleep(0.15)
-    assert (await handle.status())["status"] in ("queued", "running", "waiting")
     assert (await handle.wait(10))["output"] == "woke"
+    nap = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")]
+    assert planned is not None and nap.wake_at is not None
+    assert nap.wake_at >= planned + 600
+    assert nap.end is not None and nap.end >= nap.wake_at
 
 
 async def test_pause_and_resume_rules(engine: Engine) -> None:

@@ -1,0 +1,294 @@
+"""Process commands: ``serve``, ``worker``, ``dev``, ``migrate``, ``version``."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from stepstone.cli import render
+from stepstone.cli.client import fail, usage
+from stepstone.cron import InvalidCronError
+from stepstone.cron import validate as validate_cron
+from stepstone.project import ProjectConfigError, load_project
+from stepstone.storage import InvalidDatabaseURL, open_storage
+from stepstone.storage.base import Storage
+
+DB_ENV = "STEPSTONE_DATABASE_URL"
+CONFIG_ENV = "STEPSTONE_CONFIG"
+DEFAULT_DB = "sqlite:///data/stepstone.db"
+DEFAULT_CONFIG = "stepstone.toml"
+# Folders never worth watching: caches, VCS data, virtualenvs, the default data folder.
+WATCH_SKIP = {"__pycache__", "node_modules", "data", "venv"}
+WATCH_SUFFIXES = (".py", ".toml")
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar=DB_ENV, help="Database URL: sqlite:///path.db, postgresql://host/db."
+    ),
+]
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        envvar=CONFIG_ENV,
+        help=f"Project file registering workflows (default: ./{DEFAULT_CONFIG} if present).",
+        show_default=False,
+    ),
+]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Instances one worker runs at once.")]
+LeaseOption = Annotated[
+    float, typer.Option(min=1.0, help="Seconds a claim lives without a heartbeat.")
+]
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+
+
+def resolve_config(config: str | None) -> str | None:
+    """The given project file, checked now so a typo fails before the server starts."""
+    if config is None:
+        if not Path(DEFAULT_CONFIG).is_file():
+            return None
+        config = DEFAULT_CONFIG
+    try:
+        project = load_project(config)
+    except ProjectConfigError as exc:
+        fail(str(exc), 2)
+    for workflow in project.workflows:
+        for cron in workflow.schedules:
+            try:
+                validate_cron(cron)
+            except InvalidCronError as exc:
+                fail(f"{config}: workflow {workflow.name!r}: {exc}", 2)
+    return config
+
+
+def check_db(db: str) -> str:
+    try:
+        open_storage(db)
+    except InvalidDatabaseURL as exc:
+        usage(str(exc), "--db")
+    return db
+
+
+async def open_store(db: str) -> Storage:
+    storage = open_storage(check_db(db))
+    await storage.open()
+    return storage
+
+
+def redact(url: str) -> str:
+    """A database URL safe to print: the password hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    auth, _, host = rest.rpartition("@")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in auth else url
+
+
+def serve(
+    config: ConfigOption = None,
+    db: DbOption = DEFAULT_DB,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8787,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve the API only; run workers apart.")
+    ] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Accept requests without a token.")
+    ] = False,
+    concurrency: ConcurrencyOption = 100,
+    lease_seconds: LeaseOption = 30.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for server state such as the admin token.", file_okay=False),
+    ] = None,
+) -> None:
+    """Run the REST API server (and, unless --no-worker, a worker in the same process)."""
+    config = resolve_config(config)
+    check_db(db)
+    from stepstone.server import run_server
+
+    run_server(
+        config=config,
+        db=db,
+        host=host,
+        port=port,
+        run_worker=not no_worker,
+        insecure_no_auth=insecure_no_auth,
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        data_dir=None if data_dir is None else str(data_dir),
+    )
+
+
+def worker(
+    config: ConfigOption = None,
+    db: DbOption = DEFAULT_DB,
+    concurrency: ConcurrencyOption = 100,
+    lease_seconds: LeaseOption = 30.0,
+) -> None:
+    """Run a worker: executes instances, fires cron schedules, sweeps expired instances."""
+    config = resolve_config(config)
+    check_db(db)
+    from stepstone.server import run_worker
+
+    run_worker(config=config, db=db, concurrency=concurrency, lease_seconds=lease_seconds)
+
+
+def migrate(db: DbOption = DEFAULT_DB) -> None:
+    """Create the database schema or bring it up to date."""
+
+    async def main() -> None:
+        storage = await open_store(db)
+        await storage.close()
+
+    asyncio.run(main())
+    render.info(f"Database {redact(db)} is up to date")
+
+
+def show_version() -> None:
+    """Print Stepstone's version."""
+    try:
+        number = package_version("stepstone")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        number = "unknown"
+    render.info(f"stepstone {number}")
+
+
+# --- dev: serve, and restart on code changes ------------------------------------------------
+
+
+def snapshot(roots: list[Path]) -> dict[str, int]:
+    """Modification times of the Python and TOML files under ``roots``."""
+    seen: dict[str, int] = {}
+    for root in roots:
+        if root.is_file():
+            seen[str(root)] = root.stat().st_mtime_ns
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d not in WATCH_SKIP]
+            for file in files:
+                if file.endswith(WATCH_SUFFIXES):
+                    path = os.path.join(folder, file)
+                    try:
+                        seen[path] = os.stat(path).st_mtime_ns
+                    except FileNotFoundError:
+                        continue
+    return seen
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    paths = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    return sorted(paths)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def dev(
+    config: ConfigOption = None,
+    db: DbOption = DEFAULT_DB,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8787,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth/--no-auth",
+            help="Require API tokens (default: off on a loopback address, on otherwise).",
+            show_default=False,
+        ),
+    ] = False,
+    concurrency: ConcurrencyOption = 100,
+    watch: Annotated[
+        list[Path] | None,
+        typer.Option(help="Folders or files to watch (default: the project's folder)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks.")] = 0.5,
+) -> None:
+    """Serve API and worker, restarting them when a workflow module or the config changes."""
+    config = resolve_config(config)
+    check_db(db)
+    insecure = not auth and is_loopback(host)
+    roots = list(watch or [Path(config).resolve().parent if config else Path.cwd()])
+    command = [sys.executable, "-m", "stepstone", "serve", "--db", db]
+    command += ["--host", host, "--port", str(port), "--concurrency", str(concurrency)]
+    if config:
+        command += ["--config", config]
+    if insecure:
+        command.append("--insecure-no-auth")
+
+    def stop_on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    render.err_console.print(
+        f"[bold]stepstone dev[/] on http://{host}:{port}"
+        f"{' (no auth)' if insecure else ''}; watching {', '.join(map(str, roots))}"
+    )
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        while True:
+            state = snapshot(roots)
+            proc = subprocess.Popen(command)
+            reported_exit = False
+            while True:
+                time.sleep(interval)
+                if proc.poll() is not None and not reported_exit:
+                    reported_exit = True
+                    render.warn(
+                        f"the server exited with code {proc.returncode};"
+                        " waiting for a change to start it again"
+                    )
+                latest = snapshot(roots)
+                diff = changed(state, latest)
+                if diff:
+                    render.err_console.print(
+                        f"[yellow]changed:[/] {', '.join(diff[:3])}"
+                        f"{' …' if len(diff) > 3 else ''}; restarting"
+                    )
+                    _stop(proc)
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc is not None:
+            _stop(proc)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(dev)
+    app.command()(migrate)
+    app.command("version")(show_version)
