@@ -28,6 +28,7 @@ Job = Callable[[sqlite3.Connection], Any]
 log = logging.getLogger("stepstone.storage")
 
 _STOP = object()
+LINGER_S = 0.001
 
 
 class GroupCommitWriter:
@@ -81,16 +82,16 @@ class GroupCommitWriter:
             if first is _STOP:
                 return
             batch = [first]
-            stop = False
-            while True:
+            stop = self._drain(batch)
+            if not stop and all(item[1] is None for item in batch):
+                # Only detached writes (an attempt's start): the awaited write that usually
+                # follows within a moment can share their commit.
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=LINGER_S)
                 except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+                    pass
+                else:
+                    stop = item is _STOP or self._drain(batch, item)
             if self._lock is not None:
                 with self._lock:
                     outcomes = self._commit(batch)
@@ -99,6 +100,19 @@ class GroupCommitWriter:
             self._deliver(batch, outcomes)
             if stop:
                 return
+
+    def _drain(self, batch: list[Any], first: Any = None) -> bool:
+        """Move everything queued into ``batch``; True if a stop was requested."""
+        if first is not None:
+            batch.append(first)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            batch.append(item)
 
     def _commit(self, batch: list[Any]) -> list[tuple[bool, Any]]:
         conn = self._conn
