@@ -376,9 +376,11 @@ class Engine:
     def workflow(self, name: str) -> WorkflowBinding:
         return WorkflowBinding(self.ops, self.project.account_id, name)
 
-    async def close(self) -> None:
+    async def close(self, drain_seconds: float = 0.0) -> None:
+        """Stop the worker (letting running steps finish for up to ``drain_seconds``) and
+        close the store."""
         if self.worker is not None:
-            await self.worker.stop()
+            await self.worker.stop(drain_seconds)
         await self.storage.close()
 
     async def __aenter__(self) -> Engine:

@@ -66,6 +66,8 @@ class Activation:
         self.unrequested: set[tuple[str, str]] = set()
         self.executing = 0
         self.pause_pending = claim.instance.status == "waitingForPause"
+        # Set by a worker shutting down: like a pause, no new step starts.
+        self.draining = False
         self.replay_only = False
         self._parked: list[int | None] = []
         self._idle = asyncio.Event()
@@ -85,6 +87,10 @@ class Activation:
             None if key is None else key[0],
             None if key is None else key[1],
         )
+
+    @property
+    def holds_new_steps(self) -> bool:
+        return self.pause_pending or self.draining
 
     def next_order(self) -> int:
         self._order += 1

@@ -233,7 +233,7 @@ class ReplayStep:
                         )
                     ]
                 )
-            if act.pause_pending:
+            if act.holds_new_steps:
                 await self._park(None)
             completion = act.event("wait_completed", {}, key)
             delivered = await act.consume_event(event_type, completion)
@@ -327,7 +327,7 @@ class ReplayStep:
         kind_prefix: str = "",
     ) -> Any:
         act = self.activation
-        if act.pause_pending:
+        if act.holds_new_steps:
             await self._park(None)
         # The config recorded at the first attempt wins over the code's current one.
         config = record.config if record is not None and record.config else fresh_config

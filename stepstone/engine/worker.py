@@ -94,12 +94,24 @@ class Worker:
             for i, (seconds, job) in enumerate(self._periodic)
         ]
 
-    async def stop(self) -> None:
-        """Stop claiming, abandon running activations and hand their instances back now."""
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Stop claiming and hand running instances back.
+
+        With ``drain_seconds`` the steps already executing may finish (and be recorded) first:
+        no new step starts, as under a pause, and each activation releases its instance as
+        runnable at once. What is still running after that is abandoned; its attempt is
+        recorded as failed and retried by whichever worker takes the instance next.
+        """
         self._stopping = True
         for task in (self._main, self._heartbeat, *self._periodic_tasks):
             if task is not None:
                 task.cancel()
+        if drain_seconds > 0 and self._active:
+            for _, _, activation in self._active.values():
+                if activation is not None:
+                    activation.draining = True
+            running = [task for _, task, _ in self._active.values()]
+            await asyncio.wait(running, timeout=drain_seconds)
         for _, task, _ in list(self._active.values()):
             task.cancel()
         pending = [t for t in (self._main, self._heartbeat, *self._periodic_tasks) if t]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stepstone import Engine
+from stepstone import Engine, WorkerSettings
 from stepstone.errors import CannotRestart, CannotSendEvent, CannotTerminate, InvalidAction
 from stepstone.ops import RestartFrom
 from tests.engine import flows
@@ -203,3 +203,34 @@ async def test_delete_removes_the_instance_and_its_id_can_be_reused(engine: Engi
     await handle.delete()
     again = await engine.workflow("approval").create(id="del", params={"timeout": "1 second"})
     assert (await again.wait(10))["output"]["timed_out"]
+
+
+async def test_a_draining_worker_lets_the_running_step_finish(backend_url: str) -> None:
+    if backend_url == "memory://":
+        pytest.skip("an in-memory store does not outlive its engine")
+    flows.CALLS.clear()
+    flows.GATES.clear()
+    settings = WorkerSettings(poll_ms=20)
+    first = await Engine.open(backend_url, worker_settings=settings)
+    await first.register("blocking", flows.Blocking)
+    handle = await first.workflow("blocking").create(id="drain", params={"gate": "drain"})
+    async with asyncio.timeout(10):
+        while flows.CALLS["hold-drain"] == 0:
+            await asyncio.sleep(0.01)
+    asyncio.get_running_loop().call_later(0.2, flows.gate("drain").set)
+    await first.close(drain_seconds=5)
+
+    second = await Engine.open(backend_url, run_worker=False)
+    try:
+        steps = await steps_of(second, "blocking", "drain")
+        assert steps[("do", "hold-1")].success is True
+        assert ("do", "after-1") not in steps  # nothing new started while draining
+    finally:
+        await second.close()
+    third = await Engine.open(backend_url, worker_settings=settings)
+    try:
+        resumed = await third.workflow("blocking").get(handle.id)
+        assert (await resumed.wait(10))["output"] == ["held", "after"]
+        assert flows.CALLS["hold-drain"] == 1
+    finally:
+        await third.close()
