@@ -141,7 +141,7 @@ def test_workflows_commands(wrangler: Wrangler) -> None:
         "instances", "send-event", "waiter", "wr-1", "--type", "go", "--payload", '{"by":"me"}'
     )
     done = server.wait_done("waiter", "wr-1")
-    assert done["status"] == "complete" and done["output"] == "[1]"
+    assert done["status"] == "complete" and done["output"] == '{"by":"me"}'
 
     with server.http() as http:
         for instance_id in ("wr-2", "wr-3"):
