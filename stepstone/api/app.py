@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from stepstone import __version__
+from stepstone.api.answers import Health, doc
 from stepstone.api.auth import AuthSettings
 from stepstone.api.envelope import error, ok
 from stepstone.api.guard import Guard
@@ -60,7 +61,12 @@ def create_app(
     for router in ALL:
         app.include_router(router)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness; needs no credentials")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness; needs no credentials",
+        responses=doc(Health),
+    )
     async def healthz() -> Response:
         return ok({"status": "ok"})
 

@@ -223,3 +223,37 @@ def test_workflow_delete_answers_envelope_and_removes_instances(server: LiveServ
         }
         server.register("echo", "Echo")
         assert http.get(f"{WF}/echo/instances/x1").status_code == 404
+
+
+def test_answers_match_their_openapi_models(server: LiveServer) -> None:
+    from pydantic import BaseModel
+
+    from stepstone.api import answers as a
+
+    _create(server, "tour", "Tour", "m1")
+    server.wait_step("tour", "m1", "approval-1")
+    checks: list[tuple[str, type[BaseModel]]] = [
+        (WF, a.Envelope[list[a.WorkflowOut]]),
+        (f"{WF}/tour", a.Envelope[a.WorkflowOut]),
+        (f"{WF}/tour/versions", a.Envelope[list[a.VersionOut]]),
+        (f"{WF}/tour/instances", a.Envelope[list[a.InstanceOut]]),
+        (f"{WF}/tour/instances/m1", a.Envelope[a.DetailsOut]),
+        (f"{WF}/tour/instances/m1/step?name=flaky-1&type=step", a.Envelope[a.StepOut]),
+        (f"{WF}/tour/instances/terminate", a.Envelope[a.JobState]),
+        (f"{WF}/settings", a.Envelope[a.SettingsOut]),
+        ("/accounts", a.Envelope[list[a.AccountOut]]),
+        ("/memberships", a.Envelope[list[a.MembershipOut]]),
+        (f"{WF}/nope", a.Envelope[None]),
+    ]
+    with server.http() as http:
+        for path, model in checks:
+            model.model_validate(http.get(path).json(), strict=False)
+        version_id = http.get(f"{WF}/tour/versions").json()["result"][0]["id"]
+        graph = http.get(f"{WF}/tour/versions/{version_id}/graph").json()
+        a.Envelope[a.VersionGraphOut].model_validate(graph)
+        schema = http.get("/openapi.json").json()
+        details = schema["paths"][
+            "/client/v4/accounts/{account_id}/workflows/{workflow_name}/instances/{instance_id}"
+        ]
+        assert "200" in details["get"]["responses"]
+        assert "DetailsOut" in str(schema["components"]["schemas"])

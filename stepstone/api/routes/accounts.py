@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from stepstone.api import answers as a
 from stepstone.api import deps
+from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.schemas import SettingsPatch
 from stepstone.ops import retention_ms
@@ -29,7 +31,11 @@ def _page(items: list[str], page: int, per_page: int) -> list[str]:
     return items[(page - 1) * per_page : page * per_page]
 
 
-@router.get("/client/v4/accounts", summary="Accounts visible to the caller")
+@router.get(
+    "/client/v4/accounts",
+    summary="Accounts visible to the caller",
+    responses=doc(list[a.AccountOut]),
+)
 async def list_accounts(
     request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
 ) -> Response:
@@ -38,7 +44,11 @@ async def list_accounts(
     return ok(result, page_info(len(result), per_page, len(accounts), page))
 
 
-@router.get("/client/v4/memberships", summary="The caller's account memberships")
+@router.get(
+    "/client/v4/memberships",
+    summary="The caller's account memberships",
+    responses=doc(list[a.MembershipOut]),
+)
 async def list_memberships(
     request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
 ) -> Response:
@@ -63,12 +73,20 @@ async def _settings(request: Request, account_id: str) -> dict[str, object]:
 SETTINGS = deps.ACCOUNT_PREFIX + "/workflows/settings"
 
 
-@router.get(SETTINGS, summary="Account workflow settings (default retention, ms)")
+@router.get(
+    SETTINGS,
+    summary="Account workflow settings (default retention, ms)",
+    responses=doc(a.SettingsOut),
+)
 async def get_settings(request: Request, account_id: str) -> Response:
     return ok(await _settings(request, deps.path(request, "account_id")))
 
 
-@router.patch(SETTINGS, summary="Change the account's default retention")
+@router.patch(
+    SETTINGS,
+    summary="Change the account's default retention",
+    responses=doc(a.SettingsOut),
+)
 async def patch_settings(request: Request, account_id: str, body: SettingsPatch) -> Response:
     account = deps.path(request, "account_id")
     storage = deps.engine(request).storage

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from stepstone import views
+from stepstone.api import answers as a
 from stepstone.api import deps
+from stepstone.api.answers import doc
 from stepstone.api.envelope import ok
 from stepstone.api.query import decode_cursor, encode_cursor, parse_date
 from stepstone.api.schemas import BatchDelete, InstanceCreate, StatusChange
@@ -100,7 +102,9 @@ async def _list(
     return ok([views.instance_item(r, workflow) for r in records], info)
 
 
-@router.get(INSTANCES, summary="List instances (cursor or page)")
+@router.get(
+    INSTANCES, summary="List instances (cursor or page)", responses=doc(list[a.InstanceOut])
+)
 @router.get(INSTANCES + "/", include_in_schema=False)
 async def list_instances(
     request: Request,
@@ -141,7 +145,7 @@ def _create_request(body: InstanceCreate) -> CreateRequest:
     )
 
 
-@router.post(INSTANCES, summary="Create an instance")
+@router.post(INSTANCES, summary="Create an instance", responses=doc(a.InstanceCreatedOut))
 async def create_instance(
     request: Request,
     account_id: str,
@@ -156,7 +160,11 @@ async def create_instance(
     return ok(views.instance_created(records[0], workflow))
 
 
-@router.post(INSTANCES + "/batch", summary="Create up to 100 instances; existing ids skipped")
+@router.post(
+    INSTANCES + "/batch",
+    summary="Create up to 100 instances; existing ids skipped",
+    responses=doc(list[a.InstanceCreatedOut]),
+)
 async def create_batch(
     request: Request, account_id: str, workflow_name: str, body: list[InstanceCreate]
 ) -> Response:
@@ -169,7 +177,11 @@ async def create_batch(
     return ok(result, {"count": len(result), "per_page": len(result), "total_count": len(result)})
 
 
-@router.post(INSTANCES + "/batch/delete", summary="Delete up to 100 instances")
+@router.post(
+    INSTANCES + "/batch/delete",
+    summary="Delete up to 100 instances",
+    responses=doc(a.BatchDeleteOut),
+)
 async def delete_batch(
     request: Request, account_id: str, workflow_name: str, body: BatchDelete
 ) -> Response:
@@ -187,7 +199,11 @@ async def delete_batch(
     )
 
 
-@router.post(INSTANCES + "/batch/terminate", summary="Terminate up to 100 instances")
+@router.post(
+    INSTANCES + "/batch/terminate",
+    summary="Terminate up to 100 instances",
+    responses=doc(a.BatchTerminateOut),
+)
 async def terminate_batch(
     request: Request, account_id: str, workflow_name: str, body: list[str]
 ) -> Response:
@@ -206,7 +222,11 @@ async def terminate_batch(
     return ok({"instancesTerminated": terminated, "status": "ok"})
 
 
-@router.put(INSTANCES + "/terminate", summary="Terminate all instances (background job)")
+@router.put(
+    INSTANCES + "/terminate",
+    summary="Terminate all instances (background job)",
+    responses=doc(a.JobStarted),
+)
 async def terminate_all(
     request: Request,
     account_id: str,
@@ -220,7 +240,11 @@ async def terminate_all(
     return ok({"status": "ok" if started else "already_running"})
 
 
-@router.get(INSTANCES + "/terminate", summary="Whether a terminate-all job is running")
+@router.get(
+    INSTANCES + "/terminate",
+    summary="Whether a terminate-all job is running",
+    responses=doc(a.JobState),
+)
 async def terminate_all_status(request: Request, account_id: str, workflow_name: str) -> Response:
     account, name = _where(request)
     await deps.ops(request).workflow(account, name)
@@ -231,7 +255,7 @@ async def terminate_all_status(request: Request, account_id: str, workflow_name:
 # --- one instance ---------------------------------------------------------------------------
 
 
-@router.get(INSTANCE, summary="Instance details: metadata and steps")
+@router.get(INSTANCE, summary="Instance details: metadata and steps", responses=doc(a.DetailsOut))
 async def get_instance(
     request: Request,
     account_id: str,
@@ -249,7 +273,13 @@ async def get_instance(
 @router.get(
     INSTANCE + "/step",
     summary="A step's full output; application/octet-stream for a byte-stream step",
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {
+            "model": a.Envelope[a.StepOut],
+            "content": {"application/octet-stream": {}},
+        },
+        "4XX": {"model": a.Envelope[None], "description": "error envelope"},
+    },
 )
 async def get_step(
     request: Request,
@@ -282,7 +312,11 @@ async def get_step(
     return ok(views.step_result(step, chosen))
 
 
-@router.patch(INSTANCE + "/status", summary="Pause, resume, terminate or restart")
+@router.patch(
+    INSTANCE + "/status",
+    summary="Pause, resume, terminate or restart",
+    responses=doc(a.StatusOut),
+)
 async def change_status(
     request: Request, account_id: str, workflow_name: str, instance_id: str, body: StatusChange
 ) -> Response:
@@ -307,7 +341,12 @@ async def change_status(
     return ok({"status": status, "timestamp": _now_iso(request)})
 
 
-@router.post(INSTANCE + "/events/{event_type}", summary="Send an event", openapi_extra=JSON_ANY)
+@router.post(
+    INSTANCE + "/events/{event_type}",
+    summary="Send an event",
+    openapi_extra=JSON_ANY,
+    responses=doc(a.InstanceStamp),
+)
 async def send_event(
     request: Request, account_id: str, workflow_name: str, instance_id: str, event_type: str
 ) -> Response:
@@ -323,7 +362,9 @@ async def send_event(
     return ok({"instanceId": instance, "timestamp": views.iso(when)})
 
 
-@router.delete(INSTANCE, summary="Delete an instance and all its data")
+@router.delete(
+    INSTANCE, summary="Delete an instance and all its data", responses=doc(a.InstanceStamp)
+)
 async def delete_instance(
     request: Request, account_id: str, workflow_name: str, instance_id: str
 ) -> Response:

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stepstone import views
+from stepstone.api import answers as a
 from stepstone.api import deps
+from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.errors import VersionNotFound
 from stepstone.storage.base import VersionRecord, WorkflowRecord
@@ -18,7 +20,11 @@ router = APIRouter(tags=["versions"])
 VERSION = deps.WORKFLOW_PREFIX + "/versions/{version_id}"
 
 
-@router.get(deps.WORKFLOW_PREFIX + "/versions", summary="List versions, newest first")
+@router.get(
+    deps.WORKFLOW_PREFIX + "/versions",
+    summary="List versions, newest first",
+    responses=doc(list[a.VersionOut]),
+)
 async def list_versions(
     request: Request,
     account_id: str,
@@ -49,14 +55,18 @@ async def _answer(
     return ok(render(version, workflow))
 
 
-@router.get(VERSION, summary="Get a version")
+@router.get(VERSION, summary="Get a version", responses=doc(a.VersionOut))
 async def get_version(
     request: Request, account_id: str, workflow_name: str, version_id: str
 ) -> Response:
     return await _answer(request, views.version)
 
 
-@router.get(VERSION + "/graph", summary="A version's step graph (null: not computed)")
+@router.get(
+    VERSION + "/graph",
+    summary="A version's step graph (null: not computed)",
+    responses=doc(a.VersionGraphOut),
+)
 async def version_graph(
     request: Request, account_id: str, workflow_name: str, version_id: str
 ) -> Response:

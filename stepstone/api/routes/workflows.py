@@ -6,14 +6,18 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stepstone import views
+from stepstone.api import answers as a
 from stepstone.api import deps
+from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.schemas import WorkflowPut
 
 router = APIRouter(tags=["workflows"])
 
 
-@router.get(deps.ACCOUNT_PREFIX + "/workflows", summary="List workflows")
+@router.get(
+    deps.ACCOUNT_PREFIX + "/workflows", summary="List workflows", responses=doc(list[a.WorkflowOut])
+)
 async def list_workflows(
     request: Request,
     account_id: str,
@@ -31,7 +35,7 @@ async def list_workflows(
     return ok(result, page_info(len(result), per_page, total, page))
 
 
-@router.get(deps.WORKFLOW_PREFIX, summary="Get a workflow")
+@router.get(deps.WORKFLOW_PREFIX, summary="Get a workflow", responses=doc(a.WorkflowOut))
 async def get_workflow(request: Request, account_id: str, workflow_name: str) -> Response:
     ops = deps.ops(request)
     record = await ops.workflow(
@@ -41,7 +45,11 @@ async def get_workflow(request: Request, account_id: str, workflow_name: str) ->
     return ok(views.workflow(record, counts, ops.now()))
 
 
-@router.put(deps.WORKFLOW_PREFIX, summary="Create or update a workflow (adds a version)")
+@router.put(
+    deps.WORKFLOW_PREFIX,
+    summary="Create or update a workflow (adds a version)",
+    responses=doc(a.WorkflowPutOut),
+)
 async def put_workflow(
     request: Request, account_id: str, workflow_name: str, body: WorkflowPut
 ) -> Response:
@@ -59,7 +67,11 @@ async def put_workflow(
     return ok(views.workflow_put(record))
 
 
-@router.delete(deps.WORKFLOW_PREFIX, summary="Delete a workflow and its instances")
+@router.delete(
+    deps.WORKFLOW_PREFIX,
+    summary="Delete a workflow and its instances",
+    responses=doc(a.WorkflowDeleted),
+)
 async def delete_workflow(request: Request, account_id: str, workflow_name: str) -> Response:
     await deps.ops(request).delete_workflow(
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
