@@ -1,13 +1,619 @@
-"""PostgreSQL store (scale-out): not implemented yet."""
+"""The scale-out store: PostgreSQL through asyncpg, shared by any number of workers.
+
+Same semantics and schema as the SQLite reference store. What differs: claims lock rows with
+``FOR UPDATE SKIP LOCKED`` so concurrent workers never wait on each other; each fenced write
+locks the instance row and checks the epoch in its own transaction; writes that make work
+runnable ``NOTIFY`` the wake channel; and transactions survive lost connections (see
+``postgres_db``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+
+from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.storage.base import (
+    Claim,
+    Conflict,
+    EventRecord,
+    InstanceQuery,
+    InstanceRecord,
+    NewEvent,
+    NewInstance,
+    TokenRecord,
+    Transition,
+    VersionRecord,
+    WorkflowDefinition,
+    WorkflowRecord,
+)
+from stepstone.storage.postgres_db import Database, Listener
+from stepstone.storage.postgres_worker import (
+    INSTANCE_COLUMNS,
+    TERMINAL,
+    WorkerWrites,
+    expiry,
+    insert_events,
+    instance_row,
+    notify,
+)
+
+T = TypeVar("T")
+_VERSION_COLUMNS = (
+    "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
+    " error_retention_ms, schedules, language"
+)
+_WORKFLOW_SELECT = (
+    "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on, w.triggered_on,"
+    f" {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))}"
+    " FROM workflows w JOIN versions v ON v.id = w.version_id"
+)
+_TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
 
 
-class PostgresStorage:
-    def __init__(self, url: str) -> None:
-        raise NotImplementedError(f"the PostgreSQL store is not available yet ({url})")
+def _version(row: Sequence[Any]) -> VersionRecord:
+    fields = list(row)
+    fields[8] = tuple(orjson.loads(fields[8]))
+    return VersionRecord(*fields)
 
-    def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(name)
+
+def _workflow(row: Sequence[Any]) -> WorkflowRecord:
+    return WorkflowRecord(*row[:7], _version(row[7:]))  # type: ignore[call-arg]
+
+
+def _token(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        name=row[1],
+        permissions=tuple(orjson.loads(row[2])),
+        accounts=None if row[3] is None else tuple(orjson.loads(row[3])),
+        created_on=row[4],
+        revoked_on=row[5],
+    )
+
+
+def _first_duplicate(values: Sequence[str]) -> str:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    raise AssertionError("no duplicate")
+
+
+async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
+    if pks:
+        for table in ("instance_events", "pending_events", "stream_chunks"):
+            await conn.execute(f"DELETE FROM {table} WHERE instance_pk = ANY($1::bigint[])", pks)
+        await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)
+
+
+class PostgresStorage(WorkerWrites):
+    """``Storage`` on PostgreSQL; any number of processes may share one database."""
+
+    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+        self.url = url
+        self._db = Database(url, min_size=min_connections, max_size=max_connections)
+        self._opened = False
+        self._wake_listeners: list[Callable[[], None]] = []
+        self._listener: Listener | None = None
+        # record_progress_nowait: events not yet taken by the flusher, per instance pk.
+        self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
+
+    # --- connections ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        await self._db.start()
+        await self._db.migrate()
+        self._opened = True
+        if self._wake_listeners:
+            self._start_listener()
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        await self._db.close()
+        self._opened = False
+
+    def sole_worker_lock(self) -> bool:
+        # Workers on other machines cannot be ruled out; leases expire on their own.
+        return False
+
+    def add_wake_listener(self, callback: Any) -> None:
+        self._wake_listeners.append(callback)
+        if self._opened:
+            self._start_listener()
+
+    def _start_listener(self) -> None:
+        if self._listener is None:
+            self._listener = Listener(self.url, self._fire_wake)
+            self._listener.start()
+
+    # --- workflows and versions -------------------------------------------------------------
+
+    async def register_workflow(
+        self, account_id: str, name: str, definition: WorkflowDefinition, now: int
+    ) -> WorkflowRecord:
+        version_id = str(uuid.uuid4())
+
+        async def job(conn: Any) -> None:
+            # An upsert, so workers starting together on a new database do not collide.
+            workflow_pk = await conn.fetchval(
+                "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
+                " modified_on) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (account_id, name)"
+                " DO UPDATE SET version_id = excluded.version_id,"
+                " modified_on = excluded.modified_on RETURNING pk",
+                account_id,
+                name,
+                str(uuid.uuid4()),
+                version_id,
+                now,
+            )
+            await conn.execute(
+                f"INSERT INTO versions ({_VERSION_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                version_id,
+                workflow_pk,
+                definition.class_name,
+                definition.script_name,
+                now,
+                definition.limits_steps,
+                definition.success_retention_ms,
+                definition.error_retention_ms,
+                orjson.dumps(list(definition.schedules)),
+                definition.language,
+            )
+
+        await self._write(job, wakes=True)
+        found = await self.get_workflow(account_id, name)
+        assert found is not None
+        return found
+
+    async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                f"{_WORKFLOW_SELECT} WHERE w.account_id = $1 AND w.name = $2", account_id, name
+            )
+        )
+        return _workflow(row) if row else None
+
+    async def list_workflows(
+        self, account_id: str | None, search: str | None, offset: int, limit: int
+    ) -> tuple[list[WorkflowRecord], int]:
+        where = (
+            " WHERE ($1::text IS NULL OR w.account_id = $1)"
+            " AND ($2::text IS NULL OR strpos(w.name, $2) > 0)"
+        )
+        term = search or None
+
+        async def read(conn: Any) -> tuple[list[WorkflowRecord], int]:
+            rows = await conn.fetch(
+                f"{_WORKFLOW_SELECT}{where} ORDER BY w.name LIMIT $3 OFFSET $4",
+                account_id,
+                term,
+                limit,
+                offset,
+            )
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM workflows w{where}", account_id, term
+            )
+            return [_workflow(r) for r in rows], int(total)
+
+        return await self._db.read(read)
+
+    async def delete_workflow(self, account_id: str, name: str) -> bool:
+        async def job(conn: Any) -> bool:
+            workflow_pk = await conn.fetchval(
+                "DELETE FROM workflows WHERE account_id = $1 AND name = $2 RETURNING pk",
+                account_id,
+                name,
+            )
+            if workflow_pk is None:
+                return False
+            pks = await conn.fetch(
+                "SELECT pk FROM instances WHERE workflow_pk = $1 FOR UPDATE", workflow_pk
+            )
+            await _delete_instance_rows(conn, [r[0] for r in pks])
+            await conn.execute("DELETE FROM versions WHERE workflow_pk = $1", workflow_pk)
+            return True
+
+        return await self._write(job)
+
+    async def list_versions(
+        self, workflow_pk: int, offset: int, limit: int
+    ) -> tuple[list[VersionRecord], int]:
+        async def read(conn: Any) -> tuple[list[VersionRecord], int]:
+            # xmin (the inserting transaction) breaks ties between versions of the same
+            # millisecond, as SQLite's rowid does: later registrations come first.
+            rows = await conn.fetch(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = $1"
+                " ORDER BY created_on DESC, xmin::text::bigint DESC LIMIT $2 OFFSET $3",
+                workflow_pk,
+                limit,
+                offset,
+            )
+            total = await conn.fetchval(
+                "SELECT count(*) FROM versions WHERE workflow_pk = $1", workflow_pk
+            )
+            return [_version(r) for r in rows], int(total)
+
+        return await self._db.read(read)
+
+    async def get_version(self, workflow_pk: int, version_id: str) -> VersionRecord | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = $1 AND id = $2",
+                workflow_pk,
+                version_id,
+            )
+        )
+        return _version(row) if row else None
+
+    async def count_instances(self, workflow_pk: int) -> dict[str, int]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT status, count(*) FROM instances WHERE workflow_pk = $1 GROUP BY status",
+                workflow_pk,
+            )
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    # --- instances -------------------------------------------------------------------------
+
+    async def create_instances(
+        self,
+        workflow_pk: int,
+        version_id: str,
+        items: Sequence[NewInstance],
+        now: int,
+        *,
+        skip_existing: bool,
+    ) -> list[str]:
+        first: dict[str, NewInstance] = {}
+        for item in items:
+            first.setdefault(item.id, item)
+        unique = list(first.values())
+
+        async def job(conn: Any) -> list[str]:
+            rows = await conn.fetch(
+                "INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
+                " params, schedule, created_on, modified_on, runnable_at, priority,"
+                " success_retention_ms, error_retention_ms)"
+                " SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3, $3, 1,"
+                " t.success, t.error FROM unnest($4::text[], $5::text[], $6::bytea[],"
+                " $7::bytea[], $8::bigint[], $9::bigint[])"
+                " AS t(id, source, params, schedule, success, error)"
+                " ON CONFLICT (workflow_pk, id) DO NOTHING RETURNING pk, id",
+                workflow_pk,
+                version_id,
+                now,
+                [i.id for i in unique],
+                [i.trigger_source for i in unique],
+                [i.params for i in unique],
+                [i.schedule for i in unique],
+                [i.success_retention_ms for i in unique],
+                [i.error_retention_ms for i in unique],
+            )
+            pks = {r[1]: r[0] for r in rows}
+            # A duplicate inside the request also counts as existing, as it does in SQLite.
+            if not skip_existing and (len(pks) < len(items)):
+                missing = [i.id for i in unique if i.id not in pks]
+                taken = missing[0] if missing else _first_duplicate([i.id for i in items])
+                raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
+            created = [i for i in unique if i.id in pks]
+            await conn.executemany(
+                "INSERT INTO instance_events (instance_pk, ts, type, data)"
+                " VALUES ($1, $2, 'workflow_queued', $3)",
+                [
+                    (
+                        pks[i.id],
+                        now,
+                        orjson.dumps(
+                            {"versionId": version_id, "trigger": {"source": i.trigger_source}}
+                        ),
+                    )
+                    for i in created
+                ],
+            )
+            if created:
+                await conn.execute(
+                    "UPDATE workflows SET triggered_on = $1 WHERE pk = $2", now, workflow_pk
+                )
+                await notify(conn)
+            return [i.id for i in created]
+
+        return await self._write(job, wakes=True)
+
+    async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = $1 AND id = $2",
+                workflow_pk,
+                instance_id,
+            )
+        )
+        return instance_row(row) if row else None
+
+    async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
+        clauses = ["workflow_pk = $1"]
+        args: list[Any] = [workflow_pk]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.status is not None:
+            clauses.append(f"status = {arg(query.status)}")
+        if query.created_from is not None:
+            clauses.append(f"created_on >= {arg(query.created_from)}")
+        if query.created_to is not None:
+            clauses.append(f"created_on <= {arg(query.created_to)}")
+        order = "ASC" if query.ascending else "DESC"
+        if query.after is not None:
+            after_on, after_id = query.after
+            clauses.append(
+                f"(created_on, id) {'>' if query.ascending else '<'}"
+                f" ({arg(after_on)}::bigint, {arg(after_id)}::text)"
+            )
+        sql = (
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
+            f" ORDER BY created_on {order}, id {order}"
+            f" LIMIT {arg(query.limit)} OFFSET {arg(query.offset)}"
+        )
+        rows = await self._db.read(lambda c: c.fetch(sql, *args))
+        return [instance_row(r) for r in rows]
+
+    async def load_events(
+        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
+                " WHERE instance_pk = $1 AND event_id > $2 ORDER BY event_id LIMIT $3",
+                instance_pk,
+                after_event_id,
+                limit,
+            )
+        )
+        return [EventRecord(*r) for r in rows]
+
+    async def read_stream(
+        self, instance_pk: int, step_name: str, chunks: int
+    ) -> AsyncIterator[bytes]:
+        async def chunk(conn: Any, chunk_no: int) -> bytes | None:
+            data: bytes | None = await conn.fetchval(
+                "SELECT data FROM stream_chunks WHERE instance_pk = $1 AND step_name = $2"
+                " AND chunk_no = $3",
+                instance_pk,
+                step_name,
+                chunk_no,
+            )
+            return data
+
+        for chunk_no in range(chunks):
+            data = await self._db.read(partial(chunk, chunk_no=chunk_no))
+            if data is None:
+                raise RuntimeError(f"stream chunk {chunk_no} of {step_name!r} is missing")
+            yield bytes(data)
+
+    async def transition_instance(
+        self, instance_pk: int, expected_status: str, transition: Transition, now: int
+    ) -> None:
+        t = transition
+
+        async def job(conn: Any) -> None:
+            current = await conn.fetchval(
+                "SELECT status FROM instances WHERE pk = $1 FOR UPDATE", instance_pk
+            )
+            if current is None or current != expected_status:
+                raise Conflict(current)
+            args: list[Any] = [instance_pk]
+
+            def arg(value: Any) -> str:
+                args.append(value)
+                return f"${len(args)}"
+
+            sets = [f"status = {arg(t.status)}", f"modified_on = {arg(now)}"]
+            if t.runnable:
+                at = now if t.runnable_at is None else t.runnable_at
+                sets += [
+                    f"runnable_at = {arg(at)}",
+                    f"priority = {arg(t.priority)}",
+                    "wake_seq = wake_seq + 1",
+                ]
+            elif t.status in TERMINAL or t.status == "paused":
+                sets.append("runnable_at = NULL")
+            if t.release_worker:
+                sets += ["epoch = epoch + 1", "lease_owner = NULL", "lease_expires = NULL"]
+            if t.ended:
+                expires = await expiry(conn, instance_pk, t.status, now)
+                sets += [f"ended_on = {arg(now)}", f"expires_at = {arg(expires)}"]
+            if t.paused_at is not None:
+                sets.append(f"paused_at = {arg(t.paused_at)}")
+            if t.clear_paused_at:
+                sets.append("paused_at = NULL")
+            sets.append(f"control = {arg(t.control)}")
+            if t.error is not None:
+                sets.append(f"error = {arg(t.error)}")
+            if t.clear_outcome:
+                sets += [
+                    "output = NULL",
+                    "error = NULL",
+                    "rollback = NULL",
+                    "ended_on = NULL",
+                    "started_on = NULL",
+                    "expires_at = NULL",
+                ]
+            await conn.execute(f"UPDATE instances SET {', '.join(sets)} WHERE pk = $1", *args)
+            if t.reset_history is True:
+                await conn.execute(
+                    "DELETE FROM instance_events WHERE instance_pk = $1", instance_pk
+                )
+            elif t.reset_history:
+                await conn.execute(
+                    "DELETE FROM instance_events WHERE instance_pk = $1"
+                    " AND event_id = ANY($2::bigint[])",
+                    instance_pk,
+                    list(t.reset_history),
+                )
+            if t.reset_history:
+                await conn.execute("DELETE FROM pending_events WHERE instance_pk = $1", instance_pk)
+            if t.reset_streams is True:
+                await conn.execute("DELETE FROM stream_chunks WHERE instance_pk = $1", instance_pk)
+            elif t.reset_streams:
+                await conn.execute(
+                    "DELETE FROM stream_chunks WHERE instance_pk = $1"
+                    " AND step_name = ANY($2::text[])",
+                    instance_pk,
+                    list(t.reset_streams),
+                )
+            await insert_events(conn, instance_pk, t.events)
+            if t.runnable:
+                await notify(conn)
+
+        await self._write(job, wakes=t.runnable)
+
+    async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(instance_ids))
+
+        async def job(conn: Any) -> list[str]:
+            rows = await conn.fetch(
+                "SELECT pk, id FROM instances WHERE workflow_pk = $1 AND id = ANY($2::text[])"
+                " ORDER BY pk FOR UPDATE",
+                workflow_pk,
+                wanted,
+            )
+            await _delete_instance_rows(conn, [r[0] for r in rows])
+            found = {r[1] for r in rows}
+            return [i for i in wanted if i in found]
+
+        return await self._write(job)
+
+    async def deliver_event(
+        self, instance_pk: int, event_type: str, payload: bytes, now: int
+    ) -> bool:
+        async def job(conn: Any) -> bool:
+            status = await conn.fetchval(
+                "SELECT status FROM instances WHERE pk = $1 FOR UPDATE", instance_pk
+            )
+            if status is None:
+                return False
+            if status in TERMINAL:
+                raise CannotSendEvent(f"Cannot send an event to an instance that is {status}")
+            await conn.execute(
+                "INSERT INTO pending_events (instance_pk, type, payload, ts)"
+                " VALUES ($1, $2, $3, $4)",
+                instance_pk,
+                event_type,
+                payload,
+                now,
+            )
+            # Paused and queued instances keep their schedule; the event waits in the buffer.
+            await conn.execute(
+                "UPDATE instances SET wake_seq = wake_seq + 1,"
+                " runnable_at = CASE WHEN status IN ('waiting', 'running', 'waitingForPause',"
+                " 'rollingBack') THEN $2 ELSE runnable_at END,"
+                " priority = CASE WHEN status = 'waiting' THEN 0 ELSE priority END"
+                " WHERE pk = $1",
+                instance_pk,
+                now,
+            )
+            await notify(conn)
+            return True
+
+        return await self._write(job, wakes=True)
+
+    # --- retention, settings, tokens -------------------------------------------------------
+
+    async def get_account_settings(self, account_id: str) -> tuple[int | None, int | None]:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                "SELECT success_retention_ms, error_retention_ms FROM account_settings"
+                " WHERE account_id = $1",
+                account_id,
+            )
+        )
+        return (row[0], row[1]) if row else (None, None)
+
+    async def put_account_settings(
+        self, account_id: str, success_retention_ms: int | None, error_retention_ms: int | None
+    ) -> None:
+        async def job(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO account_settings VALUES ($1, $2, $3) ON CONFLICT (account_id)"
+                " DO UPDATE SET success_retention_ms = excluded.success_retention_ms,"
+                " error_retention_ms = excluded.error_retention_ms",
+                account_id,
+                success_retention_ms,
+                error_retention_ms,
+            )
+
+        await self._write(job)
+
+    async def delete_expired(self, now: int, limit: int) -> int:
+        async def job(conn: Any) -> int:
+            rows = await conn.fetch(
+                "SELECT pk FROM instances WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+                now,
+                limit,
+            )
+            await _delete_instance_rows(conn, [r[0] for r in rows])
+            return len(rows)
+
+        return await self._write(job)
+
+    async def create_token(self, token: TokenRecord, token_hash: str) -> None:
+        async def job(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO api_tokens (id, name, token_hash, permissions, accounts, created_on)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                token.id,
+                token.name,
+                token_hash,
+                orjson.dumps(list(token.permissions)),
+                None if token.accounts is None else orjson.dumps(list(token.accounts)),
+                token.created_on,
+            )
+
+        await self._write(job)
+
+    async def find_token(self, token_hash: str) -> TokenRecord | None:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens"
+                " WHERE token_hash = $1 AND revoked_on IS NULL",
+                token_hash,
+            )
+        )
+        return _token(row) if row else None
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = await self._db.read(
+            lambda c: c.fetch(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_on")
+        )
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, token_id: str, now: int) -> bool:
+        async def job(conn: Any) -> bool:
+            done = await conn.execute(
+                "UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL",
+                now,
+                token_id,
+            )
+            return bool(done != "UPDATE 0")
+
+        return await self._write(job)

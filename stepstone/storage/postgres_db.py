@@ -1,0 +1,259 @@
+"""Connections of the PostgreSQL store: a pool whose transactions survive lost connections,
+the LISTEN connection that wakes workers, and the migrations.
+
+A transaction that fails because its connection died (``pg_terminate_backend``, a server
+restart, a network cut) is retried on a fresh connection with backoff. Only a failure during
+COMMIT is ambiguous: the transaction may or may not have committed. Each write transaction
+therefore learns its own transaction id first and, when COMMIT's answer is lost, asks the
+server with ``txid_status`` whether it committed, so a write is never applied twice and never
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import asyncpg
+
+from stepstone.storage.migrations import migration_files
+
+T = TypeVar("T")
+Job = Callable[[Any], Awaitable[T]]
+log = logging.getLogger("stepstone.storage")
+
+CHANNEL = "stepstone_wake"
+# Any fixed key: the lock only serialises migrations of concurrently starting processes.
+_MIGRATION_LOCK = 0x5735_7E90
+
+
+class StorageUnavailable(Exception):
+    """The database stayed unreachable for longer than the store's retry window."""
+
+
+class _Lost(Exception):
+    """The connection died under a statement."""
+
+
+class _Ambiguous(Exception):
+    def __init__(self, xid: int, result: Any) -> None:
+        super().__init__(xid)
+        self.xid = xid
+        self.result = result
+
+
+_TRANSIENT = (
+    _Lost,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 starting up
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+
+_CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+
+def _discard_if_broken(conn: Any, exc: BaseException) -> None:
+    """Turn a client-side error on a dying connection into ``_Lost``, closing the connection.
+
+    A connection the server has just terminated can still look open to the pool for a moment
+    and then fail its next statement with a protocol-state error before anything was sent.
+    """
+    if conn.is_closed() or isinstance(exc, asyncpg.exceptions.InternalClientError):
+        conn.terminate()
+        raise _Lost(str(exc)) from exc
+
+
+class Database:
+    """A pool of connections with retrying transactions."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, retry_for: float = 120.0) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._retry_for = retry_for
+        self._pool: Any = None
+
+    async def start(self) -> None:
+        async def create() -> None:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                command_timeout=60,
+            )
+
+        await self._retrying(create)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                async with asyncio.timeout(10):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        conn = await self._pool.acquire()
+        try:
+            yield conn
+        except _CLIENT_ERRORS as exc:
+            _discard_if_broken(conn, exc)
+            raise
+        finally:
+            try:
+                await self._pool.release(conn)
+            except Exception as exc:
+                # The pool has closed the connection already; what happened inside stands
+                # (a committed transaction must not be retried because its reset failed).
+                log.debug("dropped a broken connection on release: %r", exc)
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except _TRANSIENT as exc:
+                if loop.time() + delay > deadline:
+                    raise StorageUnavailable(f"the database is unreachable: {exc!r}") from exc
+                log.warning("database connection problem (%r); retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def read(self, job: Job[T]) -> T:
+        """Run ``job(conn)`` outside a transaction, again on a new connection if it dies."""
+
+        async def attempt() -> T:
+            async with self._connection() as conn:
+                return await job(conn)
+
+        return await self._retrying(attempt)
+
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job(conn)`` in one transaction, exactly once however connections fail."""
+
+        async def attempt() -> T:
+            async with self._connection() as conn:
+                try:
+                    return await self._transaction(conn, job)
+                except _Ambiguous as ambiguous:
+                    if await self._committed(ambiguous.xid):
+                        result: T = ambiguous.result
+                        return result
+                    raise _Lost("the transaction was rolled back with its connection") from None
+
+        return await self._retrying(attempt)
+
+    @staticmethod
+    async def _transaction(conn: Any, job: Job[T]) -> T:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            xid = await conn.fetchval("SELECT txid_current()")
+            result = await job(conn)
+        except BaseException:
+            with suppress(Exception):
+                await tx.rollback()
+            raise
+        try:
+            await tx.commit()
+        except (*_TRANSIENT, *_CLIENT_ERRORS) as exc:
+            raise _Ambiguous(xid, result) from exc
+        return result
+
+    async def _committed(self, xid: int) -> bool:
+        async def status() -> str | None:
+            async with self._connection() as conn:
+                value: str | None = await conn.fetchval("SELECT txid_status($1)", xid)
+                return value
+
+        while True:
+            found = await self._retrying(status)
+            # A terminated backend may still be finishing its transaction for a moment.
+            if found != "in progress":
+                return found == "committed"
+            await asyncio.sleep(0.02)
+
+    async def migrate(self) -> int:
+        """Apply pending migrations in one transaction; concurrent starters wait their turn."""
+
+        async def job(conn: Any) -> int:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for number, sql in migration_files("postgres"):
+                if number > current:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
+                    current = number
+            return int(current)
+
+        return await self.write(job)
+
+
+class Listener:
+    """A dedicated connection LISTENing on the wake channel, re-established when lost.
+
+    ``on_wake`` runs on every notification, and after every (re)connection because
+    notifications sent while disconnected are gone; the worker's polling covers the gap.
+    """
+
+    def __init__(self, dsn: str, on_wake: Callable[[], None], ping_every: float = 5.0) -> None:
+        self._dsn = dsn
+        self._on_wake = on_wake
+        self._ping_every = ping_every
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="stepstone-listen")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, lambda *_: self._on_wake())
+                self.connected.set()
+                delay = 0.05
+                self._on_wake()
+                while not lost.is_set():
+                    try:
+                        async with asyncio.timeout(self._ping_every):
+                            await lost.wait()
+                    except TimeoutError:
+                        # A silent network cut leaves the socket open: ask, and time out.
+                        async with asyncio.timeout(self._ping_every):
+                            await conn.fetchval("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("wake-up listener lost its connection (%r); reconnecting", exc)
+            finally:
+                self.connected.clear()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,396 @@
+"""The worker side of the PostgreSQL store: claims, leases and fenced writes.
+
+Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each
+other's candidates. Every fenced write locks the instance row and compares the epoch in the same
+transaction, so a worker whose lease was taken over records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+
+from stepstone.storage.base import (
+    Claim,
+    DeliveredEvent,
+    Fenced,
+    InstanceRecord,
+    NewEvent,
+    Release,
+)
+from stepstone.storage.postgres_db import CHANNEL, Database
+
+T = TypeVar("T")
+TERMINAL = ("complete", "errored", "terminated")
+DEFAULT_RETENTION_MS = 30 * 86_400_000
+# A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
+NEAR_WAKE_MS = 60_000
+log = logging.getLogger("stepstone.storage")
+
+INSTANCE_FIELDS = (
+    "pk",
+    "workflow_pk",
+    "id",
+    "version_id",
+    "status",
+    "trigger_source",
+    "params",
+    "schedule",
+    "created_on",
+    "modified_on",
+    "started_on",
+    "ended_on",
+    "output",
+    "error",
+    "rollback",
+    "control",
+    "paused_at",
+    "success_retention_ms",
+    "error_retention_ms",
+)
+INSTANCE_COLUMNS = ", ".join(INSTANCE_FIELDS)
+
+
+def instance_row(row: Sequence[Any]) -> InstanceRecord:
+    return InstanceRecord(*row)
+
+
+async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
+    if events:
+        await conn.executemany(
+            "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(instance_pk, e.ts, e.type, e.step_kind, e.step_name, e.data) for e in events],
+        )
+
+
+async def notify(conn: Any) -> None:
+    await conn.execute(f"NOTIFY {CHANNEL}")
+
+
+async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
+    """When a finished instance expires: instance, then version, then account, then default."""
+    column = "success_retention_ms" if status == "complete" else "error_retention_ms"
+    value = await conn.fetchval(
+        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, $1::bigint)"
+        " FROM instances i JOIN versions v ON v.id = i.version_id"
+        " JOIN workflows w ON w.pk = i.workflow_pk"
+        " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = $2",
+        DEFAULT_RETENTION_MS,
+        instance_pk,
+    )
+    return now + int(value)
+
+
+class WorkerWrites:
+    """What a worker does through the store; mixed into ``PostgresStorage``."""
+
+    _db: Database
+    _wake_listeners: list[Callable[[], None]]
+    # record_progress_nowait: events not yet taken by the flusher, per instance pk.
+    _queued: dict[int, tuple[Claim, list[NewEvent]]]
+    _flusher: asyncio.Task[None] | None
+    _inflight: tuple[frozenset[int], asyncio.Future[None]] | None
+
+    def _fire_wake(self) -> None:
+        for callback in self._wake_listeners:
+            callback()
+
+    async def _write(self, job: Callable[[Any], Awaitable[T]], *, wakes: bool = False) -> T:
+        result = await self._db.write(job)
+        if wakes:
+            # Local workers need not wait for the notification's round trip.
+            self._fire_wake()
+        return result
+
+    async def claim_runnable(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+    ) -> list[Claim]:
+        if limit <= 0 or (workflow_pks is not None and not workflow_pks):
+            return []
+        returning = ", ".join("i." + c for c in INSTANCE_FIELDS)
+        sql = (
+            "WITH picked AS (SELECT pk FROM instances WHERE runnable_at <= $3"
+            " AND (lease_expires IS NULL OR lease_expires < $3)"
+            " AND ($5::bigint[] IS NULL OR workflow_pk = ANY($5::bigint[]))"
+            " ORDER BY priority, runnable_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " UPDATE instances i SET lease_owner = $1, lease_expires = $2, epoch = i.epoch + 1,"
+            " status = CASE WHEN i.status IN ('queued', 'waiting') THEN 'running'"
+            " ELSE i.status END, started_on = COALESCE(i.started_on, $3), modified_on = $3"
+            f" FROM picked WHERE i.pk = picked.pk RETURNING {returning}, i.epoch, i.wake_seq"
+        )
+        scope = None if workflow_pks is None else list(workflow_pks)
+
+        async def job(conn: Any) -> list[Claim]:
+            rows = await conn.fetch(sql, owner, now + lease_ms, now, limit, scope)
+            return [Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows]
+
+        claims = await self._write(job)
+        claims.sort(key=lambda c: c.instance.pk)
+        return claims
+
+    async def renew_leases(
+        self, owner: str, claims: Sequence[Claim], now: int, lease_ms: int
+    ) -> dict[int, str | None]:
+        if not claims:
+            return {}
+
+        async def job(conn: Any) -> dict[int, str | None]:
+            rows = await conn.fetch(
+                "UPDATE instances i SET lease_expires = $1"
+                " FROM unnest($2::bigint[], $3::bigint[]) AS c(pk, epoch)"
+                " WHERE i.pk = c.pk AND i.epoch = c.epoch AND i.lease_owner = $4"
+                " RETURNING i.pk, i.status",
+                now + lease_ms,
+                [c.instance.pk for c in claims],
+                [c.epoch for c in claims],
+                owner,
+            )
+            held: dict[int, str | None] = {c.instance.pk: None for c in claims}
+            held.update({r[0]: str(r[1]) for r in rows})
+            return held
+
+        return await self._write(job)
+
+    # Fenced writes. record_progress_nowait queues events; a background flusher writes every
+    # queued claim's events in one transaction. An awaited write of a claim first waits for a
+    # flush holding that claim's events, then takes what is still queued into its own
+    # transaction, so a claim's writes commit in the order they were made.
+
+    def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
+        pk = claim.instance.pk
+        queued = self._queued.get(pk)
+        if queued is not None and queued[0].epoch == claim.epoch:
+            queued[1].extend(events)
+        else:
+            self._queued[pk] = (claim, list(events))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queued:
+            batch, self._queued = self._queued, {}
+            done: asyncio.Future[None] = loop.create_future()
+            self._inflight = (frozenset(batch), done)
+            try:
+                await self._write(partial(self._write_batch, batch=batch))
+            except Exception as exc:
+                # The claim's next awaited write fails the same way (fenced or unreachable).
+                log.debug("queued history events were not written: %r", exc)
+            finally:
+                self._inflight = None
+                done.set_result(None)
+
+    @staticmethod
+    async def _write_batch(conn: Any, *, batch: dict[int, tuple[Claim, list[NewEvent]]]) -> None:
+        rows = await conn.fetch(
+            "SELECT pk, epoch FROM instances WHERE pk = ANY($1::bigint[]) ORDER BY pk FOR UPDATE",
+            list(batch),
+        )
+        current = {r[0]: r[1] for r in rows}
+        await conn.executemany(
+            "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                (pk, e.ts, e.type, e.step_kind, e.step_name, e.data)
+                for pk, (claim, events) in batch.items()
+                if current.get(pk) == claim.epoch
+                for e in events
+            ],
+        )
+
+    async def _take_queued(self, claim: Claim) -> list[NewEvent]:
+        pk = claim.instance.pk
+        while self._inflight is not None and pk in self._inflight[0]:
+            await asyncio.shield(self._inflight[1])
+        queued = self._queued.pop(pk, None)
+        if queued is None or queued[0].epoch != claim.epoch:
+            return []
+        return queued[1]
+
+    async def _fenced(
+        self,
+        claim: Claim,
+        fn: Callable[[Any, Any], Awaitable[T]],
+        *,
+        wakes: bool = False,
+    ) -> T:
+        earlier = await self._take_queued(claim)
+        pk = claim.instance.pk
+
+        async def job(conn: Any) -> T:
+            row = await conn.fetchrow(
+                "SELECT epoch, status, wake_seq FROM instances WHERE pk = $1 FOR UPDATE", pk
+            )
+            if row is None or row[0] != claim.epoch:
+                raise Fenced(claim.instance.id)
+            await insert_events(conn, pk, earlier)
+            return await fn(conn, row)
+
+        return await self._write(job, wakes=wakes)
+
+    async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
+        async def fn(conn: Any, row: Any) -> str:
+            await insert_events(conn, claim.instance.pk, events)
+            return str(row[1])
+
+        return await self._fenced(claim, fn)
+
+    async def set_active_status(self, claim: Claim, status: str) -> None:
+        async def fn(conn: Any, row: Any) -> None:
+            await conn.execute(
+                "UPDATE instances SET status = $1 WHERE pk = $2", status, claim.instance.pk
+            )
+
+        await self._fenced(claim, fn)
+
+    async def record_stream_chunk(
+        self, claim: Claim, step_name: str, chunk_no: int, data: bytes
+    ) -> None:
+        pk = claim.instance.pk
+
+        async def fn(conn: Any, row: Any) -> None:
+            if chunk_no == 0:
+                await conn.execute(
+                    "DELETE FROM stream_chunks WHERE instance_pk = $1 AND step_name = $2",
+                    pk,
+                    step_name,
+                )
+            await conn.execute(
+                "INSERT INTO stream_chunks (instance_pk, step_name, chunk_no, data)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (instance_pk, step_name, chunk_no)"
+                " DO UPDATE SET data = excluded.data",
+                pk,
+                step_name,
+                chunk_no,
+                data,
+            )
+
+        await self._fenced(claim, fn)
+
+    async def consume_event(
+        self, claim: Claim, event_type: str, completion: NewEvent
+    ) -> DeliveredEvent | None:
+        pk = claim.instance.pk
+
+        async def fn(conn: Any, row: Any) -> DeliveredEvent | None:
+            found = await conn.fetchrow(
+                "DELETE FROM pending_events WHERE seq = (SELECT seq FROM pending_events"
+                " WHERE instance_pk = $1 AND type = $2 ORDER BY seq LIMIT 1)"
+                " RETURNING payload, ts",
+                pk,
+                event_type,
+            )
+            if found is None:
+                return None
+            delivered = DeliveredEvent(event_type, bytes(found[0]), int(found[1]))
+            data = orjson.loads(completion.data or b"{}")
+            data["event"] = {
+                "type": event_type,
+                "payload": orjson.Fragment(delivered.payload),
+                "timestamp": delivered.ts,
+            }
+            event = NewEvent(
+                completion.type,
+                completion.ts,
+                orjson.dumps(data),
+                completion.step_kind,
+                completion.step_name,
+            )
+            await insert_events(conn, pk, [event])
+            return delivered
+
+        return await self._fenced(claim, fn)
+
+    async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
+        r = release
+        pk = claim.instance.pk
+        near = False
+
+        async def fn(conn: Any, row: Any) -> str:
+            nonlocal near
+            current, wake_seq = row[1], row[2]
+            status = r.status
+            runnable_at = r.runnable_at
+            paused_at = None
+            if status == "waiting" and current == "waitingForPause":
+                status, runnable_at, paused_at = "paused", None, now
+            elif status == "paused":
+                runnable_at, paused_at = None, now
+            if status == "waiting" and wake_seq != claim.wake_seq:
+                runnable_at = now
+            ended = status in TERMINAL
+            expires = await expiry(conn, pk, status, now) if ended else None
+            await conn.execute(
+                "UPDATE instances SET status = $1, runnable_at = $2, priority = 0,"
+                " lease_owner = NULL, lease_expires = NULL, modified_on = $3,"
+                " paused_at = COALESCE($4, paused_at), control = NULL,"
+                " output = COALESCE($5, output), error = COALESCE($6, error),"
+                " rollback = COALESCE($7, rollback),"
+                " ended_on = CASE WHEN $8 THEN $3 ELSE ended_on END,"
+                " expires_at = $9 WHERE pk = $10",
+                status,
+                runnable_at,
+                now,
+                paused_at,
+                r.output,
+                r.error,
+                r.rollback,
+                ended,
+                expires,
+                pk,
+            )
+            events = list(r.events)
+            if status == "paused" and r.status != "paused":
+                events.append(NewEvent("workflow_paused", now))
+            await insert_events(conn, pk, events)
+            near = runnable_at is not None and runnable_at <= now + NEAR_WAKE_MS
+            if near:
+                await notify(conn)
+            return status
+
+        result = await self._fenced(claim, fn)
+        if near:
+            self._fire_wake()
+        return result
+
+    async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
+        if workflow_pks is not None and not workflow_pks:
+            return None
+        scope = None if workflow_pks is None else list(workflow_pks)
+        value = await self._db.read(
+            lambda c: c.fetchval(
+                "SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"
+                " AND lease_owner IS NULL"
+                " AND ($1::bigint[] IS NULL OR workflow_pk = ANY($1::bigint[]))"
+                " ORDER BY runnable_at LIMIT 1",
+                scope,
+            )
+        )
+        return None if value is None else int(value)
+
+    async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
+        async def job(conn: Any) -> int:
+            done = await conn.execute(
+                "UPDATE instances SET lease_expires = $1::bigint - 1 WHERE lease_owner IS NOT NULL"
+                " AND ($2::text IS NULL OR starts_with(lease_owner, $2))",
+                now,
+                owner_prefix,
+            )
+            count = int(done.split()[-1])
+            if count:
+                await notify(conn)
+            return count
+
+        return await self._write(job, wakes=True)

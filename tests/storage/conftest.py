@@ -1,0 +1,68 @@
+"""Helpers shared by the storage contract tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from stepstone.storage.base import (
+    Claim,
+    InstanceRecord,
+    NewInstance,
+    Storage,
+    WorkflowDefinition,
+    WorkflowRecord,
+)
+
+NOW = 1_700_000_000_000
+LEASE = 30_000
+
+
+@dataclass
+class Fixture:
+    storage: Storage
+    workflow: WorkflowRecord
+
+    async def create(
+        self, *ids: str, now: int = NOW, params: bytes = b"{}", skip: bool = False
+    ) -> list[str]:
+        return await self.storage.create_instances(
+            self.workflow.pk,
+            self.workflow.version.id,
+            [NewInstance(i, params) for i in ids],
+            now,
+            skip_existing=skip,
+        )
+
+    async def get(self, instance_id: str) -> InstanceRecord:
+        found = await self.storage.get_instance(self.workflow.pk, instance_id)
+        assert found is not None, instance_id
+        return found
+
+    async def claim(
+        self, owner: str = "w1", limit: int = 10, now: int = NOW, lease: int = LEASE
+    ) -> list[Claim]:
+        return await self.storage.claim_runnable(owner, limit, now, lease, [self.workflow.pk])
+
+    async def claim_one(self, instance_id: str, owner: str = "w1", now: int = NOW) -> Claim:
+        claims = await self.claim(owner, limit=1, now=now)
+        assert [c.instance.id for c in claims] == [instance_id]
+        return claims[0]
+
+    async def event_types(self, instance_id: str) -> list[str]:
+        pk = (await self.get(instance_id)).pk
+        return [e.type for e in await self.storage.load_events(pk)]
+
+
+def ids(records: Sequence[InstanceRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+@pytest.fixture
+async def fx(storage: Storage) -> Fixture:
+    workflow = await storage.register_workflow(
+        "acct", "orders", WorkflowDefinition("OrderWorkflow", "shop.orders"), NOW
+    )
+    return Fixture(storage, workflow)
