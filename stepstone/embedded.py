@@ -309,8 +309,13 @@ class Engine:
         worker_settings: WorkerSettings | None = None,
         clock: Clock | None = None,
         env: Mapping[str, Any] | None = None,
+        check_importable: bool | None = None,
     ) -> Engine:
-        """Open the store at ``url``, register ``config``'s workflows, start a worker."""
+        """Open the store at ``url``, register ``config``'s workflows, start a worker.
+
+        ``check_importable`` (default: whether this process runs a worker) refuses to
+        register a workflow whose module this process cannot import.
+        """
         if isinstance(config, str | Path):
             project = load_project(config)
         else:
@@ -321,8 +326,11 @@ class Engine:
             )
         storage = open_storage(url)
         await storage.open()
-        worker: Worker | None = None
-        ops = Operations(storage, clock=clock)
+        if check_importable is None:
+            # An API-only process registers workflows that other workers run; they may import
+            # modules this process cannot.
+            check_importable = run_worker
+        ops = Operations(storage, clock=clock, check_importable=check_importable)
         engine = cls(storage, ops, project, None)
         if run_worker:
             worker = Worker(
@@ -336,16 +344,15 @@ class Engine:
                     (SWEEP_SECONDS, RetentionSweeper(storage, clock=clock).sweep),
                 ],
             )
-            ops = Operations(storage, clock=clock, on_workflows_changed=worker.invalidate_workflows)
-            engine.ops = ops
+            ops.on_workflows_changed = worker.invalidate_workflows
             engine.worker = worker
         await sync_project(engine.ops, project)
-        if worker is not None:
+        if engine.worker is not None:
             if storage.sole_worker_lock():
                 # No other worker can be using this database: leases left by a crashed
                 # process are stale, and their instances can resume at once.
                 await storage.expire_leases(None, engine.ops.now())
-            await worker.start()
+            await engine.worker.start()
         return engine
 
     async def register(

@@ -132,7 +132,7 @@ class Operations:
         self.storage = storage
         self.clock = clock or SystemClock()
         self.check_importable = check_importable
-        self._on_workflows_changed = on_workflows_changed
+        self.on_workflows_changed = on_workflows_changed
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -175,8 +175,8 @@ class Operations:
             except WorkflowLoadError as exc:
                 raise InvalidWorkflowDefinition(str(exc)) from None
         record = await self.storage.register_workflow(account_id, name, definition, self.now())
-        if self._on_workflows_changed is not None:
-            self._on_workflows_changed()
+        if self.on_workflows_changed is not None:
+            self.on_workflows_changed()
         return record
 
     async def workflow(self, account_id: str, name: str) -> WorkflowRecord:
@@ -190,8 +190,8 @@ class Operations:
         check_workflow_name(name)
         if not await self.storage.delete_workflow(account_id, name):
             raise WorkflowNotFound(f"Workflow {name!r} not found")
-        if self._on_workflows_changed is not None:
-            self._on_workflows_changed()
+        if self.on_workflows_changed is not None:
+            self.on_workflows_changed()
 
     # --- instances --------------------------------------------------------------------------
 

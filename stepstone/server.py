@@ -20,6 +20,8 @@ from stepstone.engine.worker import WorkerSettings
 
 log = logging.getLogger("stepstone.server")
 DEFAULT_DATA_DIR = ".stepstone"
+# On SIGTERM (a deploy), steps already running get this long to finish and be recorded.
+DRAIN_SECONDS = 10.0
 
 _INSECURE_BANNER = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -76,10 +78,6 @@ def run_server(
             worker_settings=_worker_settings(concurrency, lease_seconds),
         )
         try:
-            if not run_worker:
-                # Workflows registered here run on other workers, which may import modules
-                # this process cannot.
-                engine.ops.check_importable = False
             settings = await prepare_auth(
                 engine, Path(data_dir or DEFAULT_DATA_DIR), insecure_no_auth=insecure_no_auth
             )
@@ -91,7 +89,7 @@ def run_server(
             )
             await server.serve()
         finally:
-            await engine.close()
+            await engine.close(drain_seconds=DRAIN_SECONDS)
 
     asyncio.run(main())
 
@@ -117,6 +115,6 @@ def run_worker(
         try:
             await stop.wait()
         finally:
-            await engine.close()
+            await engine.close(drain_seconds=DRAIN_SECONDS)
 
     asyncio.run(main())
