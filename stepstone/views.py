@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from croniter import croniter
 
+from stepstone.cron import next_fire_ms
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.storage.base import InstanceRecord, VersionRecord, WorkflowRecord
@@ -74,12 +74,10 @@ def instance_counts(counts: dict[str, int]) -> dict[str, int]:
 
 
 def schedules(version: VersionRecord, now_ms: int) -> list[dict[str, Any]]:
-    start = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    out = []
-    for cron in version.schedules:
-        nxt = croniter(cron, start).get_next(datetime)
-        out.append({"cron": cron, "next_instance": iso(int(nxt.timestamp() * 1000))})
-    return out
+    return [
+        {"cron": cron, "next_instance": iso(next_fire_ms(cron, now_ms))}
+        for cron in version.schedules
+    ]
 
 
 def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dict[str, Any]:
