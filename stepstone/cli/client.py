@@ -12,14 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import quote
 
-import click
-import httpx
 import typer
 
 from stepstone.cli import render
+
+if TYPE_CHECKING:
+    import httpx
 
 URL_ENV = "STEPSTONE_URL"
 TOKEN_ENV = "STEPSTONE_API_TOKEN"
@@ -114,6 +115,10 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        # Imported here: httpx is a third of the CLI's start-up, and most commands that never
+        # talk HTTP (serve, tokens, --help) should not pay for it.
+        import httpx
+
         self.url = url
         self.account = account
         headers = {"user-agent": "stepstone-cli"}
@@ -181,6 +186,8 @@ class Client:
             content = json.dumps(json_body).encode()
         if content is not None:
             headers["content-type"] = "application/json"
+        import httpx
+
         attempts = READ_ATTEMPTS if method == "GET" else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -262,8 +269,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def usage(message: str, param: str | None = None) -> NoReturn:
     """A usage error: click prints it with the usage line and exits 2."""
-    if param is None:
-        raise click.UsageError(message)
     raise typer.BadParameter(message, param_hint=param)
 
 

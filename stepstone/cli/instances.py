@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from datetime import time as dtime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stepstone.cli import render
 from stepstone.cli.client import (
@@ -34,6 +33,9 @@ from stepstone.cli.client import (
     seg,
     usage,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(help="Inspect and control workflow instances.", no_args_is_help=True)
 
@@ -360,7 +362,9 @@ def restart(
     body: dict[str, Any] = {"status": "restart"}
     if from_step_name is None:
         if from_step_count is not None or from_step_type is not None:
-            usage("--from-step-count and --from-step-type need --from-step-name")
+            usage(
+                "--from-step-count and --from-step-type need --from-step-name", "--from-step-name"
+            )
     else:
         start: dict[str, Any] = {"name": from_step_name}
         if from_step_count is not None:
@@ -372,6 +376,14 @@ def restart(
 
 
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

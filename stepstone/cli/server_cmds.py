@@ -234,7 +234,9 @@ def dev(
         list[Path] | None,
         typer.Option(help="Folders or files to watch (default: the project's folder)."),
     ] = None,
-    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks.")] = 0.5,
+    interval: Annotated[
+        float, typer.Option("--interval", "-i", min=0.05, help="Seconds between looks.")
+    ] = 0.5,
 ) -> None:
     """Serve API and worker, restarting them when a workflow module or the config changes."""
     config = resolve_config(config)
