@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from croniter import croniter
 
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.engine import history as h
@@ -58,7 +57,6 @@ from stepstone.validation import (
 MAX_PAYLOAD_BYTES = 1 << 20
 MAX_STEPS_LIMIT = 25_000
 MAX_BATCH = 100
-MAX_CRON_LENGTH = 256
 MAX_SCHEDULES = 100
 RESTART_TYPES = {"do": h.DO, "sleep": h.SLEEP, "waitForEvent": h.WAIT}
 _COUNTER_SUFFIX = re.compile(r"-\d+$")
@@ -110,13 +108,16 @@ def retention_ms(value: Any, what: str) -> int | None:
 
 
 def validate_schedules(schedules: Sequence[str]) -> tuple[str, ...]:
+    # Imported here: the cron module creates instances through this one.
+    from stepstone.cron import InvalidCronError, validate
+
     if len(schedules) > MAX_SCHEDULES:
         raise InvalidWorkflowDefinition(f"at most {MAX_SCHEDULES} schedules")
     for cron in schedules:
-        if not isinstance(cron, str) or not 1 <= len(cron) <= MAX_CRON_LENGTH:
-            raise InvalidWorkflowDefinition(f"a cron expression has 1 to {MAX_CRON_LENGTH} chars")
-        if not croniter.is_valid(cron):
-            raise InvalidWorkflowDefinition(f"{cron!r} is not a valid cron expression")
+        try:
+            validate(cron)
+        except InvalidCronError as exc:
+            raise InvalidWorkflowDefinition(str(exc)) from None
     return tuple(schedules)
 
 

@@ -75,6 +75,8 @@ async def test_registration_rejects_bad_definitions(engine: Engine) -> None:
         await engine.register("trick", class_name="X", script_name="../../etc/passwd")
     with pytest.raises(InvalidWorkflowDefinition, match="not a valid cron"):
         await engine.register("cron", flows.Sequential, schedules=["every day"])
+    with pytest.raises(InvalidWorkflowDefinition, match="cannot be scheduled"):
+        await engine.register("cron", flows.Sequential, schedules=["@daily"])
     assert await engine.storage.get_workflow("default", "ghost") is None
 
 
