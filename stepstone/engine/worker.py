@@ -236,7 +236,9 @@ class Worker:
                 workflow.name,
                 step_limit=version.limits_steps,
             )
-            self._active[instance.pk] = (claim, self._active[instance.pk][1], activation)
+            current = self._active.get(instance.pk)
+            if current is not None and current[0] is claim:
+                self._active[instance.pk] = (claim, current[1], activation)
             release = await activation.run()
             await self.storage.release_instance(claim, release, self.clock.now_ms())
         except (LeaseLost, Fenced):
@@ -254,7 +256,11 @@ class Worker:
             except Exception:
                 log.exception("could not record the failure of %s", instance.id)
         finally:
-            self._active.pop(instance.pk, None)
+            # On a shared database the release can commit, and the main loop claim the
+            # instance again, before this task resumes: leave a newer claim's entry alone.
+            held = self._active.get(instance.pk)
+            if held is not None and held[0] is claim:
+                del self._active[instance.pk]
             self._wake.set()
 
     async def _beat(self) -> None:

@@ -99,6 +99,9 @@ class PostgresStorage(WorkerWrites):
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.url = url
         self._db = Database(url, min_size=min_connections, max_size=max_connections)
+        # Lease renewals get a connection of their own: queued behind a busy pool they could
+        # arrive after the lease ended and hand running instances to another worker.
+        self._lease_db = Database(url, min_size=1, max_size=1)
         self._opened = False
         self._wake_listeners: list[Callable[[], None]] = []
         self._listener: Listener | None = None
@@ -114,6 +117,7 @@ class PostgresStorage(WorkerWrites):
             return
         await self._db.start()
         await self._db.migrate()
+        await self._lease_db.start()
         self._opened = True
         if self._wake_listeners:
             self._start_listener()
@@ -126,6 +130,7 @@ class PostgresStorage(WorkerWrites):
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        await self._lease_db.close()
         await self._db.close()
         self._opened = False
 

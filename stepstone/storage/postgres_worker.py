@@ -91,6 +91,7 @@ class WorkerWrites:
     """What a worker does through the store; mixed into ``PostgresStorage``."""
 
     _db: Database
+    _lease_db: Database
     _wake_listeners: list[Callable[[], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
@@ -160,7 +161,7 @@ class WorkerWrites:
             held.update({r[0]: str(r[1]) for r in rows})
             return held
 
-        return await self._write(job)
+        return await self._lease_db.write(job)
 
     # Fenced writes. record_progress_nowait queues events; a background flusher writes every
     # queued claim's events in one transaction. An awaited write of a claim first waits for a
