@@ -78,6 +78,15 @@ def create_app(
         settings=auth or AuthSettings.from_env(),
         insecure_no_auth=insecure_no_auth,
     )
+    # Imported here: both import the API package, which imports this module.
+    from stepstone.api.routes.subscribe import router as subscribe_router
+    from stepstone.dashboard import mount_dashboard
+
+    app.include_router(subscribe_router)
+    # The dashboard signs in with a session cookie, so it is served around the Guard.
+    mount_dashboard(
+        app, engine, auth=auth or AuthSettings.from_env(), insecure_no_auth=insecure_no_auth
+    )
     return app
 
 

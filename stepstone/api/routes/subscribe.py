@@ -1,0 +1,234 @@
+"""The live instance event stream: ``GET .../instances/{id}/subscribe`` as Server-Sent Events.
+
+The spec marks this endpoint uncertain (2.6); the shape chosen, and why, is in
+docs/compatibility.md under "Live event stream". Each stored log event becomes one spec 3.4
+event ``{instanceId, eventId, timestamp, type, ...}``; the history after the cursor comes
+first, then live events, and the stream ends after ``workflow_completed``, ``workflow_errored``
+or ``workflow_terminated``. The dashboard serves the same stream behind its session cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from stepstone import views
+from stepstone.api import deps
+from stepstone.engine.lifecycle import TERMINAL
+from stepstone.errors import InvalidRequest
+from stepstone.ops import Operations
+from stepstone.storage.base import EventRecord, InstanceRecord
+
+router = APIRouter(tags=["instances"])
+
+TERMINAL_EVENTS = frozenset({"workflow_completed", "workflow_errored", "workflow_terminated"})
+_STEP_EVENTS = (
+    "step_started",
+    "step_completed",
+    "step_errored",
+    "attempt_started",
+    "attempt_completed",
+    "attempt_errored",
+)
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "workflow_queued",
+        "workflow_started",
+        "workflow_running",
+        "workflow_paused",
+        "workflow_waiting_for_pause",
+        "workflow_waiting",
+        *TERMINAL_EVENTS,
+        *_STEP_EVENTS,
+        "sleep_started",
+        "sleep_completed",
+        "wait_started",
+        "wait_completed",
+        "wait_timed_out",
+        "rollback_started",
+        "rollback_completed",
+        "rollback_errored",
+        *(f"rollback_{t}" for t in _STEP_EVENTS),
+    }
+)
+# A poll is one indexed range read; 200 ms keeps the stream live without costing a busy server
+# much, even with many subscribers of idle (sleeping, waiting) instances.
+POLL_SECONDS = 0.2
+# Re-reading the instance row notices a delete (which leaves no event behind) within a second.
+EXISTS_CHECK_SECONDS = 1.0
+HEARTBEAT_SECONDS = 15.0
+BATCH = 500
+RECONNECT_MS = 1000
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def stream_placeholder(stream: dict[str, Any]) -> str:
+    """How a byte-stream output is shown wherever JSON is expected (never the raw bytes)."""
+    return f"[ReadableStream (binary): {int(stream['bytes'])} bytes]"
+
+
+class Redactor:
+    """Remembers which steps are sensitive, from their ``step_started`` config, so a
+    ``step_completed`` later in the log is shown as ``[REDACTED]``."""
+
+    def __init__(self) -> None:
+        self._sensitive: set[str] = set()
+
+    def see(self, event: EventRecord) -> None:
+        if event.type not in ("step_started", "rollback_step_started") or not event.data:
+            return
+        config = orjson.loads(event.data).get("config") or {}
+        if isinstance(config, dict) and config.get("sensitive") == "output":
+            self._sensitive.add(event.step_name or "")
+
+    def hides(self, event: EventRecord) -> bool:
+        # A rollback's output may well echo its forward step's, so either being sensitive hides it.
+        return (event.step_name or "") in self._sensitive
+
+
+def wire_event(instance_id: str, event: EventRecord, redactor: Redactor) -> dict[str, Any]:
+    """One stored event in the spec 3.4 shape."""
+    data = orjson.loads(event.data) if event.data else {}
+    if not isinstance(data, dict):
+        data = {"value": data}
+    out: dict[str, Any] = {
+        "instanceId": instance_id,
+        "eventId": event.event_id,
+        "timestamp": event.ts,
+        "type": event.type,
+    }
+    if event.step_name is not None:
+        out["stepName"] = event.step_name
+    if event.type.endswith("step_completed"):
+        if redactor.hides(event):
+            data = {"output": views.REDACTED}
+        elif "stream" in data:
+            data = {"output": stream_placeholder(data["stream"]), "stream": data["stream"]}
+    for key, value in data.items():
+        out.setdefault(key, value)
+    return out
+
+
+def parse_filter(value: str | None) -> frozenset[str] | None:
+    if value is None or not value.strip():
+        return None
+    chosen = frozenset(t.strip() for t in value.split(",") if t.strip())
+    unknown = sorted(chosen - EVENT_TYPES)
+    if unknown:
+        raise InvalidRequest(f"filter names unknown event types {unknown}")
+    return chosen
+
+
+def start_after(cursor: int | None, last_event_id: str | None) -> int:
+    """Where delivery resumes: after the larger of ``cursor`` and EventSource's Last-Event-ID
+    (a reconnecting EventSource repeats the original URL, cursor and all)."""
+    after = cursor or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        after = max(after, int(last_event_id.strip()))
+    return after
+
+
+async def instance_events(
+    ops: Operations,
+    record: InstanceRecord,
+    after: int,
+    types: Iterable[str] | None = None,
+    *,
+    poll_seconds: float = POLL_SECONDS,
+) -> AsyncIterator[dict[str, Any] | None]:
+    """Events after ``after``, then live ones, until a terminal event or the instance is gone.
+
+    Yields None when nothing happened for ``HEARTBEAT_SECONDS``, so a caller can keep an idle
+    connection alive (and learn early that its client left).
+    """
+    wanted = None if types is None else frozenset(types)
+    redactor = Redactor()
+    # Sensitivity is declared at a step's start, which may lie before the cursor.
+    cursor = 0
+    clock = asyncio.get_running_loop().time
+    last_sent = last_check = clock()
+    while True:
+        events = await ops.storage.load_events(record.pk, cursor, BATCH)
+        for event in events:
+            cursor = event.event_id
+            redactor.see(event)
+            if event.event_id <= after:
+                continue
+            if wanted is None or event.type in wanted:
+                yield wire_event(record.id, event, redactor)
+                last_sent = clock()
+            if event.type in TERMINAL_EVENTS:
+                return
+        if len(events) == BATCH:
+            continue
+        now = clock()
+        if now - last_check >= EXISTS_CHECK_SECONDS:
+            last_check = now
+            if await ops.storage.get_instance(record.workflow_pk, record.id) is None:
+                return
+        if now - last_sent >= HEARTBEAT_SECONDS:
+            last_sent = now
+            yield None
+        await asyncio.sleep(poll_seconds)
+
+
+async def finished(ops: Operations, record: InstanceRecord, after: int) -> bool:
+    """True when the instance has ended and nothing after ``after`` is left to send."""
+    if record.status not in TERMINAL:
+        return False
+    return not await ops.storage.load_events(record.pk, after, 1)
+
+
+def sse_frame(event: dict[str, Any] | None) -> bytes:
+    if event is None:
+        return b": keep-alive\n\n"
+    data = orjson.dumps(event)
+    return b"id: %d\ndata: %s\n\n" % (event["eventId"], data)
+
+
+async def sse_body(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[bytes]:
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    async for event in events:
+        yield sse_frame(event)
+
+
+async def sse_response(
+    ops: Operations, record: InstanceRecord, after: int, types: frozenset[str] | None
+) -> Response:
+    if await finished(ops, record, after):
+        # 204 is how SSE tells an EventSource to stop reconnecting: the stream is over.
+        return Response(status_code=204, headers=SSE_HEADERS)
+    return StreamingResponse(
+        sse_body(instance_events(ops, record, after, types)),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+@router.get(
+    deps.INSTANCE_PREFIX + "/subscribe",
+    summary="Stream the instance's events (history, then live) as Server-Sent Events",
+    responses={200: {"content": {"text/event-stream": {}}}, 204: {"description": "ended"}},
+)
+async def subscribe(
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    cursor: int | None = Query(None, ge=0, description="last eventId seen; resume after it"),
+    filter: str | None = Query(None, description="comma-separated event types to deliver"),
+) -> Response:
+    types = parse_filter(filter)
+    ops = deps.ops(request)
+    _, record = await ops.instance(
+        deps.path(request, "account_id"),
+        deps.path(request, "workflow_name"),
+        deps.path(request, "instance_id"),
+    )
+    after = start_after(cursor, request.headers.get("last-event-id"))
+    return await sse_response(ops, record, after, types)

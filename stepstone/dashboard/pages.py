@@ -1,0 +1,327 @@
+"""Pages: sign-in, workflows, a workflow's instances, an instance, a step's output, the stream."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from stepstone import views
+from stepstone.api.guard import segment
+from stepstone.api.query import decode_cursor, encode_cursor, parse_date
+from stepstone.api.routes import subscribe
+from stepstone.dashboard import present
+from stepstone.dashboard.access import Viewer, ViewerDep, state
+from stepstone.dashboard.app import PREFIX, render
+from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
+from stepstone.engine import history as h
+from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL
+from stepstone.errors import InvalidRequest, StepNotFound
+from stepstone.storage.base import InstanceQuery, WorkflowRecord
+
+router = APIRouter()
+WORKFLOW = PREFIX + "/accounts/{account_id}/workflows/{workflow_name}"
+INSTANCE = WORKFLOW + "/instances/{instance_id}"
+PER_PAGE = 25
+MAX_WORKFLOWS = 500
+DAY_MS = 86_400_000
+
+
+def workflow_url(account_id: str, name: str) -> str:
+    return f"{PREFIX}/accounts/{present.seg(account_id)}/workflows/{present.seg(name)}"
+
+
+def instance_url(account_id: str, name: str, instance_id: str) -> str:
+    return f"{workflow_url(account_id, name)}/instances/{present.seg(instance_id)}"
+
+
+def page(request: Request, who: Viewer, name: str, **context: Any) -> Response:
+    context.update(
+        viewer=who,
+        csrf=who.session.csrf,
+        flashes=who.session.take_flashes(),
+        can_write=who.can_write,
+        workflow_url=workflow_url,
+        instance_url=instance_url,
+    )
+    return render(request, name, context)
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path of this dashboard: never another site, never a scheme-relative URL."""
+    if (
+        value
+        and value.startswith(PREFIX + "/")
+        and not value.startswith("//")
+        and "\\" not in value
+    ):
+        return value
+    return PREFIX + "/workflows"
+
+
+# --- sign-in ------------------------------------------------------------------------------------
+
+
+@router.get(PREFIX)
+@router.get(PREFIX + "/")
+async def home(request: Request) -> Response:
+    return RedirectResponse(PREFIX + "/workflows", status_code=303)
+
+
+@router.get(PREFIX + "/login")
+async def login_page(request: Request, next: str | None = None, expired: int = 0) -> Response:
+    dash = state(request)
+    token = secrets.token_urlsafe(32)
+    context = {
+        "viewer": None,
+        "csrf": token,
+        "next": safe_next(next),
+        "insecure": dash.insecure_no_auth,
+        "error": "Your session ended or your token was revoked; sign in again."
+        if expired
+        else None,
+    }
+    response = render(request, "login.html", context)
+    # Double-submit: a form posted from another site cannot know this cookie's value.
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=COOKIE_PATH,
+    )
+    return response
+
+
+def set_session_cookie(request: Request, response: Response, session_id: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=COOKIE_PATH,
+    )
+
+
+# --- workflows ----------------------------------------------------------------------------------
+
+
+async def _visible_workflows(who: Viewer, request: Request) -> list[WorkflowRecord]:
+    storage = state(request).engine.storage
+    accounts = who.principal.accounts
+    found: list[WorkflowRecord] = []
+    for account in [None] if accounts is None else list(accounts):
+        records, _ = await storage.list_workflows(account, None, 0, MAX_WORKFLOWS)
+        found.extend(r for r in records if who.may_see(r.account_id))
+    return found
+
+
+@router.get(PREFIX + "/workflows")
+async def workflows(request: Request, who: ViewerDep) -> Response:
+    engine = state(request).engine
+    now = engine.ops.now()
+    rows: list[dict[str, Any]] = []
+    records = await _visible_workflows(who, request)
+    for record in records:
+        counts = await engine.storage.count_instances(record.pk)
+        _, versions = await engine.storage.list_versions(record.pk, 0, 1)
+        rows.append(
+            {
+                "record": record,
+                "info": views.workflow(record, counts, now),
+                "total": sum(counts.values()),
+                "versions": versions,
+            }
+        )
+    accounts = {record.account_id for record in records}
+    return page(
+        request,
+        who,
+        "workflows.html",
+        rows=rows,
+        statuses=ALL_STATUSES,
+        show_account=len(accounts) > 1,
+    )
+
+
+# --- instances ----------------------------------------------------------------------------------
+
+
+def _day(value: str | None, name: str, end: bool) -> int | None:
+    ms = parse_date(value, name)
+    if ms is not None and end and len((value or "").strip()) == 10:
+        # A bare day as the end of a range means the whole of that day.
+        ms += DAY_MS - 1
+    return ms
+
+
+@router.get(WORKFLOW)
+async def instances(
+    request: Request,
+    who: ViewerDep,
+    account_id: str,
+    workflow_name: str,
+    status: str | None = Query(None),
+    date_from: str | None = Query(None, alias="from"),
+    date_to: str | None = Query(None, alias="to"),
+    cursor: str | None = Query(None),
+) -> Response:
+    ops = state(request).engine.ops
+    account, name = segment(account_id), segment(workflow_name)
+    workflow = await ops.workflow(account, name)
+    status = status or None
+    problem = None
+    try:
+        if status is not None and status not in ALL_STATUSES:
+            raise InvalidRequest(f"unknown status {status!r}")
+        created_from = _day(date_from, "from", end=False)
+        created_to = _day(date_to, "to", end=True)
+        after = decode_cursor(cursor)[0] if cursor else None
+    except InvalidRequest as exc:
+        problem = str(exc)
+        created_from = created_to = after = None
+        status = None
+    query = InstanceQuery(
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+        after=after,
+        limit=PER_PAGE + 1,
+    )
+    records = await ops.storage.list_instances(workflow.pk, query)
+    next_cursor = None
+    if len(records) > PER_PAGE:
+        records = records[:PER_PAGE]
+        next_cursor = encode_cursor(records[-1].created_on, records[-1].id, False)
+    filters = {"status": status or "", "from": date_from or "", "to": date_to or ""}
+    base_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in filters.items() if v)
+    counts = await ops.storage.count_instances(workflow.pk)
+    versions, version_total = await ops.storage.list_versions(workflow.pk, 0, 5)
+    return page(
+        request,
+        who,
+        "instances.html",
+        workflow=workflow,
+        info=views.workflow(workflow, counts, ops.now()),
+        versions=versions,
+        version_total=version_total,
+        records=records,
+        statuses=ALL_STATUSES,
+        filters=filters,
+        problem=problem,
+        next_cursor=next_cursor,
+        paged=bool(cursor),
+        base_query=base_query,
+        counts=views.instance_counts(counts),
+    )
+
+
+# --- one instance -------------------------------------------------------------------------------
+
+
+@router.get(INSTANCE)
+async def instance(
+    request: Request,
+    who: ViewerDep,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    fragment: int = 0,
+) -> Response:
+    ops = state(request).engine.ops
+    workflow, record = await ops.instance(
+        segment(account_id), segment(workflow_name), segment(instance_id)
+    )
+    history = await ops.history(record)
+    details = views.instance_details(record, history, simple=True)
+    steps = present.timeline(history)
+    context = {
+        "workflow": workflow,
+        "record": record,
+        "details": details,
+        "steps": steps,
+        "last_event_id": history.last_event_id,
+        "terminal": record.status in TERMINAL,
+        "restart_points": [s for s in steps if s.restart_value],
+        "waiting_for": [s.event_type for s in steps if s.status == "waiting" and s.event_type],
+        "base": instance_url(workflow.account_id, workflow.name, record.id),
+    }
+    return page(request, who, "live.html" if fragment else "instance.html", **context)
+
+
+@router.get(INSTANCE + "/events")
+async def instance_events(
+    request: Request,
+    who: ViewerDep,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    cursor: int | None = Query(None, ge=0),
+) -> Response:
+    ops = state(request).engine.ops
+    _, record = await ops.instance(
+        segment(account_id), segment(workflow_name), segment(instance_id)
+    )
+    after = subscribe.start_after(cursor, request.headers.get("last-event-id"))
+    return await subscribe.sse_response(ops, record, after, None)
+
+
+@router.get(INSTANCE + "/output")
+async def step_output(
+    request: Request,
+    who: ViewerDep,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    kind: str = Query(),
+    name: str = Query(min_length=1, max_length=300),
+    download: int = 0,
+) -> Response:
+    ops = state(request).engine.ops
+    workflow, record = await ops.instance(
+        segment(account_id), segment(workflow_name), segment(instance_id)
+    )
+    history = await ops.history(record)
+    step = history.steps.get((kind, name))
+    if step is None:
+        raise StepNotFound(f"no {kind} step named {name!r} in this instance")
+    streamed = step.stream is not None and step.success and not step.sensitive
+    if download and streamed and step.stream is not None:
+        filename = quote(f"{record.id}-{step.name}.bin", safe="")
+        return StreamingResponse(
+            ops.storage.read_stream(record.pk, step.name, int(step.stream["chunks"])),
+            media_type="application/octet-stream",
+            headers={
+                "content-length": str(int(step.stream["bytes"])),
+                "content-disposition": f"attachment; filename*=UTF-8''{filename}",
+                "cache-control": "no-store",
+            },
+        )
+    result: dict[str, Any]
+    if kind == h.ROLLBACK:
+        result = {"output": views.REDACTED if step.sensitive else _loads(step.output)}
+    else:
+        result = views.step_result(step, None)
+    return page(
+        request,
+        who,
+        "output.html",
+        workflow=workflow,
+        record=record,
+        step=step,
+        label=present.KIND_LABELS.get(step.kind, step.kind),
+        result=result,
+        streamed=streamed,
+        stream_bytes=None if step.stream is None else int(step.stream["bytes"]),
+        base=instance_url(workflow.account_id, workflow.name, record.id),
+    )
+
+
+def _loads(data: bytes | None) -> Any:
+    return None if data is None else orjson.loads(data)

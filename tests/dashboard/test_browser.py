@@ -1,0 +1,182 @@
+"""End to end in headless Chromium: sign in, trigger, watch an instance live, act on it.
+
+Runs Debian's ``chromium`` through Playwright (never a downloaded browser); skipped, saying
+why, only where that binary is missing. Screenshots of the main pages go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import start_server
+from tests.dashboard.conftest import ACCOUNT, LiveServer, prepare
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LAPTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 15_000
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it",
+)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    server, stop = start_server(f"sqlite:///{tmp_path / 'e2e.db'}")
+    try:
+        yield prepare(server)
+    finally:
+        stop()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def sign_in(page: Any, live: LiveServer) -> None:
+    page.goto(f"{live.base}/dashboard")
+    page.wait_for_url("**/dashboard/login**")
+    page.get_by_label("API token").fill(live.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard/workflows")
+
+
+def test_watch_an_instance_live_and_act_on_it(browser: Any, live: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    page.goto(f"{live.base}/dashboard")
+    page.wait_for_url("**/dashboard/login**")
+    shot(page, "sign-in.png")
+    page.get_by_label("API token").fill(live.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard/workflows")
+    expect(page.get_by_role("link", name="journey")).to_be_visible()
+
+    # Trigger from the workflow's page, then stay on the instance page: no reloads from here
+    # until the event is sent, so every change seen comes over the event stream.
+    page.get_by_role("link", name="journey").click()
+    expect(page.get_by_role("heading", name="No instances")).to_be_visible()
+    page.get_by_text("Trigger an instance").click()
+    page.get_by_label("Params (JSON)").fill('{"sleep": "3 seconds", "customer": "ana"}')
+    page.get_by_label("Instance id").fill("order-1")
+    page.get_by_role("button", name="Trigger").click()
+    page.wait_for_url("**/instances/order-1")
+    page.evaluate("window.__notReloaded = true")
+
+    sleeping = page.locator("li.step.sleeping", has_text="cool off-1")
+    expect(sleeping).to_be_visible()
+    expect(sleeping).to_contain_text("Sleeping until")
+    expect(page.locator("li.step", has_text="prepare-1")).to_contain_text("retry after 300 ms")
+    waiting = page.locator("li.step.waiting", has_text="await approval-1")
+    expect(waiting).to_contain_text("approval")
+    expect(page.locator("#status")).to_have_text("waiting")
+    assert page.evaluate("window.__notReloaded === true"), "the page reloaded instead of streaming"
+    expect(page.locator("li.step", has_text="secret-1")).to_contain_text("[REDACTED]")
+    shot(page, "instance-waiting.png")
+
+    expect(page.get_by_label("Event type")).to_have_value("approval")
+    page.get_by_label("Payload (JSON)").fill('{"approved": true}')
+    page.get_by_role("button", name="Send event").click()
+    expect(page.locator("#status")).to_have_text("complete")
+    expect(page.locator("li.step", has_text="ship-1")).to_be_visible()
+    expect(page.locator("#live")).to_contain_text("trk_order-1")
+    shot(page, "instance.png")
+
+    # Full output on demand: JSON shown whole, the byte stream downloaded.
+    page.get_by_role("link", name="Full output of prepare-1").click()
+    expect(page.locator("#output")).to_contain_text('"note": "ready"')
+    page.go_back()
+    with page.expect_download() as download_info:
+        page.locator("li.step", has_text="report-1").get_by_role("link", name="Download").click()
+    downloaded = Path(download_info.value.path()).read_bytes()
+    assert downloaded == b"sku,qty\n" + b"A1,2\n" * 200
+
+    # Pause, resume and terminate from the page.
+    page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/waiter")
+    page.get_by_text("Trigger an instance").click()
+    page.get_by_label("Instance id").fill("hold-1")
+    page.get_by_role("button", name="Trigger").click()
+    page.wait_for_url("**/instances/hold-1")
+    expect(page.locator("#status")).to_have_text("waiting")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#status")).to_have_text("paused")
+    expect(page.get_by_role("status").filter(has_text="Pause requested")).to_be_visible()
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#status")).to_have_text("waiting")
+    page.get_by_role("button", name="Terminate").click()
+    expect(page.locator("#status")).to_have_text("terminated")
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+
+    # The instances page, with a few more to list, filter and terminate in bulk.
+    for n in range(3):
+        live.run(live.engine.workflow("waiter").create(id=f"batch-{n}"))
+    page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/waiter")
+    expect(page.locator("tbody tr")).to_have_count(4)
+    shot(page, "instances.png")
+    page.get_by_label("Status", exact=True).select_option("terminated")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tbody tr")).to_have_count(1)
+    page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/waiter")
+    page.get_by_label("Select all on this page").check()
+    page.get_by_role("button", name="Terminate…").click()
+    expect(page.get_by_role("heading", name="Terminate 4 instances?")).to_be_visible()
+    page.get_by_role("button", name="Yes, terminate").click()
+    expect(page.get_by_role("status")).to_contain_text("Terminated 3 instances")
+
+    page.goto(f"{live.base}/dashboard/workflows")
+    shot(page, "workflows.png")
+    context.close()
+
+
+def test_phone_layout(browser: Any, live: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    instance = live.run(live.engine.workflow("journey").create(id="phone-1", params={"sleep": 1}))
+    live.wait_status("journey", instance.id, {"waiting"})
+    live.wait_step("journey", instance.id, "await approval-1")
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    sign_in(page, live)
+    page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/journey/instances/phone-1")
+    expect(page.locator("li.step.waiting", has_text="await approval-1")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+    shot(page, "instance-phone.png")
+    context.close()
