@@ -23,6 +23,8 @@ from stepstone import Engine
 from stepstone.storage.base import NewInstance
 
 REPO = Path(__file__).resolve().parents[2]
+# Short, so the kill test is quick; the others use 10 s so a starved CI machine (two CPUs
+# running three workers and the database) cannot make healthy leases lapse.
 LEASE_SECONDS = 2.0
 # The worker's default poll interval: how long a worker may take to notice an expired lease.
 POLL_SECONDS = 1.0
@@ -34,6 +36,11 @@ CONFIG = """
 name = "pipeline"
 class_name = "Pipeline"
 script_name = "tests.scale.flows"
+
+[[workflows]]
+name = "picky"
+class_name = "Picky"
+script_name = "tests.scale.picky_flows"
 
 [[workflows]]
 name = "slow"
@@ -52,8 +59,18 @@ class Cluster:
         self.config.write_text(CONFIG)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int, concurrency: int = 100) -> None:
+    def start(
+        self,
+        count: int,
+        concurrency: int = 100,
+        *,
+        importable: bool = True,
+        lease_seconds: float = 10.0,
+    ) -> None:
+        """``importable`` False starts workers that cannot import ``picky_flows``."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if not importable:
+            env["SCALE_TEST_CANNOT_IMPORT"] = "1"
         for _ in range(count):
             n = len(self.workers)
             log = open(self.folder / f"worker-{n}.log", "wb")  # noqa: SIM115 - the child owns it
@@ -71,7 +88,7 @@ class Cluster:
                         "--concurrency",
                         str(concurrency),
                         "--lease-seconds",
-                        str(LEASE_SECONDS),
+                        str(lease_seconds),
                     ],
                     cwd=REPO,
                     env=env,
@@ -195,7 +212,7 @@ async def test_three_workers_complete_a_thousand_instances(
 async def test_a_killed_worker_is_taken_over_within_the_lease(
     cluster: Cluster, engine: Engine
 ) -> None:
-    cluster.start(2, concurrency=50)
+    cluster.start(2, concurrency=50, lease_seconds=LEASE_SECONDS)
     await create(engine, "slow", 40)
     victim = cluster.workers[0]
     owner = f"%:{victim.pid}:%"
@@ -277,3 +294,17 @@ async def test_workers_survive_terminated_database_connections(
     ids = [f"pipeline-{n:05d}" for n in range(400)]
     assert_each_step_once(completions, ids, ["fetch-1", "parse-1", "enrich-1", "store-1"])
     print(f"\n{kills} connections terminated; all 400 instances completed, each step once")
+
+
+async def test_a_worker_claims_only_workflows_it_can_import(
+    cluster: Cluster, engine: Engine
+) -> None:
+    cluster.start(1, importable=False)
+    await create(engine, "picky", 5)
+    await create(engine, "pipeline", 5)
+    await wait_complete(engine, cluster, "pipeline", 5, timeout=30)
+    record = await engine.storage.get_workflow("default", "picky")
+    assert record is not None
+    assert await engine.storage.count_instances(record.pk) == {"queued": 5}, cluster.logs()
+    cluster.start(1)
+    await wait_complete(engine, cluster, "picky", 5, timeout=30)
