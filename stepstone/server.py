@@ -22,6 +22,7 @@ log = logging.getLogger("stepstone.server")
 DEFAULT_DATA_DIR = ".stepstone"
 # On SIGTERM (a deploy), steps already running get this long to finish and be recorded.
 DRAIN_SECONDS = 10.0
+SHUTDOWN_GRACE_SECONDS = 5
 
 _INSECURE_BANNER = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -84,8 +85,17 @@ def run_server(
             if insecure_no_auth:
                 print(_INSECURE_BANNER.format(bind=f"http://{host}:{port}"), file=sys.stderr)
             app = create_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
+            # Event streams (subscribe, the dashboard's live pages) stay open until their
+            # instance ends; without a bound, a shutdown would wait for all of them.
             server = uvicorn.Server(
-                uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on")
+                uvicorn.Config(
+                    app,
+                    host=host,
+                    port=port,
+                    log_level="info",
+                    lifespan="on",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+                )
             )
             await server.serve()
         finally:

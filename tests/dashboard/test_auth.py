@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from stepstone.auth import PERMISSIONS, create_token, revoke_token
-from tests.dashboard.conftest import ACCOUNT, LiveServer, browser_client, csrf_of, sign_in
+from tests.api.conftest import start_server
+from tests.dashboard.conftest import (
+    ACCOUNT,
+    LiveServer,
+    browser_client,
+    csrf_of,
+    prepare,
+    sign_in,
+)
 
 WF = f"/dashboard/accounts/{ACCOUNT}/workflows/waiter"
 INSTANCE = f"{WF}/instances/held"
@@ -195,3 +205,21 @@ def test_actions_that_the_instance_refuses_come_back_as_messages(held: LiveServe
 def test_the_api_is_still_guarded(held: LiveServer) -> None:
     with httpx.Client(base_url=held.v4) as anonymous:
         assert anonymous.get(f"/accounts/{ACCOUNT}/workflows").status_code == 401
+
+
+def test_without_auth_the_sign_in_asks_for_no_token_but_forms_keep_csrf(tmp_path: Path) -> None:
+    live, stop = start_server(f"sqlite:///{tmp_path / 'open.db'}", insecure_no_auth=True)
+    try:
+        prepare(live)
+        with browser_client(live) as client:
+            form = client.get("/dashboard/login")
+            assert "API token" not in form.text
+            answer = client.post("/dashboard/login", data={"csrf": csrf_of(form.text)})
+            assert answer.status_code == 303
+            listing = client.get("/dashboard/workflows")
+            assert listing.status_code == 200
+            assert "waiter" in listing.text
+            trigger = client.post(f"{WF}/trigger", data={"params": "{}"})
+            assert trigger.status_code == 403
+    finally:
+        stop()
