@@ -212,8 +212,10 @@ async def test_three_workers_complete_a_thousand_instances(
 async def test_a_killed_worker_is_taken_over_within_the_lease(
     cluster: Cluster, engine: Engine
 ) -> None:
-    cluster.start(2, concurrency=50, lease_seconds=LEASE_SECONDS)
-    await create(engine, "slow", 40)
+    # The victim can hold only some instances; the survivor starts second, with room to spare,
+    # so what is measured is the lease, not the survivor waiting for a free slot.
+    cluster.start(1, concurrency=20, lease_seconds=LEASE_SECONDS)
+    await create(engine, "slow", 60)
     victim = cluster.workers[0]
     owner = f"%:{victim.pid}:%"
     conn = await asyncpg.connect(cluster.url)
@@ -228,13 +230,22 @@ async def test_a_killed_worker_is_taken_over_within_the_lease(
         async with asyncio.timeout(30):
             while not await conn.fetch(mid_step, owner):
                 await asyncio.sleep(0.02)
+        cluster.start(1, concurrency=200, lease_seconds=LEASE_SECONDS)
+        survivor = f"%:{cluster.workers[1].pid}:%"
+        async with asyncio.timeout(30):
+            while not await conn.fetchval(
+                "SELECT count(*) FROM instances WHERE lease_owner LIKE $1", survivor
+            ):
+                await asyncio.sleep(0.02)
+            while not await conn.fetch(mid_step, owner):
+                await asyncio.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed_at = int(time.time() * 1000)
         # The victim is dead: its in-flight slow steps are frozen and must be taken over.
         interrupted = {r[0] for r in await conn.fetch(mid_step, owner)}
         assert interrupted
-        await wait_complete(engine, cluster, "slow", 40, timeout=60)
+        await wait_complete(engine, cluster, "slow", 60, timeout=60)
         events = await conn.fetch(
             "SELECT instance_pk, ts, type, data FROM instance_events"
             " WHERE step_name = 'slow-1' AND type LIKE 'attempt_%' ORDER BY event_id"
