@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+# Hand-written reading of the figures and profiles, appended to docs/performance.md.
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
 # (key in the summary, bench row, field, label, higher is better)
 FIGURES = [
@@ -327,9 +331,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         for key, d in diag.items():
             rows.append([key] + [_fmt(d.get(f)) for f in DIAG_FIELDS])
         out += [md_table(rows, ["system:backend", *DIAG_FIELDS]), ""]
-    notes = result.get("notes", [])
+    notes = result.get("notes", []) + [f"error: {e}" for e in result.get("errors", [])]
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if ANALYSIS.exists():
+        out += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(out)
 
 

@@ -616,9 +616,16 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--page-size", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval (s) for an experiment; Python's default is 0.005",
+    )
     ap.add_argument("--http-clients", type=int, default=16)
     ap.add_argument("--http-seconds", type=float, default=5.0)
     args = ap.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     if args.mode == "workloads":
         emit(
             {
