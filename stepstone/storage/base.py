@@ -293,7 +293,8 @@ class Storage(Protocol):
     ) -> bool:
         """Buffer an event (FIFO per type) and make a waiting instance runnable now.
 
-        Returns False, writing nothing, if the instance is terminal or gone.
+        Raises ``CannotSendEvent`` if the instance is terminal; returns False if it is gone.
+        Either way nothing is written.
         """
 
     # --- workers ---------------------------------------------------------------------------

@@ -268,7 +268,9 @@ async def test_a_killed_worker_is_taken_over_within_the_lease(
         takeovers.append(next(r[1] for r in events if r[0] == pk and r[2] == "attempt_errored"))
     delay = (max(takeovers) - killed_at) / 1000
     # The lease was renewed at most a third of a lease before the kill; a poll notices expiry.
-    assert delay <= LEASE_SECONDS + POLL_SECONDS + 0.5, delay
+    # The margin is for a loaded CI machine: what matters is that the takeover waits for the
+    # lease (no double execution) and then happens without an operator.
+    assert delay <= LEASE_SECONDS + POLL_SECONDS + 3.0, delay
     completions = await step_completions(cluster.url)
     assert_each_step_once(completions, ids, ["before-1", "slow-1", "after-1"])
     print(f"\n{len(interrupted)} interrupted instances taken over {delay:.2f}s after SIGKILL")
