@@ -66,3 +66,19 @@ def _parse_text(text: str) -> float:
         units = ", ".join(sorted(_UNIT_MS))
         raise InvalidDurationError(f"{text!r} has an unknown unit {unit!r}; use one of {units}")
     return float(number) * _UNIT_MS[unit]
+
+
+def format_duration(ms: int) -> str:
+    """A duration for people: ``850 ms``, ``12.5 s``, ``3 min 4 s``, ``5 h 2 min``, ``3 d 1 h``."""
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    return f"{hours // 24} d {hours % 24} h"

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.authoring.durations import InvalidDurationError, format_duration, parse_duration
 
 # Piped output is read by people too (CI logs); 80 columns would fold every table.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
@@ -84,19 +84,7 @@ def duration(start: Any, end: Any) -> str:
 
 
 def human_duration(delta: timedelta) -> str:
-    ms = int(delta.total_seconds() * 1000)
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} d {hours % 24} h"
+    return format_duration(int(delta.total_seconds() * 1000))
 
 
 def truncate(value: Any, limit: int) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import orjson
 
 from stepstone import views
+from stepstone.authoring.durations import format_duration
 from stepstone.engine import history as h
 
 _COUNTER = re.compile(r"^(.*)-(\d+)$")
@@ -30,20 +31,7 @@ def when(ms: int | None) -> str:
 
 
 def duration(ms: int | None) -> str:
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} d {hours % 24} h"
+    return "—" if ms is None else format_duration(ms)
 
 
 def seg(value: str) -> str:

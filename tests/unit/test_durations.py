@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.authoring.durations import InvalidDurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,17 @@ def test_rejects_what_it_cannot_read(value: object) -> None:
         return
     with pytest.raises(InvalidDurationError):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (850, "850 ms"),
+        (12_500, "12.5 s"),
+        (184_000, "3 min 4 s"),
+        (5 * 3_600_000 + 120_000, "5 h 2 min"),
+        (73 * 3_600_000, "3 d 1 h"),
+    ],
+)
+def test_formats_durations_for_people(ms: int, text: str) -> None:
+    assert format_duration(ms) == text
