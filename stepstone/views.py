@@ -80,8 +80,7 @@ def schedules(version: VersionRecord, now_ms: int) -> list[dict[str, Any]]:
     ]
 
 
-def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dict[str, Any]:
-    """A workflows list item, also the answer of GET .../workflows/{name}."""
+def _workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "name": record.name,
@@ -90,6 +89,13 @@ def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dic
         "created_on": iso(record.created_on),
         "modified_on": iso(record.modified_on),
         "triggered_on": iso(record.triggered_on),
+    }
+
+
+def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dict[str, Any]:
+    """A workflows list item, also the answer of GET .../workflows/{name}."""
+    return {
+        **_workflow_fields(record),
         "instances": instance_counts(counts),
         "schedules": schedules(record.version, now_ms),
     }
@@ -97,13 +103,7 @@ def workflow(record: WorkflowRecord, counts: dict[str, int], now_ms: int) -> dic
 
 def workflow_put(record: WorkflowRecord) -> dict[str, Any]:
     return {
-        "id": record.id,
-        "name": record.name,
-        "class_name": record.version.class_name,
-        "script_name": record.version.script_name,
-        "created_on": iso(record.created_on),
-        "modified_on": iso(record.modified_on),
-        "triggered_on": iso(record.triggered_on),
+        **_workflow_fields(record),
         "version_id": record.version.id,
         "is_deleted": 0,
         "terminator_running": 0,
