@@ -33,8 +33,12 @@ _INSECURE_BANNER = """
 """
 
 
-def _worker_settings(concurrency: int, lease_seconds: float) -> WorkerSettings:
-    return WorkerSettings(concurrency=concurrency, lease_ms=int(lease_seconds * 1000))
+def _worker_settings(
+    concurrency: int, lease_seconds: float, max_running: int | None
+) -> WorkerSettings:
+    return WorkerSettings(
+        concurrency=concurrency, max_running=max_running, lease_ms=int(lease_seconds * 1000)
+    )
 
 
 async def prepare_auth(engine: Engine, data_dir: Path, *, insecure_no_auth: bool) -> AuthSettings:
@@ -68,6 +72,7 @@ def run_server(
     concurrency: int = 100,
     lease_seconds: float = 30.0,
     data_dir: str | None = None,
+    max_running: int | None = None,
 ) -> None:
     """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM."""
 
@@ -76,7 +81,7 @@ def run_server(
             db,
             config=config,
             run_worker=run_worker,
-            worker_settings=_worker_settings(concurrency, lease_seconds),
+            worker_settings=_worker_settings(concurrency, lease_seconds, max_running),
         )
         try:
             settings = await prepare_auth(
@@ -105,7 +110,12 @@ def run_server(
 
 
 def run_worker(
-    *, config: str | None, db: str, concurrency: int = 100, lease_seconds: float = 30.0
+    *,
+    config: str | None,
+    db: str,
+    concurrency: int = 100,
+    lease_seconds: float = 30.0,
+    max_running: int | None = None,
 ) -> None:
     """Run a worker with no HTTP until SIGINT/SIGTERM, then stop it cleanly."""
 
@@ -119,7 +129,7 @@ def run_worker(
             db,
             config=config,
             run_worker=True,
-            worker_settings=_worker_settings(concurrency, lease_seconds),
+            worker_settings=_worker_settings(concurrency, lease_seconds, max_running),
         )
         log.info("worker running on %s; SIGINT or SIGTERM stops it", db)
         try:

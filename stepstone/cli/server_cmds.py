@@ -49,6 +49,14 @@ ConfigOption = Annotated[
     ),
 ]
 ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Instances one worker runs at once.")]
+MaxRunningOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Instances running at once across all workers on this database"
+        " (give every worker the same value).",
+    ),
+]
 LeaseOption = Annotated[
     float, typer.Option(min=1.0, help="Seconds a claim lives without a heartbeat.")
 ]
@@ -111,6 +119,7 @@ def serve(
         bool, typer.Option("--insecure-no-auth", help="Accept requests without a token.")
     ] = False,
     concurrency: ConcurrencyOption = 100,
+    max_running: MaxRunningOption = None,
     lease_seconds: LeaseOption = 30.0,
     data_dir: Annotated[
         Path | None,
@@ -130,6 +139,7 @@ def serve(
         run_worker=not no_worker,
         insecure_no_auth=insecure_no_auth,
         concurrency=concurrency,
+        max_running=max_running,
         lease_seconds=lease_seconds,
         data_dir=None if data_dir is None else str(data_dir),
     )
@@ -139,6 +149,7 @@ def worker(
     config: ConfigOption = None,
     db: DbOption = DEFAULT_DB,
     concurrency: ConcurrencyOption = 100,
+    max_running: MaxRunningOption = None,
     lease_seconds: LeaseOption = 30.0,
 ) -> None:
     """Run a worker: executes instances, fires cron schedules, sweeps expired instances."""
@@ -146,7 +157,13 @@ def worker(
     check_db(db)
     from stepstone.server import run_worker
 
-    run_worker(config=config, db=db, concurrency=concurrency, lease_seconds=lease_seconds)
+    run_worker(
+        config=config,
+        db=db,
+        concurrency=concurrency,
+        max_running=max_running,
+        lease_seconds=lease_seconds,
+    )
 
 
 def migrate(db: DbOption = DEFAULT_DB) -> None:

@@ -33,12 +33,15 @@ class WorkerSettings:
 
     Attributes:
         concurrency: instances running at once in this worker (waiting ones do not count).
+        max_running: instances running at once across every worker sharing the database;
+            give every worker the same value. None means no limit beyond ``concurrency``.
         lease_ms: how long a claim lives without a heartbeat; another worker takes over after.
         poll_ms: the longest sleep between looks for due work when no wake-up arrives.
         claim_batch: the most instances claimed in one transaction.
     """
 
     concurrency: int = 100
+    max_running: int | None = None
     lease_ms: int = 30_000
     poll_ms: int = 1_000
     claim_batch: int = 100
@@ -160,6 +163,7 @@ class Worker:
                         self.clock.now_ms(),
                         settings.lease_ms,
                         self._runnable_pks,
+                        max_running=settings.max_running,
                     )
                     for claim in claims:
                         self._launch(claim)

@@ -306,11 +306,15 @@ class Storage(Protocol):
         now: int,
         lease_ms: int,
         workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
     ) -> list[Claim]:
         """Lease up to ``limit`` runnable instances (woken before new, oldest first).
 
         Runnable: ``runnable_at <= now`` and no live lease. Each claim bumps the epoch, so an
         expired holder is fenced out. Queued and waiting instances become ``running``.
+        ``max_running`` caps the live leases of all workers together, claims included; claims
+        that pass it are serialised so that concurrent workers cannot overshoot it.
         """
 
     async def renew_leases(

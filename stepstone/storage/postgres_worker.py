@@ -74,6 +74,8 @@ _RECORD_PROGRESS = (
 # flushes them anyway.
 NOT_DURABLE = "SET LOCAL synchronous_commit = off"
 FLUSH_LINGER_S = 0.002
+# Any fixed key, distinct from the migrations' one.
+_CLAIM_LOCK = 0x5735_C1A1
 
 
 async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
@@ -132,6 +134,8 @@ class WorkerWrites:
         now: int,
         lease_ms: int,
         workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
     ) -> list[Claim]:
         if limit <= 0 or (workflow_pks is not None and not workflow_pks):
             return []
@@ -150,7 +154,19 @@ class WorkerWrites:
 
         async def job(conn: Any) -> list[Claim]:
             await conn.execute(NOT_DURABLE)
-            rows = await conn.fetch(sql, owner, now + lease_ms, now, limit, scope)
+            allowed = limit
+            if max_running is not None:
+                # Workers count and claim one at a time, or two could both see room for one.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+                running = await conn.fetchval(
+                    "SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"
+                    " AND lease_expires >= $1",
+                    now,
+                )
+                allowed = min(limit, max(0, max_running - running))
+                if allowed == 0:
+                    return []
+            rows = await conn.fetch(sql, owner, now + lease_ms, now, allowed, scope)
             return [Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows]
 
         claims = await self._write(job)

@@ -581,6 +581,8 @@ class SqliteStorage:
         now: int,
         lease_ms: int,
         workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
     ) -> list[Claim]:
         if limit <= 0 or (workflow_pks is not None and not workflow_pks):
             return []
@@ -589,7 +591,6 @@ class SqliteStorage:
         if workflow_pks is not None:
             scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
             args.extend(workflow_pks)
-        args.append(limit)
         sql = (
             "UPDATE instances SET lease_owner = ?, lease_expires = ?, epoch = epoch + 1,"
             " status = CASE WHEN status IN ('queued', 'waiting') THEN 'running' ELSE status END,"
@@ -601,7 +602,19 @@ class SqliteStorage:
         )
 
         def job(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(sql, args).fetchall()
+            allowed = limit
+            if max_running is not None:
+                # The write transaction (one writer, BEGIN IMMEDIATE across processes)
+                # serialises this count with the claim that follows it.
+                running = conn.execute(
+                    "SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"
+                    " AND lease_expires >= ?",
+                    (now,),
+                ).fetchone()[0]
+                allowed = min(limit, max(0, max_running - running))
+                if allowed == 0:
+                    return []
+            rows = conn.execute(sql, [*args, allowed]).fetchall()
             claims = [Claim(_instance(r[:19]), owner, r[19], r[20]) for r in rows]
             claims.sort(key=lambda c: c.instance.pk)
             return claims

@@ -180,3 +180,31 @@ def test_project_file_errors(tmp_path: Path) -> None:
         load_project(file)
     with pytest.raises(ProjectConfigError, match="no such file"):
         load_project(tmp_path / "missing.toml")
+
+
+async def test_max_running_holds_across_workers(backend_url: str) -> None:
+    if backend_url == "memory://":
+        pytest.skip("two engines cannot share an in-memory store")
+    flows.CALLS.clear()
+    flows.GATES.clear()
+    settings = WorkerSettings(concurrency=10, max_running=2, poll_ms=20)
+    async with (
+        await Engine.open(backend_url, worker_settings=settings) as first,
+        await Engine.open(backend_url, worker_settings=settings) as second,
+    ):
+        await first.register("blocking", flows.Blocking)
+        assert second.worker is not None
+        second.worker.invalidate_workflows()  # both workers compete for the instances
+        handles = [
+            await first.workflow("blocking").create(id=f"m{i}", params={"gate": "cap"})
+            for i in range(6)
+        ]
+        async with asyncio.timeout(10):
+            while flows.CALLS["holding"] < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # both workers had time to claim more, had the cap let them
+        assert flows.CALLS["max-holding"] == 2
+        flows.gate("cap").set()
+        for handle in handles:
+            assert (await handle.wait(15))["status"] == "complete"
+        assert flows.CALLS["max-holding"] == 2
