@@ -370,7 +370,7 @@ async def waiting_count(engine: Engine) -> int:
 async def wait_for(probe: Callable[[], Awaitable[int]], target: int, timeout_s: float) -> None:
     """Poll ``probe`` (a COUNT query) every 250 ms until it reaches ``target``."""
     async with asyncio.timeout(timeout_s):
-        while await probe() < target:  # noqa: ASYNC110 - polling the database is the point
+        while await probe() < target:
             await asyncio.sleep(0.25)
 
 
