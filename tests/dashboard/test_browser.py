@@ -1,11 +1,13 @@
 """End to end in headless Chromium: sign in, trigger, watch an instance live, act on it.
 
 Runs Debian's ``chromium`` through Playwright (never a downloaded browser); skipped, saying
-why, only where that binary is missing. Screenshots of the main pages go to docs/screenshots/.
+why, only where that binary is missing. Screenshots of the main pages go to build/screenshots/
+(or to $STEPSTONE_SCREENSHOTS: `make screenshots` refreshes the ones under docs/).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,13 @@ from tests.api.conftest import start_server
 from tests.dashboard.conftest import ACCOUNT, LiveServer, prepare
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Every run saves them; only `make screenshots` writes the committed copies, so a test run
+# leaves the work tree clean.
+SHOTS = Path(
+    os.environ.get(
+        "STEPSTONE_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"
+    )
+)
 ARGS = [
     "--headless",
     "--no-sandbox",
