@@ -16,6 +16,7 @@ instance handle has ``status``, ``pause``, ``resume``, ``terminate``, ``restart`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -107,26 +108,71 @@ class InstanceHandle:
     async def delete(self) -> None:
         await self._ops.delete_instances(self._binding.account_id, self._binding.name, [self.id])
 
-    async def wait(self, timeout: float = 60.0, poll: float = 0.005) -> dict[str, Any]:
-        """Wait until the instance is complete, errored or terminated; return ``status()``."""
+    async def wait(self, timeout: float = 60.0, poll: float = 0.1) -> dict[str, Any]:
+        """Wait until the instance is complete, errored or terminated; return ``status()``.
+
+        In the engine's own process a status change wakes this at once; ``poll`` bounds the
+        wait for changes made by other processes.
+        """
+        changes = self._binding.changes
         async with asyncio.timeout(timeout):
-            delay = poll
             while True:
+                pulse = changes.next_pulse() if changes is not None else None
                 status = await self.status()
                 if status["status"] in TERMINAL:
                     return status
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+                if pulse is None:
+                    await asyncio.sleep(poll)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(poll):
+                            await pulse.wait()
+
+
+class ChangeSignal:
+    """Pulses after every commit that may change an instance's status; fired from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def next_pulse(self) -> asyncio.Event:
+        """The event the next pulse sets: take it before reading, then wait on it."""
+        return self._event
+
+    def fire(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._pulse()
+        else:
+            self._loop.call_soon_threadsafe(self._pulse)
+
+    def _pulse(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
 
 
 class WorkflowBinding:
     """``create``, ``create_batch`` and ``get`` for one workflow."""
 
-    def __init__(self, ops: Operations, account_id: str, name: str, source: str = "binding"):
+    def __init__(
+        self,
+        ops: Operations,
+        account_id: str,
+        name: str,
+        source: str = "binding",
+        changes: ChangeSignal | None = None,
+    ):
         self.ops = ops
         self.account_id = account_id
         self.name = name
         self._source = source
+        self.changes = changes
 
     async def create(
         self,
@@ -298,6 +344,8 @@ class Engine:
         self.ops = ops
         self.project = project
         self.worker = worker
+        self.changes = ChangeSignal()
+        storage.add_wake_listener(self.changes.fire)
 
     @classmethod
     async def open(
@@ -381,7 +429,7 @@ class Engine:
         )
 
     def workflow(self, name: str) -> WorkflowBinding:
-        return WorkflowBinding(self.ops, self.project.account_id, name)
+        return WorkflowBinding(self.ops, self.project.account_id, name, changes=self.changes)
 
     async def close(self, drain_seconds: float = 0.0) -> None:
         """Stop the worker (letting running steps finish for up to ``drain_seconds``) and
