@@ -353,7 +353,7 @@ class ReplayStep:
                     return await self._fail_step(key, h.INTERNAL_ATTEMPT_ERROR, kind_prefix)
             elif record.retry_at is not None and act.now() < record.retry_at:
                 await self._park(record.retry_at)
-        shown_config = {k: v for k, v in config.items()}
+        shown_config = _context_config(config)
         while True:
             attempt = attempts_made + 1
             events = []
@@ -373,13 +373,9 @@ class ReplayStep:
                 async with asyncio.timeout(timeout_ms / 1000) as scope:
                     value = await _invoke(call, ctx)
                     payload = await self._store_output(key, value)
-            except (asyncio.CancelledError, InstanceFailed):
-                raise
-            except BaseException as exc:
+            except Exception as exc:  # signals (cancel, lease lost, fatal) are BaseExceptions
                 if isinstance(exc, TimeoutError) and scope.expired():
                     exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
-                if not isinstance(exc, Exception):
-                    raise
                 error = encode_error(exc)
                 if is_non_retryable(exc) or not should_retry(attempt, retries["limit"]):
                     act.write_nowait(
@@ -603,6 +599,14 @@ class ReplayStep:
             await self._park(record.wake_at)
         finally:
             act.executing -= 1
+
+
+def _context_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config ``ctx`` shows: a delay function is code, not a value to show."""
+    if config["retries"].get("delay") != DYNAMIC_DELAY:
+        return config
+    retries = {k: v for k, v in config["retries"].items() if k != "delay"}
+    return {**config, "retries": retries}
 
 
 def _describe(key: tuple[str, str]) -> str:

@@ -27,6 +27,7 @@ WORKFLOWS = {
     "many-steps": flows.ManySteps,
     "streams": flows.Streams,
     "parent": flows.Parent,
+    "dynamic-delay": flows.DynamicDelay,
 }
 
 

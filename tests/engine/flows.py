@@ -242,3 +242,23 @@ class Parent(WorkflowEntrypoint):
 
         child_id = await step.do("spawn", spawn)
         return {"child": child_id, "setting": self.env["GREETING"]}
+
+
+class DynamicDelay(WorkflowEntrypoint):
+    """A delay function sees the error; ctx shows the config without the function."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        seen: list[Any] = []
+
+        def delay(ctx: dict[str, Any], error: Exception) -> int:
+            return 30 if isinstance(error, ConnectionError) else 0
+
+        async def flaky(ctx: dict[str, Any]) -> Any:
+            seen.append(sorted(ctx["config"]["retries"]))
+            if ctx["attempt"] == 1:
+                raise ConnectionError("try later")
+            return seen
+
+        return await step.do(
+            "flaky", flaky, config={"retries": {"limit": 2, "delay": delay, "backoff": "linear"}}
+        )

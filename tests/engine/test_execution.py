@@ -144,3 +144,17 @@ async def test_creation_rules(engine: Engine) -> None:
     assert len(generated.id) == 36
     _, record = await engine.ops.instance("default", "sequential", "new-one")
     assert orjson.loads(record.params) == {"n": 1}
+
+
+async def test_a_delay_function_is_called_with_the_error_and_recorded_as_dynamic(
+    engine: Engine,
+) -> None:
+    handle = await engine.workflow("dynamic-delay").create(id="dd")
+    # The second attempt runs in a new activation: only its own ctx is in the output.
+    assert (await handle.wait(10))["output"] == [["backoff", "limit"]]
+    record = (await steps_of(engine, "dynamic-delay", "dd"))[("do", "flaky-1")]
+    assert record.config is not None
+    assert record.config["retries"]["delay"] == "[dynamic]"
+    first, second = record.attempts
+    assert first.success is False and second.success is True
+    assert first.end is not None and second.start - first.end >= 30
