@@ -217,7 +217,8 @@ class Storage(Protocol):
         """
 
     def add_wake_listener(self, callback: Any) -> None:
-        """Call ``callback()`` (from any thread) after a commit that may make work runnable."""
+        """Call ``callback()`` (from any thread) after a commit that may make work runnable or
+        end an instance."""
 
     # --- workflows and versions -------------------------------------------------------------
 

@@ -368,10 +368,8 @@ class WorkerWrites:
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
         r = release
         pk = claim.instance.pk
-        near = False
 
         async def fn(conn: Any, row: Any) -> str:
-            nonlocal near
             current, wake_seq = row[1], row[2]
             status = r.status
             runnable_at = r.runnable_at
@@ -407,14 +405,14 @@ class WorkerWrites:
             if status == "paused" and r.status != "paused":
                 events.append(NewEvent("workflow_paused", now))
             await insert_events(conn, pk, events)
-            near = runnable_at is not None and runnable_at <= now + NEAR_WAKE_MS
-            if near:
+            if runnable_at is not None and runnable_at <= now + NEAR_WAKE_MS:
                 await notify(conn)
             return status
 
         result = await self._fenced(claim, fn)
-        if near:
-            self._fire_wake()
+        # Local listeners hear of every release (a waiter may be watching this instance);
+        # other processes are notified only when the instance is due again soon.
+        self._fire_wake()
         return result
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
