@@ -179,28 +179,47 @@ class InlineWriter:
     """The same interface without the thread, for stores whose commit does not fsync.
 
     An in-memory database, or a file at ``synchronous=NORMAL``, commits in tens of
-    microseconds: less than handing the job to another thread and back. Each job is then its
-    own transaction, run at once on the caller's thread.
+    microseconds: less than handing the job to another thread and back. Jobs run at once on
+    the caller's thread. Detached jobs (an attempt's start) wait up to ``LINGER_S`` for the next
+    awaited job and share its transaction, as they share a commit in the threaded writer.
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
         self._conn = conn
         self._lock = lock or threading.Lock()
         self._after_commit: list[Callable[[], None]] = []
+        self._detached: list[tuple[Job, Callable[[BaseException], None]]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
 
-    def _run(self, job: Job) -> Any:
+    def _run(self, job: Job | None) -> Any:
+        """Run the detached jobs waiting, then ``job``, in one transaction."""
+        detached, self._detached = self._detached, []
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         conn = self._conn
+        failed: list[tuple[Callable[[BaseException], None], BaseException]] = []
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = job(conn)
+                for waiting, on_error in detached:
+                    conn.execute("SAVEPOINT detached")
+                    try:
+                        waiting(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO detached")
+                        failed.append((on_error, exc))
+                    conn.execute("RELEASE detached")
+                result = job(conn) if job is not None else None
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        for on_error, error in failed:
+            on_error(error)
         return result
 
     def submit(
@@ -222,10 +241,15 @@ class InlineWriter:
         return future
 
     def submit_detached(self, job: Job, on_error: Callable[[BaseException], None]) -> None:
-        try:
-            self._run(job)
-        except Exception as exc:
-            on_error(exc)
+        self._detached.append((job, on_error))
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(LINGER_S, self.flush)
+
+    def flush(self) -> None:
+        """Commit the detached jobs still waiting."""
+        self._flush_timer = None
+        if self._detached:
+            self._run(None)
 
     def close(self) -> None:
-        pass
+        self.flush()
