@@ -31,7 +31,7 @@ from stepstone.engine.worker import Worker, WorkerSettings
 from stepstone.errors import InvalidRequest
 from stepstone.loader import load_version
 from stepstone.ops import CreateRequest, Operations, RestartFrom, encode_payload, retention_ms
-from stepstone.project import DEFAULT_ACCOUNT, ProjectConfig, load_project
+from stepstone.project import ProjectConfig, load_project
 from stepstone.retention import SWEEP_SECONDS, RetentionSweeper
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage, WorkflowRecord
@@ -444,5 +444,3 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-
-DEFAULT_ACCOUNT_ID = DEFAULT_ACCOUNT
