@@ -443,4 +443,3 @@ class Engine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
