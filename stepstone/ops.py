@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -234,7 +234,9 @@ class Operations:
         for instance_id in created:
             record = await self.storage.get_instance(workflow.pk, instance_id)
             if record is not None:
-                records.append(record)
+                # A worker may have claimed it already; the answer to a create reports the
+                # instance as it was created, as Cloudflare's does.
+                records.append(replace(record, status=Status.QUEUED.value))
         return workflow, records
 
     async def instance(
