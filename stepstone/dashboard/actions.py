@@ -8,7 +8,6 @@ instance, say) comes back as a message on the page it was asked from.
 from __future__ import annotations
 
 import hmac
-import secrets
 from collections.abc import Awaitable
 from typing import Any
 
@@ -20,14 +19,15 @@ from starlette.responses import RedirectResponse, Response
 from stepstone.api.guard import segment
 from stepstone.dashboard import present
 from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
-from stepstone.dashboard.app import PREFIX, render
+from stepstone.dashboard.app import PREFIX
 from stepstone.dashboard.pages import (
     INSTANCE,
     WORKFLOW,
     instance_url,
     page,
+    render_login,
     safe_next,
-    set_session_cookie,
+    set_strict_cookie,
     workflow_url,
 )
 from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
@@ -83,42 +83,21 @@ async def login(request: Request) -> Response:
     given = _text(form, "csrf")
     next_url = safe_next(_text(form, "next"))
     if not (same_origin(request) and given and hmac.compare_digest(given, expected)):
-        return _login_again(request, next_url, "The sign-in form expired; try again.", 403)
+        return render_login(request, next_url, "The sign-in form expired; try again.", 403)
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
         if not token or len(token) > MAX_TOKEN_CHARS:
-            return _login_again(request, next_url, "Enter an API token.", 401)
+            return render_login(request, next_url, "Enter an API token.", 401)
         try:
             await principal_for(dash, token)
         except StepstoneError:
-            return _login_again(request, next_url, "That token is unknown or revoked.", 401)
+            return render_login(request, next_url, "That token is unknown or revoked.", 401)
     # A fresh id at every sign-in, so an id planted before sign-in is worth nothing after.
     dash.sessions.drop(request.cookies.get(SESSION_COOKIE))
     session_id, _ = dash.sessions.create(token)
     response = back(next_url)
-    set_session_cookie(request, response, session_id)
+    set_strict_cookie(request, response, SESSION_COOKIE, session_id)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
-    return response
-
-
-def _login_again(request: Request, next_url: str, error: str, status: int) -> Response:
-    token = secrets.token_urlsafe(32)
-    context = {
-        "viewer": None,
-        "csrf": token,
-        "next": next_url,
-        "insecure": state(request).insecure_no_auth,
-        "error": error,
-    }
-    response = render(request, "login.html", context, status_code=status)
-    response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path=COOKIE_PATH,
-    )
     return response
 
 

@@ -17,7 +17,7 @@ from stepstone.api.routes import subscribe
 from stepstone.dashboard import present
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX, render
-from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
+from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL
 from stepstone.errors import InvalidRequest, StepNotFound
@@ -74,34 +74,33 @@ async def home(request: Request) -> Response:
 
 @router.get(PREFIX + "/login")
 async def login_page(request: Request, next: str | None = None, expired: int = 0) -> Response:
-    dash = state(request)
+    error = "Your session ended or your token was revoked; sign in again." if expired else None
+    return render_login(request, safe_next(next), error)
+
+
+def render_login(
+    request: Request, next_url: str, error: str | None, status_code: int = 200
+) -> Response:
+    """The sign-in form, with a fresh double-submit token in its cookie and its form: a form
+    posted from another site cannot know the cookie's value."""
     token = secrets.token_urlsafe(32)
     context = {
         "viewer": None,
         "csrf": token,
-        "next": safe_next(next),
-        "insecure": dash.insecure_no_auth,
-        "error": "Your session ended or your token was revoked; sign in again."
-        if expired
-        else None,
+        "next": next_url,
+        "insecure": state(request).insecure_no_auth,
+        "error": error,
     }
-    response = render(request, "login.html", context)
-    # Double-submit: a form posted from another site cannot know this cookie's value.
-    response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path=COOKIE_PATH,
-    )
+    response = render(request, "login.html", context, status_code=status_code)
+    set_strict_cookie(request, response, LOGIN_COOKIE, token)
     return response
 
 
-def set_session_cookie(request: Request, response: Response, session_id: str) -> None:
+def set_strict_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    """A cookie no script can read and no other site can send."""
     response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
+        name,
+        value,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
