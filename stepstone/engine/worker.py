@@ -17,7 +17,15 @@ from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.engine.activation import Activation
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.signals import LeaseLost
-from stepstone.storage.base import Claim, Fenced, Release, Storage, VersionRecord, WorkflowRecord
+from stepstone.storage.base import (
+    Claim,
+    Fenced,
+    InstanceRecord,
+    Release,
+    Storage,
+    VersionRecord,
+    WorkflowRecord,
+)
 
 log = logging.getLogger("stepstone.worker")
 
@@ -78,6 +86,7 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._workflows: dict[int, WorkflowRecord] = {}
+        self._versions: dict[str, VersionRecord] = {}
         self._runnable_pks: list[int] = []
         self._refresh_due = 0
         self._stopping = False
@@ -210,15 +219,20 @@ class Worker:
         task = asyncio.create_task(self._activate(claim), name=f"instance-{claim.instance.id}")
         self._active[claim.instance.pk] = (claim, task, None)
 
+    async def _version(self, instance: InstanceRecord) -> VersionRecord | None:
+        # Versions never change once written: one read per version, not per activation.
+        version = self._versions.get(instance.version_id)
+        if version is None:
+            version = await self.storage.get_version(instance.workflow_pk, instance.version_id)
+            if version is not None:
+                self._versions[version.id] = version
+        return version
+
     async def _activate(self, claim: Claim) -> None:
         instance = claim.instance
         try:
             workflow = self._workflows.get(instance.workflow_pk)
-            version = (
-                await self.storage.get_version(instance.workflow_pk, instance.version_id)
-                if workflow is not None
-                else None
-            )
+            version = await self._version(instance) if workflow is not None else None
             if workflow is None or version is None:
                 raise LookupError("workflow or version missing")
             try:
