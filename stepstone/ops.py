@@ -39,6 +39,7 @@ from stepstone.errors import (
 from stepstone.loader import WorkflowLoadError, load_class
 from stepstone.storage.base import (
     Conflict,
+    InstanceQuery,
     InstanceRecord,
     NewEvent,
     NewInstance,
@@ -250,6 +251,13 @@ class Operations:
         if record is None:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
         return workflow, record
+
+    async def instance_page(
+        self, workflow_pk: int, query: InstanceQuery
+    ) -> tuple[list[InstanceRecord], bool]:
+        """One page of a workflow's instances, and whether more follow (one extra row says)."""
+        rows = await self.storage.list_instances(workflow_pk, replace(query, limit=query.limit + 1))
+        return rows[: query.limit], len(rows) > query.limit
 
     async def history(self, instance: InstanceRecord) -> h.InstanceHistory:
         return h.fold(await self.storage.load_events(instance.pk))

@@ -191,12 +191,11 @@ async def instances(
         created_from=created_from,
         created_to=created_to,
         after=after,
-        limit=PER_PAGE + 1,
+        limit=PER_PAGE,
     )
-    records = await ops.storage.list_instances(workflow.pk, query)
+    records, more = await ops.instance_page(workflow.pk, query)
     next_cursor = None
-    if len(records) > PER_PAGE:
-        records = records[:PER_PAGE]
+    if more:
         next_cursor = encode_cursor(records[-1].created_on, records[-1].id, False)
     filters = {"status": status or "", "from": date_from or "", "to": date_to or ""}
     base_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in filters.items() if v)

@@ -90,11 +90,9 @@ async def _list(
         after=after,
         ascending=ascending,
         offset=offset,
-        limit=per_page + 1,
+        limit=per_page,
     )
-    records = await ops.storage.list_instances(workflow.pk, query)
-    more = len(records) > per_page
-    records = records[:per_page]
+    records, more = await ops.instance_page(workflow.pk, query)
     info["count"] = len(records)
     if more:
         last = records[-1]
