@@ -228,16 +228,9 @@ class Operations:
                     error_retention_ms=request.error_retention_ms,
                 )
             )
-        created = await self.storage.create_instances(
+        records = await self.storage.create_instances(
             workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
         )
-        records = []
-        for instance_id in created:
-            record = await self.storage.get_instance(workflow.pk, instance_id)
-            if record is not None:
-                # A worker may have claimed it already; the answer to a create reports the
-                # instance as it was created, as Cloudflare's does.
-                records.append(replace(record, status=Status.QUEUED.value))
         return workflow, records
 
     async def instance(

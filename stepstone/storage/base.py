@@ -74,6 +74,30 @@ class NewInstance:
     success_retention_ms: int | None = None
     error_retention_ms: int | None = None
 
+    def as_created(self, pk: int, workflow_pk: int, version_id: str, now: int) -> InstanceRecord:
+        """The record of this instance as ``create_instances`` stores it: queued, not begun."""
+        return InstanceRecord(
+            pk=pk,
+            workflow_pk=workflow_pk,
+            id=self.id,
+            version_id=version_id,
+            status="queued",
+            trigger_source=self.trigger_source,
+            params=self.params,
+            schedule=self.schedule,
+            created_on=now,
+            modified_on=now,
+            started_on=None,
+            ended_on=None,
+            output=None,
+            error=None,
+            rollback=None,
+            control=None,
+            paused_at=None,
+            success_retention_ms=self.success_retention_ms,
+            error_retention_ms=self.error_retention_ms,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
@@ -260,8 +284,9 @@ class Storage(Protocol):
         now: int,
         *,
         skip_existing: bool,
-    ) -> list[str]:
-        """Insert queued instances, each with its ``workflow_queued`` event; return created ids.
+    ) -> list[InstanceRecord]:
+        """Insert queued instances, each with its ``workflow_queued`` event; return the
+        created instances as stored (a worker may claim them the moment this returns).
 
         Atomic: with ``skip_existing`` an id already present is skipped and left out of the
         result; without it an existing id raises ``InstanceAlreadyExists`` and nothing is

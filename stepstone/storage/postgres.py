@@ -287,13 +287,13 @@ class PostgresStorage(WorkerWrites):
         now: int,
         *,
         skip_existing: bool,
-    ) -> list[str]:
+    ) -> list[InstanceRecord]:
         first: dict[str, NewInstance] = {}
         for item in items:
             first.setdefault(item.id, item)
         unique = list(first.values())
 
-        async def job(conn: Any) -> list[str]:
+        async def job(conn: Any) -> list[InstanceRecord]:
             rows = await conn.fetch(
                 "INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
                 " params, schedule, created_on, modified_on, runnable_at, priority,"
@@ -339,7 +339,7 @@ class PostgresStorage(WorkerWrites):
                     "UPDATE workflows SET triggered_on = $1 WHERE pk = $2", now, workflow_pk
                 )
                 await notify(conn)
-            return [i.id for i in created]
+            return [i.as_created(pks[i.id], workflow_pk, version_id, now) for i in created]
 
         return await self._write(job, wakes=True)
 

@@ -356,9 +356,9 @@ class SqliteStorage:
         now: int,
         *,
         skip_existing: bool,
-    ) -> list[str]:
-        def job(conn: sqlite3.Connection) -> list[str]:
-            created: list[str] = []
+    ) -> list[InstanceRecord]:
+        def job(conn: sqlite3.Connection) -> list[InstanceRecord]:
+            created: list[InstanceRecord] = []
             for item in items:
                 exists = conn.execute(
                     "SELECT 1 FROM instances WHERE workflow_pk = ? AND id = ?",
@@ -395,14 +395,15 @@ class SqliteStorage:
                     " VALUES (?, ?, 'workflow_queued', ?)",
                     (cur.lastrowid, now, data),
                 )
-                created.append(item.id)
+                assert cur.lastrowid is not None
+                created.append(item.as_created(cur.lastrowid, workflow_pk, version_id, now))
             if created:
                 conn.execute(
                     "UPDATE workflows SET triggered_on = ? WHERE pk = ?", (now, workflow_pk)
                 )
             return created
 
-        result: list[str] = await self._write(job, wakes=True)
+        result: list[InstanceRecord] = await self._write(job, wakes=True)
         return result
 
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:

@@ -28,13 +28,14 @@ class Fixture:
     async def create(
         self, *ids: str, now: int = NOW, params: bytes = b"{}", skip: bool = False
     ) -> list[str]:
-        return await self.storage.create_instances(
+        created = await self.storage.create_instances(
             self.workflow.pk,
             self.workflow.version.id,
             [NewInstance(i, params) for i in ids],
             now,
             skip_existing=skip,
         )
+        return [r.id for r in created]
 
     async def get(self, instance_id: str) -> InstanceRecord:
         found = await self.storage.get_instance(self.workflow.pk, instance_id)

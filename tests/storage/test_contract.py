@@ -98,8 +98,9 @@ async def test_create_writes_queued_rows_with_their_queued_event(fx: Fixture) ->
         NOW,
         skip_existing=False,
     )
-    assert created == ["i1"]
+    assert [r.id for r in created] == ["i1"]
     record = await fx.get("i1")
+    assert created[0] == record  # what create returns is what it stored
     assert record.status == "queued" and record.params == params
     assert record.schedule == b'{"cron":"* * * * *"}' and record.trigger_source == "cron"
     assert record.version_id == fx.workflow.version.id
@@ -142,7 +143,7 @@ async def test_same_id_in_two_workflows_is_two_instances(fx: Fixture) -> None:
     created = await fx.storage.create_instances(
         other.pk, other.version.id, [NewInstance("same", b"2")], NOW, skip_existing=False
     )
-    assert created == ["same"]
+    assert [r.id for r in created] == ["same"]
 
 
 async def test_list_instances_keyset_pages_both_ways(fx: Fixture) -> None:
