@@ -74,8 +74,12 @@ class _PoolConnection(asyncpg.Connection):  # type: ignore[misc]
 
     The reset (``UNLISTEN *``, ``RESET ALL``, unlocking advisory locks) costs a round trip on
     every release; pooled connections never LISTEN, SET only transaction-local settings and
-    take only transaction-scoped advisory locks, so there is nothing to reset.
+    take only transaction-scoped advisory locks, so there is nothing to reset. asyncpg 0.30
+    renamed the hook to ``get_reset_query``; both are overridden for the supported range.
     """
+
+    def get_reset_query(self) -> str:
+        return ""
 
     def _get_reset_query(self) -> str:
         return ""
