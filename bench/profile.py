@@ -4,9 +4,9 @@
     .venv/bin/python bench/profile.py --workload lat  # 1-step create-to-complete, 1,000 times
     .venv/bin/python bench/profile.py --backend sqlite_normal --top 30
 
-Records every thread (the event loop and the group-commit writer) at 1 kHz, then prints the
-functions with the most samples, self (the line the sample was in) and inclusive. Samples in
-``GroupCommitWriter._run``'s ``queue.get`` and in ``EpollSelector.select`` are idle waiting.
+Records every thread (the event loop and the WAL syncer) at 1 kHz, then prints the functions
+with the most samples, self (the line the sample was in) and inclusive. Samples in
+``WalSyncer._run``'s ``queue.get`` and in ``EpollSelector.select`` are idle waiting.
 """
 
 from __future__ import annotations

@@ -368,6 +368,9 @@ class ReplayStep:
                 first = False
             events.append(act.event(kind_prefix + "attempt_started", {"attempt": attempt}, key))
             act.write_nowait(events)
+            # Recorded results may still be syncing: no side effect may depend on one that a
+            # power cut could take back.
+            await act.storage.sync()
             ctx = {**ctx_base, "attempt": attempt, "config": shown_config}
             try:
                 async with asyncio.timeout(timeout_ms / 1000) as scope:

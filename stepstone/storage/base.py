@@ -352,7 +352,16 @@ class Storage(Protocol):
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
         """Append history events, fenced; return the instance's current status.
 
-        Writes are group-committed: this returns after the commit that holds them.
+        This returns after the commit that holds them, which a store may make durable only
+        later (SQLite at ``synchronous=FULL`` syncs in the background); ``sync`` waits for
+        that. Every other write returns once durable.
+        """
+
+    async def sync(self) -> None:
+        """Return once every write committed so far is durable.
+
+        The worker calls it before running user code, so that no side effect ever depends on
+        a recorded result that a power cut could still take back.
         """
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:

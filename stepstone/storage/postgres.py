@@ -134,6 +134,9 @@ class PostgresStorage(WorkerWrites):
         await self._db.close()
         self._opened = False
 
+    async def sync(self) -> None:
+        """Nothing to wait for: every write that must be durable commits synchronously."""
+
     def sole_worker_lock(self) -> bool:
         # Workers on other machines cannot be ruled out; leases expire on their own.
         return False

@@ -1,6 +1,7 @@
 """The embedded default store: one SQLite file (or memory), WAL, group-committed writes.
 
-Writes go through ``GroupCommitWriter`` (one thread, one transaction per batch). Reads run on
+Writes go through ``InlineWriter`` (each in its own transaction on the caller's thread; at
+``synchronous=FULL`` acknowledged once a ``WalSyncer`` thread has synced the WAL). Reads run on
 the caller's thread on a per-thread connection, which WAL lets proceed during a write. The
 in-memory store is the same code on one shared ``:memory:`` connection guarded by a lock.
 """
@@ -36,7 +37,7 @@ from stepstone.storage.base import (
     WorkflowRecord,
 )
 from stepstone.storage.migrations import apply_sqlite_migrations
-from stepstone.storage.sqlite_writer import GroupCommitWriter, InlineWriter
+from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -113,7 +114,7 @@ class SqliteStorage:
         self._synchronous = synchronous
         self._local = threading.local()
         self._shared_lock: threading.Lock | None = None
-        self._writer: GroupCommitWriter | InlineWriter | None = None
+        self._writer: InlineWriter | None = None
         self._wake_listeners: list[Callable[[], None]] = []
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
@@ -141,10 +142,13 @@ class SqliteStorage:
         self._write_conn = conn
         if self._path is None:
             self._shared_lock = threading.Lock()
-        if self._path is None or self._synchronous == "NORMAL":
-            self._writer = InlineWriter(conn, self._shared_lock)
-        else:
-            self._writer = GroupCommitWriter(conn, self._shared_lock, self._synchronous)
+        syncer = None
+        if self._path is not None and self._synchronous != "NORMAL":
+            # Commits append to the WAL without fsync; the syncer makes them durable off-loop.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            preallocate_wal(conn, self._path + "-wal")
+            syncer = WalSyncer(self._path + "-wal")
+        self._writer = InlineWriter(conn, self._shared_lock, syncer)
         self._writer.on_commit(self._fire_wake)
 
     async def close(self) -> None:
@@ -190,11 +194,23 @@ class SqliteStorage:
         return fn(conn)
 
     def _write(
-        self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True, wakes: bool = False
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        wait: bool = True,
+        wakes: bool = False,
     ) -> Any:
         if self._writer is None:
             raise RuntimeError("storage is not open")
-        return self._writer.submit(job, durable=durable, wakes=wakes)
+        return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes)
+
+    async def sync(self) -> None:
+        if self._writer is None:
+            raise RuntimeError("storage is not open")
+        pending = self._writer.sync()
+        if pending is not None:
+            await pending
 
     # --- workflows and versions -------------------------------------------------------------
 
@@ -646,7 +662,7 @@ class SqliteStorage:
             _insert_events(conn, claim.instance.pk, events)
             return status
 
-        result: str = await self._write(job)
+        result: str = await self._write(job, wait=False)
         return result
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
