@@ -10,7 +10,6 @@ and the worker releases the instance with its wake-up time.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -658,13 +657,12 @@ async def _stream_value(act: Activation, step_name: str, stream: dict[str, Any])
     return chunks
 
 
-@functools.lru_cache(maxsize=1024)
-def _call_shape(code: Any, fn: Callable[..., Any]) -> tuple[bool, tuple[str, ...], bool]:
-    """``(wants_ctx, required parameters, is a coroutine function)`` of a step callback.
+_CallShape = tuple[bool, tuple[str, ...], bool]
+_SHAPES: dict[tuple[Any, int, tuple[str, ...]], _CallShape] = {}
 
-    Cached per code object: a loop that defines its callback inline makes a new function
-    each time around, but always with the same code.
-    """
+
+def _call_shape(fn: Callable[..., Any]) -> _CallShape:
+    """``(wants_ctx, required parameters, is a coroutine function)`` of a step callback."""
     parameters = inspect.signature(fn).parameters
     required = tuple(
         name
@@ -676,14 +674,34 @@ def _call_shape(code: Any, fn: Callable[..., Any]) -> tuple[bool, tuple[str, ...
     return "ctx" in parameters, required, inspect.iscoroutinefunction(fn)
 
 
+def _cached_call_shape(fn: Callable[..., Any]) -> _CallShape:
+    """``_call_shape``, remembered per code object and defaults.
+
+    A loop that defines its callback inline makes a new function each time around, but always
+    with the same code, and a plain function's signature is its code's plus which parameters
+    have defaults. (Wrapped functions and those with a ``__signature__`` may claim another.)
+    """
+    code = getattr(fn, "__code__", None)
+    if (
+        code is None
+        or not inspect.isfunction(fn)
+        or hasattr(fn, "__wrapped__")
+        or hasattr(fn, "__signature__")
+    ):
+        return _call_shape(fn)
+    key = (code, len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
+    shape = _SHAPES.get(key)
+    if shape is None:
+        if len(_SHAPES) >= 4096:  # code made at run time (exec) must not grow this forever
+            _SHAPES.clear()
+        shape = _SHAPES[key] = _call_shape(fn)
+    return shape
+
+
 def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
     """``fn()``, or ``fn(ctx)`` when it has a parameter named ctx; parameters with defaults
     (the ``lambda i=i: ...`` idiom) are left alone."""
-    code = getattr(fn, "__code__", None)
-    if code is not None and inspect.isfunction(fn):
-        wants_ctx, required, is_coroutine = _call_shape(code, fn)
-    else:
-        wants_ctx, required, is_coroutine = _call_shape.__wrapped__(None, fn)
+    wants_ctx, required, is_coroutine = _cached_call_shape(fn)
     if required:
         raise TypeError(
             f"step.do(name, fn): fn takes no parameters but ctx; it requires {list(required)}"

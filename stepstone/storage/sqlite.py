@@ -8,6 +8,7 @@ in-memory store is the same code on one shared ``:memory:`` connection guarded b
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import sqlite3
 import threading
@@ -42,6 +43,8 @@ from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
 DEFAULT_RETENTION_MS = 30 * 86_400_000
+# How long an attempt's start may wait in memory for the write that usually follows it.
+LINGER_S = 0.001
 
 _INSTANCE_COLUMNS = (
     "pk, workflow_pk, id, version_id, status, trigger_source, params, schedule, created_on,"
@@ -118,6 +121,9 @@ class SqliteStorage:
         self._wake_listeners: list[Callable[[], None]] = []
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
+        # record_progress_nowait: events not yet written, per instance pk.
+        self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     # --- connections ------------------------------------------------------------------------
 
@@ -154,6 +160,7 @@ class SqliteStorage:
     async def close(self) -> None:
         if self._writer is None:
             return
+        self._flush_queued()
         self._writer.close()
         self._writer = None
         if self._write_conn is not None:
@@ -203,7 +210,30 @@ class SqliteStorage:
     ) -> Any:
         if self._writer is None:
             raise RuntimeError("storage is not open")
+        if self._queued:
+            # Events queued without waiting commit with (before) whatever is written next.
+            queued, self._queued = self._queued, {}
+            main = job
+
+            def job(conn: sqlite3.Connection) -> T:
+                for claim, events in queued.values():
+                    try:
+                        _check_fence(conn, claim)
+                    except Fenced:  # the claim's own next write fails the same way
+                        continue
+                    _insert_events(conn, claim.instance.pk, events)
+                return main(conn)
+
         return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes)
+
+    def _flush_queued(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._queued and self._writer is not None:
+            done = self._write(lambda conn: None, durable=False)
+            if done.done() and not done.cancelled():
+                done.exception()  # retrieved: a lost write here is caught by the next one
 
     async def sync(self) -> None:
         if self._writer is None:
@@ -657,6 +687,12 @@ class SqliteStorage:
         return result
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
+        queued = self._queued.pop(claim.instance.pk, None)
+        if queued is not None and queued[0] is claim:
+            events = [*queued[1], *events]
+        elif queued is not None:
+            self._queued[claim.instance.pk] = queued
+
         def job(conn: sqlite3.Connection) -> str:
             status = _check_fence(conn, claim)
             _insert_events(conn, claim.instance.pk, events)
@@ -666,15 +702,17 @@ class SqliteStorage:
         return result
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            _check_fence(conn, claim)
-            _insert_events(conn, claim.instance.pk, events)
-
-        if self._writer is None:
-            raise RuntimeError("storage is not open")
-        # A lost write here is caught by the claim's next awaited write, which fails the same
-        # way (fenced, or the database is unwritable).
-        self._writer.submit_detached(job, lambda exc: None)
+        """Queued in memory for up to ``LINGER_S``: the step's result, due in a moment,
+        usually takes them into its own transaction."""
+        queued = self._queued.get(claim.instance.pk)
+        if queued is not None and queued[0] is claim:
+            queued[1].extend(events)
+        else:
+            if queued is not None:  # an older claim's: flush it first, in order
+                self._flush_queued()
+            self._queued[claim.instance.pk] = (claim, list(events))
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(LINGER_S, self._flush_queued)
 
     async def set_active_status(self, claim: Claim, status: str) -> None:
         def job(conn: sqlite3.Connection) -> None:

@@ -17,8 +17,7 @@ known as early lock release); nobody is told "done" before it is.
 
 Not every write needs its own fsync. A claim or an attempt's start is worth recording, but losing
 it in a power cut only means the work is claimed or attempted again; such jobs are submitted with
-``durable=False`` and resolve at once, and ``submit_detached`` ones even wait (up to
-``LINGER_S``) to share the transaction of the write that usually follows them.
+``durable=False`` and resolve at once.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ Acknowledge = Callable[[BaseException | None], None]
 log = logging.getLogger("stepstone.storage")
 
 _STOP = object()
-LINGER_S = 0.001
 EVENTUAL_SYNC_S = 0.01
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
@@ -248,8 +246,7 @@ def _settles(future: asyncio.Future[T], result: T) -> Acknowledge:
 class InlineWriter:
     """Runs each write job in its own transaction on the caller's thread.
 
-    Detached jobs (an attempt's start) wait up to ``LINGER_S`` for the next awaited job and share
-    its transaction. With a ``WalSyncer`` (``synchronous=FULL``), durable jobs resolve after the
+    With a ``WalSyncer`` (``synchronous=FULL``), durable jobs resolve after the
     WAL is synced; without one (``NORMAL``, or in memory) they resolve at once.
     """
 
@@ -263,41 +260,23 @@ class InlineWriter:
         self._lock = lock or threading.Lock()
         self._syncer = syncer
         self._after_commit: list[Callable[[], None]] = []
-        self._detached: list[tuple[Job, Callable[[BaseException], None]]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after each acknowledged write submitted with ``wakes``."""
         self._after_commit.append(callback)
 
-    def _run(self, job: Job | None) -> Any:
-        """Run the detached jobs waiting, then ``job``, in one transaction."""
+    def _run(self, job: Job) -> Any:
         if self._syncer is not None and self._syncer.failure is not None:
             raise self._syncer.failure
-        detached, self._detached = self._detached, []
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
         conn = self._conn
-        failed: list[tuple[Callable[[BaseException], None], BaseException]] = []
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for waiting, on_error in detached:
-                    conn.execute("SAVEPOINT detached")
-                    try:
-                        waiting(conn)
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO detached")
-                        failed.append((on_error, exc))
-                    conn.execute("RELEASE detached")
-                result = job(conn) if job is not None else None
+                result = job(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        for on_error, error in failed:
-            on_error(error)
         return result
 
     def submit(
@@ -342,18 +321,6 @@ class InlineWriter:
         syncer.after_sync(_settles(future, None))
         return future
 
-    def submit_detached(self, job: Job, on_error: Callable[[BaseException], None]) -> None:
-        self._detached.append((job, on_error))
-        if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(LINGER_S, self.flush)
-
-    def flush(self) -> None:
-        """Commit the detached jobs still waiting."""
-        self._flush_timer = None
-        if self._detached:
-            self._run(None)
-
     def close(self) -> None:
-        self.flush()
         if self._syncer is not None:
             self._syncer.close()
