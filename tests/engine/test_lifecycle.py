@@ -105,7 +105,11 @@ async def test_pause_and_resume_rules(engine: Engine) -> None:
 async def test_terminate_stops_a_running_step_and_records_why(engine: Engine) -> None:
     handle = await engine.workflow("blocking").create(id="t1", params={"gate": "t1"})
     async with asyncio.timeout(10):
-        while flows.CALLS["hold-t1"] == 0:
+        # An attempt's start is recorded without waiting (it lingers for the completion), so
+        # wait for the record too: what is checked is that the abandoned attempt ends there.
+        while flows.CALLS["hold-t1"] == 0 or ("do", "hold-1") not in await steps_of(
+            engine, "blocking", "t1"
+        ):
             await asyncio.sleep(0.01)
     await handle.terminate()
     assert (await handle.status())["status"] == "terminated"
