@@ -32,7 +32,7 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
-from stepstone.storage.postgres_db import Database, Listener
+from stepstone.storage.postgres_db import CHANNEL, Database, Listener
 from stepstone.storage.postgres_worker import (
     INSTANCE_COLUMNS,
     TERMINAL,
@@ -54,6 +54,24 @@ _WORKFLOW_SELECT = (
     " FROM workflows w JOIN versions v ON v.id = w.version_id"
 )
 _TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
+# Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
+# statement (one round trip); ids already present are skipped and left out of the answer.
+_CREATE_INSTANCES = (
+    "WITH t AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[],"
+    " $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY"
+    " AS t(id, source, params, schedule, success, error, queued, n)),"
+    " created AS (INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
+    " params, schedule, created_on, modified_on, runnable_at, priority, success_retention_ms,"
+    " error_retention_ms) SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3,"
+    " $3, 1, t.success, t.error FROM t ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
+    " RETURNING pk, id),"
+    " queued AS (INSERT INTO instance_events (instance_pk, ts, type, data)"
+    " SELECT c.pk, $3, 'workflow_queued', t.queued FROM created c JOIN t ON t.id = c.id"
+    " ORDER BY t.n),"
+    " triggered AS (UPDATE workflows SET triggered_on = $3"
+    " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"
+    f" SELECT pk, id, txid_current(), pg_notify('{CHANNEL}', '') FROM created"
+)
 
 
 def _version(row: Sequence[Any]) -> VersionRecord:
@@ -296,16 +314,9 @@ class PostgresStorage(WorkerWrites):
             first.setdefault(item.id, item)
         unique = list(first.values())
 
-        async def job(conn: Any) -> list[InstanceRecord]:
+        async def job(conn: Any) -> tuple[int | None, list[InstanceRecord]]:
             rows = await conn.fetch(
-                "INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
-                " params, schedule, created_on, modified_on, runnable_at, priority,"
-                " success_retention_ms, error_retention_ms)"
-                " SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3, $3, 1,"
-                " t.success, t.error FROM unnest($4::text[], $5::text[], $6::bytea[],"
-                " $7::bytea[], $8::bigint[], $9::bigint[])"
-                " AS t(id, source, params, schedule, success, error)"
-                " ON CONFLICT (workflow_pk, id) DO NOTHING RETURNING pk, id",
+                _CREATE_INSTANCES,
                 workflow_pk,
                 version_id,
                 now,
@@ -315,6 +326,10 @@ class PostgresStorage(WorkerWrites):
                 [i.schedule for i in unique],
                 [i.success_retention_ms for i in unique],
                 [i.error_retention_ms for i in unique],
+                [
+                    orjson.dumps({"versionId": version_id, "trigger": {"source": i.trigger_source}})
+                    for i in unique
+                ],
             )
             pks = {r[1]: r[0] for r in rows}
             # A duplicate inside the request also counts as existing, as it does in SQLite.
@@ -322,29 +337,15 @@ class PostgresStorage(WorkerWrites):
                 missing = [i.id for i in unique if i.id not in pks]
                 taken = missing[0] if missing else _first_duplicate([i.id for i in items])
                 raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
-            created = [i for i in unique if i.id in pks]
-            await conn.executemany(
-                "INSERT INTO instance_events (instance_pk, ts, type, data)"
-                " VALUES ($1, $2, 'workflow_queued', $3)",
-                [
-                    (
-                        pks[i.id],
-                        now,
-                        orjson.dumps(
-                            {"versionId": version_id, "trigger": {"source": i.trigger_source}}
-                        ),
-                    )
-                    for i in created
-                ],
-            )
-            if created:
-                await conn.execute(
-                    "UPDATE workflows SET triggered_on = $1 WHERE pk = $2", now, workflow_pk
-                )
-                await notify(conn)
-            return [i.as_created(pks[i.id], workflow_pk, version_id, now) for i in created]
+            created = [
+                i.as_created(pks[i.id], workflow_pk, version_id, now) for i in unique if i.id in pks
+            ]
+            return (rows[0][2] if rows else None), created
 
-        return await self._write(job, wakes=True)
+        created = await self._db.write_reporting_xid(job)
+        if created:
+            self._fire_wake()
+        return created
 
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
         row = await self._db.read(

@@ -26,6 +26,7 @@ Job = Callable[[Any], Awaitable[T]]
 log = logging.getLogger("stepstone.storage")
 
 CHANNEL = "stepstone_wake"
+_BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit = off"
 # Any fixed key: the lock only serialises migrations of concurrently starting processes.
 _MIGRATION_LOCK = 0x5735_7E90
 
@@ -39,7 +40,7 @@ class _Lost(Exception):
 
 
 class _Ambiguous(Exception):
-    def __init__(self, xid: int, result: Any) -> None:
+    def __init__(self, xid: int | None, result: Any) -> None:
         super().__init__(xid)
         self.xid = xid
         self.result = result
@@ -164,34 +165,61 @@ class Database:
 
         return await self.write_reporting_xid(with_xid)
 
-    async def write_reporting_xid(self, job: Job[tuple[int, T]]) -> T:
+    async def write_reporting_xid(
+        self, job: Job[tuple[int | None, T]], *, durable: bool = True
+    ) -> T:
         """As ``write``, for a job that returns ``(txid_current(), result)`` itself: a hot
-        write can ask for its transaction id in its own statement and save a round trip."""
+        write can ask for its transaction id in its own statement and save a round trip. A
+        job that wrote nothing may report None: its result stands whether or not it commits.
+
+        ``durable=False`` commits without waiting for the WAL flush (claims, attempt starts:
+        losing one in a crash only means the work is claimed or attempted again; the next
+        durable commit flushes it anyway)."""
+        begin = "BEGIN" if durable else _BEGIN_NOT_DURABLE
 
         async def attempt() -> T:
             async with self._connection() as conn:
                 try:
-                    return await self._transaction(conn, job)
+                    return await self._transaction(conn, job, begin)
                 except _Ambiguous as ambiguous:
-                    if await self._committed(ambiguous.xid):
+                    if ambiguous.xid is None or await self._committed(ambiguous.xid):
                         result: T = ambiguous.result
                         return result
                     raise _Lost("the transaction was rolled back with its connection") from None
 
         return await self._retrying(attempt)
 
+    async def idempotent(self, job: Callable[[Any, bool], Awaitable[T]]) -> T:
+        """Run ``job(conn, retry)``: one statement in its own implicit transaction, so one
+        round trip, BEGIN and COMMIT included.
+
+        When the connection dies under it, nobody can tell whether it committed, so it is sent
+        again on a fresh connection with ``retry`` True: the statement itself must recognise a
+        write that already committed and not apply it twice (see migration 0003).
+        """
+        tries = 0
+
+        async def attempt() -> T:
+            nonlocal tries
+            tries += 1
+            async with self._connection() as conn:
+                return await job(conn, tries > 1)
+
+        return await self._retrying(attempt)
+
     @staticmethod
-    async def _transaction(conn: Any, job: Job[tuple[int, T]]) -> T:
-        tx = conn.transaction()
-        await tx.start()
+    async def _transaction(conn: Any, job: Job[tuple[int | None, T]], begin: str) -> T:
+        # Plain statements rather than asyncpg's Transaction, so that BEGIN can carry the
+        # transaction's settings in the same round trip.
+        await conn.execute(begin)
         try:
             xid, result = await job(conn)
         except BaseException:
             with suppress(Exception):
-                await tx.rollback()
+                await conn.execute("ROLLBACK")
             raise
         try:
-            await tx.commit()
+            await conn.execute("COMMIT")
         except (*_TRANSIENT, *_CLIENT_ERRORS) as exc:
             raise _Ambiguous(xid, result) from exc
         return result

@@ -60,19 +60,36 @@ def instance_row(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
 
 
-_RECORD_PROGRESS = (
-    "WITH fence AS (SELECT status FROM instances WHERE pk = $1 AND epoch = $2 FOR UPDATE),"
-    " appended AS (INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
-    " SELECT $1, e.ts, e.type, e.kind, e.name, e.data FROM unnest($3::bigint[], $4::text[],"
-    " $5::text[], $6::text[], $7::bytea[]) WITH ORDINALITY AS e(ts, type, kind, name, data, n)"
-    " WHERE EXISTS (SELECT 1 FROM fence) ORDER BY e.n)"
-    " SELECT txid_current(), (SELECT status FROM fence)"
+_RECORD_PROGRESS = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
+_RELEASE = (
+    "SELECT stepstone_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+    " $12, $13, $14, $15, $16)"
 )
 
-# Claims and attempt starts are worth recording but not worth waiting for a WAL flush: losing
-# one in a crash only means the work is claimed or attempted again. The next durable commit
-# flushes them anyway.
-NOT_DURABLE = "SET LOCAL synchronous_commit = off"
+
+def event_columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+    """The events as the five parallel arrays the write functions take."""
+    return (
+        [e.ts for e in events],
+        [e.type for e in events],
+        [e.step_kind for e in events],
+        [e.step_name for e in events],
+        [e.data for e in events],
+    )
+
+
+# Queued events of many claims at once (attempt starts, not worth a WAL flush of their own),
+# each claim's only if its epoch still holds; rows are locked in pk order, as claims lock them.
+_APPEND_BATCH = (
+    "WITH fence AS (SELECT pk, epoch FROM instances WHERE pk = ANY($1::bigint[])"
+    " ORDER BY pk FOR UPDATE), appended AS (INSERT INTO instance_events"
+    " (instance_pk, ts, type, step_kind, step_name, data)"
+    " SELECT e.pk, e.ts, e.type, e.kind, e.name, e.data FROM unnest($2::bigint[], $3::bigint[],"
+    " $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bytea[]) WITH ORDINALITY"
+    " AS e(pk, epoch, ts, type, kind, name, data, n)"
+    " JOIN fence f ON f.pk = e.pk AND f.epoch = e.epoch ORDER BY e.n)"
+    " SELECT txid_current()"
+)
 FLUSH_LINGER_S = 0.002
 # Any fixed key, distinct from the migrations' one.
 _CLAIM_LOCK = 0x5735_C1A1
@@ -148,12 +165,12 @@ class WorkerWrites:
             " UPDATE instances i SET lease_owner = $1, lease_expires = $2, epoch = i.epoch + 1,"
             " status = CASE WHEN i.status IN ('queued', 'waiting') THEN 'running'"
             " ELSE i.status END, started_on = COALESCE(i.started_on, $3), modified_on = $3"
-            f" FROM picked WHERE i.pk = picked.pk RETURNING {returning}, i.epoch, i.wake_seq"
+            f" FROM picked WHERE i.pk = picked.pk RETURNING {returning}, i.epoch, i.wake_seq,"
+            " txid_current()"
         )
         scope = None if workflow_pks is None else list(workflow_pks)
 
-        async def job(conn: Any) -> list[Claim]:
-            await conn.execute(NOT_DURABLE)
+        async def job(conn: Any) -> tuple[int | None, list[Claim]]:
             allowed = limit
             if max_running is not None:
                 # Workers count and claim one at a time, or two could both see room for one.
@@ -165,11 +182,12 @@ class WorkerWrites:
                 )
                 allowed = min(limit, max(0, max_running - running))
                 if allowed == 0:
-                    return []
+                    return None, []
             rows = await conn.fetch(sql, owner, now + lease_ms, now, allowed, scope)
-            return [Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows]
+            claims = [Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows]
+            return (rows[0][21] if rows else None), claims
 
-        claims = await self._write(job)
+        claims = await self._db.write_reporting_xid(job, durable=False)
         claims.sort(key=lambda c: c.instance.pk)
         return claims
 
@@ -221,7 +239,9 @@ class WorkerWrites:
             done: asyncio.Future[None] = loop.create_future()
             self._inflight = (frozenset(batch), done)
             try:
-                await self._write(partial(self._write_batch, batch=batch))
+                await self._db.write_reporting_xid(
+                    partial(self._write_batch, batch=batch), durable=False
+                )
             except Exception as exc:
                 # The claim's next awaited write fails the same way (fenced or unreachable).
                 log.debug("queued history events were not written: %r", exc)
@@ -230,23 +250,18 @@ class WorkerWrites:
                 done.set_result(None)
 
     @staticmethod
-    async def _write_batch(conn: Any, *, batch: dict[int, tuple[Claim, list[NewEvent]]]) -> None:
-        await conn.execute(NOT_DURABLE)
-        rows = await conn.fetch(
-            "SELECT pk, epoch FROM instances WHERE pk = ANY($1::bigint[]) ORDER BY pk FOR UPDATE",
-            list(batch),
+    async def _write_batch(
+        conn: Any, *, batch: dict[int, tuple[Claim, list[NewEvent]]]
+    ) -> tuple[int, None]:
+        rows = [(claim, e) for claim, events in batch.values() for e in events]
+        xid = await conn.fetchval(
+            _APPEND_BATCH,
+            sorted(batch),
+            [c.instance.pk for c, _ in rows],
+            [c.epoch for c, _ in rows],
+            *event_columns([e for _, e in rows]),
         )
-        current = {r[0]: r[1] for r in rows}
-        await conn.executemany(
-            "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            [
-                (pk, e.ts, e.type, e.step_kind, e.step_name, e.data)
-                for pk, (claim, events) in batch.items()
-                if current.get(pk) == claim.epoch
-                for e in events
-            ],
-        )
+        return int(xid), None
 
     async def _take_queued(self, claim: Claim) -> list[NewEvent]:
         pk = claim.instance.pk
@@ -279,25 +294,19 @@ class WorkerWrites:
         return await self._write(job, wakes=wakes)
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
-        # The hot path of every step: fence and append in one statement, one round trip.
-        rows = [*await self._take_queued(claim), *events]
+        # The hot path of every step: one statement in its own transaction, one round trip.
+        columns = event_columns([*await self._take_queued(claim), *events])
 
-        async def job(conn: Any) -> tuple[int, str]:
-            row = await conn.fetchrow(
-                _RECORD_PROGRESS,
-                claim.instance.pk,
-                claim.epoch,
-                [e.ts for e in rows],
-                [e.type for e in rows],
-                [e.step_kind for e in rows],
-                [e.step_name for e in rows],
-                [e.data for e in rows],
+        async def job(conn: Any, retry: bool) -> str | None:
+            status: str | None = await conn.fetchval(
+                _RECORD_PROGRESS, claim.instance.pk, claim.epoch, retry, *columns
             )
-            if row[1] is None:
-                raise Fenced(claim.instance.id)
-            return int(row[0]), str(row[1])
+            return status
 
-        return await self._db.write_reporting_xid(job)
+        status = await self._db.idempotent(job)
+        if status is None:
+            raise Fenced(claim.instance.id)
+        return status
 
     async def set_active_status(self, claim: Claim, status: str) -> None:
         async def fn(conn: Any, row: Any) -> None:
@@ -367,53 +376,33 @@ class WorkerWrites:
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
         r = release
-        pk = claim.instance.pk
+        columns = event_columns([*await self._take_queued(claim), *r.events])
 
-        async def fn(conn: Any, row: Any) -> str:
-            current, wake_seq = row[1], row[2]
-            status = r.status
-            runnable_at = r.runnable_at
-            paused_at = None
-            if status == "waiting" and current == "waitingForPause":
-                status, runnable_at, paused_at = "paused", None, now
-            elif status == "paused":
-                runnable_at, paused_at = None, now
-            if status == "waiting" and wake_seq != claim.wake_seq:
-                runnable_at = now
-            ended = status in TERMINAL
-            expires = await expiry(conn, pk, status, now) if ended else None
-            await conn.execute(
-                "UPDATE instances SET status = $1, runnable_at = $2, priority = 0,"
-                " lease_owner = NULL, lease_expires = NULL, modified_on = $3,"
-                " paused_at = COALESCE($4, paused_at), control = NULL,"
-                " output = COALESCE($5, output), error = COALESCE($6, error),"
-                " rollback = COALESCE($7, rollback),"
-                " ended_on = CASE WHEN $8 THEN $3 ELSE ended_on END,"
-                " expires_at = $9 WHERE pk = $10",
-                status,
-                runnable_at,
-                now,
-                paused_at,
+        async def job(conn: Any, retry: bool) -> str | None:
+            status: str | None = await conn.fetchval(
+                _RELEASE,
+                claim.instance.pk,
+                claim.epoch,
+                claim.wake_seq,
+                r.status,
+                r.runnable_at,
                 r.output,
                 r.error,
                 r.rollback,
-                ended,
-                expires,
-                pk,
+                now,
+                now + NEAR_WAKE_MS,
+                DEFAULT_RETENTION_MS,
+                *columns,
             )
-            events = list(r.events)
-            if status == "paused" and r.status != "paused":
-                events.append(NewEvent("workflow_paused", now))
-            await insert_events(conn, pk, events)
-            if runnable_at is not None and runnable_at <= now + NEAR_WAKE_MS:
-                await notify(conn)
             return status
 
-        result = await self._fenced(claim, fn)
+        status = await self._db.idempotent(job)
+        if status is None:
+            raise Fenced(claim.instance.id)
         # Local listeners hear of every release (a waiter may be watching this instance);
         # other processes are notified only when the instance is due again soon.
         self._fire_wake()
-        return result
+        return status
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
         if workflow_pks is not None and not workflow_pks:
