@@ -82,6 +82,7 @@ class Worker:
         self.owner = owner or new_owner_id()
         self._active: dict[int, tuple[Claim, asyncio.Task[None], Activation | None]] = {}
         self._wake = asyncio.Event()
+        self._saturated = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -177,8 +178,14 @@ class Worker:
                     for claim in claims:
                         self._launch(claim)
                     claimed = len(claims)
+                    # Whether runnable work may be left behind for want of a free slot.
+                    self._saturated = claimed == want or settings.max_running is not None
                     if claimed == want:
                         continue
+                    if claims:
+                        await asyncio.sleep(0)  # let the activations start before looking ahead
+                else:
+                    self._saturated = free <= 0
                 timeout = settings.poll_ms / 1000
                 if free > claimed and self._runnable_pks:
                     next_wake = await self.storage.next_wake_at(self._runnable_pks)
@@ -279,7 +286,8 @@ class Worker:
             held = self._active.get(instance.pk)
             if held is not None and held[0] is claim:
                 del self._active[instance.pk]
-            self._wake.set()
+            if self._saturated:
+                self._wake.set()
 
     async def _beat(self) -> None:
         interval = max(self.settings.lease_ms / 3, 50) / 1000

@@ -783,7 +783,13 @@ class SqliteStorage:
         r = release
 
         def job(conn: sqlite3.Connection) -> str:
-            current = _check_fence(conn, claim)
+            row = conn.execute(
+                "SELECT epoch, status, wake_seq FROM instances WHERE pk = ?",
+                (claim.instance.pk,),
+            ).fetchone()
+            if row is None or row[0] != claim.epoch:
+                raise Fenced(claim.instance.id)
+            current, wake_seq = row[1], row[2]
             status = r.status
             runnable_at = r.runnable_at
             paused_at = None
@@ -791,9 +797,6 @@ class SqliteStorage:
                 status, runnable_at, paused_at = "paused", None, now
             elif status == "paused":
                 runnable_at, paused_at = None, now
-            wake_seq = conn.execute(
-                "SELECT wake_seq FROM instances WHERE pk = ?", (claim.instance.pk,)
-            ).fetchone()[0]
             if status == "waiting" and wake_seq != claim.wake_seq:
                 runnable_at = now
             ended = status in TERMINAL
@@ -825,7 +828,8 @@ class SqliteStorage:
             _insert_events(conn, claim.instance.pk, events)
             return status
 
-        result: str = await self._write(job, wakes=True)
+        # An instance that ended leaves nothing to claim or to wait for.
+        result: str = await self._write(job, wakes=r.status not in TERMINAL)
         return result
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
