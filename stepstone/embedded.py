@@ -345,7 +345,7 @@ class Engine:
         self.project = project
         self.worker = worker
         self.changes = ChangeSignal()
-        storage.add_wake_listener(self.changes.fire)
+        storage.add_change_listener(self.changes.fire)
 
     @classmethod
     async def open(

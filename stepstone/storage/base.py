@@ -241,8 +241,11 @@ class Storage(Protocol):
         """
 
     def add_wake_listener(self, callback: Any) -> None:
-        """Call ``callback()`` (from any thread) after a commit that may make work runnable or
-        end an instance."""
+        """Call ``callback()`` (from any thread) after a commit that may make work runnable."""
+
+    def add_change_listener(self, callback: Any) -> None:
+        """Call ``callback()`` (from any thread) after a commit that may change an instance's
+        status: every wake, and the end of an instance."""
 
     # --- workflows and versions -------------------------------------------------------------
 

@@ -164,6 +164,10 @@ class PostgresStorage(WorkerWrites):
         if self._opened:
             self._start_listener()
 
+    def add_change_listener(self, callback: Any) -> None:
+        # Notifications cover both: a wake, and the end of an instance.
+        self.add_wake_listener(callback)
+
     def _start_listener(self) -> None:
         if self._listener is None:
             self._listener = Listener(self.url, self._fire_wake)

@@ -119,6 +119,7 @@ class SqliteStorage:
         self._shared_lock: threading.Lock | None = None
         self._writer: InlineWriter | None = None
         self._wake_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
         # record_progress_nowait: events not yet written, per instance pk.
@@ -185,8 +186,11 @@ class SqliteStorage:
     def add_wake_listener(self, callback: Any) -> None:
         self._wake_listeners.append(callback)
 
+    def add_change_listener(self, callback: Any) -> None:
+        self._change_listeners.append(callback)
+
     def _fire_wake(self) -> None:
-        for callback in self._wake_listeners:
+        for callback in (*self._wake_listeners, *self._change_listeners):
             callback()
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -828,8 +832,12 @@ class SqliteStorage:
             _insert_events(conn, claim.instance.pk, events)
             return status
 
-        # An instance that ended leaves nothing to claim or to wait for.
-        result: str = await self._write(job, wakes=r.status not in TERMINAL)
+        ends = r.status in TERMINAL
+        # An instance that ended leaves nothing to claim or to wait for: only watchers hear.
+        result: str = await self._write(job, wakes=not ends)
+        if ends:
+            for callback in self._change_listeners:
+                callback()
         return result
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:

@@ -25,6 +25,14 @@ async def test_sequential_steps_run_once_and_return_the_output(engine: Engine) -
     assert [name for kind, name in steps] == [f"add-{i}" for i in range(1, 6)]
 
 
+async def test_wait_hears_the_end_of_an_instance_without_polling(engine: Engine) -> None:
+    handle = await engine.workflow("sequential").create(params={"n": 2})
+    # A poll interval longer than the timeout: only the end's notification can finish this.
+    status = await handle.wait(timeout=5, poll=60)
+    assert status["status"] == "complete"
+    assert status["output"] == {"total": 1}
+
+
 async def test_retries_until_success_recording_every_attempt(engine: Engine) -> None:
     handle = await engine.workflow("flaky").create(id="f1", params={"failures": 2})
     assert (await handle.wait(10))["output"] == {"attempt": 3}
