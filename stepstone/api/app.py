@@ -16,14 +16,14 @@ from starlette.responses import Response
 from stepstone import __version__
 from stepstone.api.answers import Health, doc
 from stepstone.api.auth import AuthSettings
-from stepstone.api.envelope import error, ok
+from stepstone.api.envelope import error, expected_failure, ok
 from stepstone.api.guard import Guard
+from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
 from stepstone.api.routes import ALL
 from stepstone.embedded import Engine
 from stepstone.errors import (
     InternalError,
-    InvalidAction,
     InvalidRequest,
     RouteNotFound,
     StepstoneError,
@@ -72,6 +72,8 @@ def create_app(
 
     _install_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # Inside the Guard: the hot reads are served only to callers it let through.
+    app.add_middleware(HotReads, engine=engine, routers=ALL)
     app.add_middleware(
         Guard,
         storage=engine.storage,
@@ -91,9 +93,10 @@ def create_app(
 
 
 def _install_handlers(app: FastAPI) -> None:
-    async def on_stepstone_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StepstoneError)
-        return error(exc)
+    async def on_expected(request: Request, exc: Exception) -> Response:
+        answer = expected_failure(exc)
+        assert answer is not None
+        return answer
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -111,17 +114,14 @@ def _install_handlers(app: FastAPI) -> None:
         failure.http_status = exc.status_code
         return error(failure)
 
-    async def on_conflict(request: Request, exc: Exception) -> Response:
-        return error(InvalidAction(str(exc)))
-
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(InternalError("an unexpected error occurred; see the server log"))
 
-    app.add_exception_handler(StepstoneError, on_stepstone_error)
+    app.add_exception_handler(StepstoneError, on_expected)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Conflict, on_conflict)
+    app.add_exception_handler(Conflict, on_expected)
     app.add_exception_handler(Exception, on_unexpected)
 
 

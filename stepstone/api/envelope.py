@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from stepstone.errors import StepstoneError
+from stepstone.errors import InvalidAction, StepstoneError
+from stepstone.storage.base import Conflict
 
 # A 409 is a status that cannot change by retrying; the SDK would otherwise retry it twice.
 NO_RETRY = {"x-should-retry": "false"}
@@ -59,3 +60,13 @@ def error(exc: StepstoneError) -> JSONBody:
     return JSONBody(
         error_body(exc.code, exc.message, exc.detail), status_code=exc.http_status, headers=headers
     )
+
+
+def expected_failure(exc: Exception) -> JSONBody | None:
+    """The answer to an error the API raises on purpose (or a storage conflict, which is a
+    request that lost a race); None for anything else, which is a bug."""
+    if isinstance(exc, StepstoneError):
+        return error(exc)
+    if isinstance(exc, Conflict):
+        return error(InvalidAction(str(exc)))
+    return None

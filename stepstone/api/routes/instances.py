@@ -26,12 +26,20 @@ from stepstone.errors import (
     InvalidRequest,
     StepNotFound,
 )
-from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size, retention_ms
+from stepstone.ops import (
+    MAX_BATCH,
+    CreateRequest,
+    Operations,
+    RestartFrom,
+    check_payload_size,
+    retention_ms,
+)
 from stepstone.storage.base import InstanceQuery
 
 router = APIRouter(tags=["instances"])
 INSTANCES = deps.WORKFLOW_PREFIX + "/instances"
 INSTANCE = deps.INSTANCE_PREFIX
+STEP_NAME_MAX = 300
 TERMINATE_STATUSES = ("queued", "running", "paused", "waitingForPause", "waiting")
 JSON_ANY: dict[str, Any] = {
     "requestBody": {
@@ -262,10 +270,23 @@ async def get_instance(
     order: Literal["asc", "desc"] = "asc",
     simple: Literal["true", "false"] = "false",
 ) -> Response:
-    ops = deps.ops(request)
-    _, record = await ops.instance(*_where(request), deps.path(request, "instance_id"))
+    where = (*_where(request), deps.path(request, "instance_id"))
+    return await instance_answer(deps.ops(request), *where, order=order, simple=simple == "true")
+
+
+async def instance_answer(
+    ops: Operations,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    *,
+    order: str,
+    simple: bool,
+) -> Response:
+    """GET instance, its parameters already checked (shared with ``stepstone.api.hot``)."""
+    _, record = await ops.instance(account_id, workflow_name, instance_id)
     history = await ops.history(record)
-    return ok(views.instance_details(record, history, order=order, simple=simple == "true"))
+    return ok(views.instance_details(record, history, order=order, simple=simple))
 
 
 @router.get(
@@ -284,16 +305,32 @@ async def get_step(
     account_id: str,
     workflow_name: str,
     instance_id: str,
-    name: str = Query(min_length=1, max_length=300, description="visible name, e.g. fetch-1"),
+    name: str = Query(
+        min_length=1, max_length=STEP_NAME_MAX, description="visible name, e.g. fetch-1"
+    ),
     type: Literal["step", "waitForEvent"] = Query(),
     attempt: int | None = Query(None, ge=1),
 ) -> Response:
-    ops = deps.ops(request)
-    _, record = await ops.instance(*_where(request), deps.path(request, "instance_id"))
+    where = (*_where(request), deps.path(request, "instance_id"))
+    return await step_answer(deps.ops(request), *where, name=name, kind=type, attempt=attempt)
+
+
+async def step_answer(
+    ops: Operations,
+    account_id: str,
+    workflow_name: str,
+    instance_id: str,
+    *,
+    name: str,
+    kind: str,
+    attempt: int | None,
+) -> Response:
+    """GET step, its parameters already checked (shared with ``stepstone.api.hot``)."""
+    _, record = await ops.instance(account_id, workflow_name, instance_id)
     history = await ops.history(record)
-    step = history.steps.get((h.DO if type == "step" else h.WAIT, name))
+    step = history.steps.get((h.DO if kind == "step" else h.WAIT, name))
     if step is None:
-        raise StepNotFound(f"no {type} named {name!r} in this instance's history")
+        raise StepNotFound(f"no {kind} named {name!r} in this instance's history")
     chosen = None
     if attempt is not None and step.kind == h.DO:
         chosen = next((a for a in step.attempts if a.attempt == attempt), None)
