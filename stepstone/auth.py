@@ -3,6 +3,8 @@
 A token's secret reads ``stp_<token id>_<random>``. Only the SHA-256 of the secret is stored, so a
 leaked database reveals no usable token; a request is matched by looking the hash up and then
 comparing the embedded id in constant time. The secret is shown once, when created.
+
+The API remembers a verified token for ``VERIFIED_FOR_SECONDS`` (see ``verify_recent``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepstone.errors import InvalidRequest
@@ -28,6 +32,12 @@ WRITE_GROUPS = frozenset({SCRIPTS_WRITE})
 ADMIN_TOKEN_ENV = "STEPSTONE_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin-token"
 _PREFIX = "stp_"
+# How long the API trusts a verified token without asking the database again: a client that
+# polls costs one lookup per token per interval instead of one per request. A revocation by
+# this process (``revoke_token``) takes effect at once; one by another process (``stepstone
+# tokens revoke``, another server on the same database) within this interval.
+VERIFIED_FOR_SECONDS = 0.5
+_VERIFIED_MAX = 1024
 
 
 def hash_secret(secret: str) -> str:
@@ -90,7 +100,9 @@ async def list_tokens(storage: Storage) -> list[TokenRecord]:
 
 
 async def revoke_token(storage: Storage, token_id: str) -> bool:
-    return await storage.revoke_token(token_id, int(time.time() * 1000))
+    revoked = await storage.revoke_token(token_id, int(time.time() * 1000))
+    _recent(storage).forget_all()
+    return revoked
 
 
 async def verify_secret(storage: Storage, secret: str) -> TokenRecord | None:
@@ -101,6 +113,52 @@ async def verify_secret(storage: Storage, secret: str) -> TokenRecord | None:
     record = await storage.find_token(hash_secret(secret))
     if record is None or not hmac.compare_digest(record.id.encode(), token_id.encode()):
         return None
+    return record
+
+
+@dataclass
+class _Verified:
+    """Tokens of one store verified lately: secret hash -> (record, trusted until)."""
+
+    records: dict[str, tuple[TokenRecord, float]] = field(default_factory=dict)
+    # Bumped by every revocation, so a lookup that began before one is not remembered.
+    generation: int = 0
+
+    def forget_all(self) -> None:
+        self.records.clear()
+        self.generation += 1
+
+
+_verified: weakref.WeakKeyDictionary[Storage, _Verified] = weakref.WeakKeyDictionary()
+
+
+def _recent(storage: Storage) -> _Verified:
+    recent = _verified.get(storage)
+    if recent is None:
+        recent = _verified[storage] = _Verified()
+    return recent
+
+
+async def verify_recent(storage: Storage, secret: str) -> TokenRecord | None:
+    """``verify_secret``, reusing a verification younger than ``VERIFIED_FOR_SECONDS``.
+
+    Only live tokens are remembered: a secret that fails is looked up again every time, so a
+    token created a moment ago works at once and guessed secrets fill nothing.
+    """
+    recent = _recent(storage)
+    digest = hash_secret(secret)
+    now = time.monotonic()
+    hit = recent.records.get(digest)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    generation = recent.generation
+    record = await verify_secret(storage, secret)
+    if record is None:
+        recent.records.pop(digest, None)
+    elif generation == recent.generation:
+        if len(recent.records) >= _VERIFIED_MAX:
+            recent.records.clear()
+        recent.records[digest] = (record, now + VERIFIED_FOR_SECONDS)
     return record
 
 

@@ -67,7 +67,7 @@ async def authenticate(
         raise Unauthorized("the Authorization header must read: Bearer <token>")
     if tokens.matches_admin(secret, settings.admin_token):
         return ADMIN
-    record = await tokens.verify_secret(storage, secret)
+    record = await tokens.verify_recent(storage, secret)
     if record is None:
         raise Unauthorized("the token is unknown or revoked")
     return Principal(record.name, frozenset(record.permissions), record.accounts)

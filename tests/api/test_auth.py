@@ -1,11 +1,13 @@
 """Credentials: 401 for none or wrong, 403 for a missing permission or another account;
-legacy key pairs, the admin token, revocation, and the first-start admin token file."""
+legacy key pairs, the admin token, revocation (here and from another process), and the
+first-start admin token file."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 
 import cloudflare
@@ -16,6 +18,7 @@ from stepstone.auth import (
     SCRIPTS_READ,
     SCRIPTS_WRITE,
     TAIL_READ,
+    VERIFIED_FOR_SECONDS,
     create_token,
     ensure_admin_token,
     list_tokens,
@@ -110,6 +113,51 @@ def test_revoked_token_is_refused(server: LiveServer) -> None:
         assert http.get(WF).status_code == 401
     names = [t.name for t in server.run(list_tokens(server.engine.storage))]
     assert "gone" in names
+
+
+def test_revoked_elsewhere_is_refused_within_the_interval(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (its own store on the same database) revokes: the server trusts its
+    earlier verification for at most ``VERIFIED_FOR_SECONDS``, and asks the database about
+    a busy token only about once per interval."""
+    record, secret = server.run(
+        create_token(server.engine.storage, name="cli", permissions=[SCRIPTS_READ], accounts=None)
+    )
+    lookups = 0
+    find_token = server.engine.storage.find_token
+
+    async def counted(token_hash: str) -> object:
+        nonlocal lookups
+        lookups += 1
+        return await find_token(token_hash)
+
+    monkeypatch.setattr(server.engine.storage, "find_token", counted)
+
+    async def revoke_elsewhere() -> None:
+        other = open_storage(f"sqlite:///{tmp_path / 'api.db'}")
+        await other.open()
+        try:
+            assert await revoke_token(other, record.id)
+        finally:
+            await other.close()
+
+    with server.http(token=secret) as http:
+        started = time.monotonic()
+        for _ in range(20):
+            assert http.get(WF).status_code == 200
+        intervals = (time.monotonic() - started) / VERIFIED_FOR_SECONDS
+        assert 1 <= lookups <= 2 + intervals
+        asyncio.run(revoke_elsewhere())
+        revoked_at = time.monotonic()
+        while True:
+            sent = time.monotonic()
+            status = http.get(WF).status_code
+            if status == 401:
+                break
+            assert status == 200
+            assert sent < revoked_at + VERIFIED_FOR_SECONDS, "a revoked token outlived the cache"
+            time.sleep(0.02)
 
 
 def test_insecure_no_auth(tmp_path: Path) -> None:
