@@ -5,11 +5,10 @@ transaction's pages to the WAL file without fsync, and can never corrupt the dat
 each job to a writer thread and back would cost more than the commit itself, so every job runs
 at once, in its own transaction, on the caller's thread.
 
-Durability (``synchronous=FULL``) is then one ``fdatasync`` of the WAL file, done by
-``WalSyncer`` in a thread while the event loop goes on. A durable write's future resolves only
-after an fdatasync that began after its commit, and every commit made while one fdatasync runs
-shares the next: group commit across instances, with the fsync off the event loop. Because the
-WAL is a log, replayed after a power cut only up to its first missing frame, a later commit never
+Durability (``synchronous=FULL``) is then one ``fdatasync`` of the WAL file (``WalSyncer``). A
+durable write's future resolves only after an fdatasync that began after its commit, and every
+commit made meanwhile shares the next one: group commit across instances. Because the WAL is a
+log, replayed after a power cut only up to its first missing frame, a later commit never
 survives without the earlier ones; so a write that depends on one not yet durable (a claim of a
 just-created instance, say) is lost with it or kept with it, never kept alone. What other
 connections may see for the length of one fdatasync is a write not yet durable (the technique is
@@ -53,8 +52,8 @@ class StorageSyncFailed(OSError):
 def preallocate_wal(conn: sqlite3.Connection, wal_path: str) -> None:
     """Zero-fill the WAL file to the size it reaches between checkpoints.
 
-    fdatasync after an append must also commit the file's new size to the filesystem journal;
-    after an overwrite it need not, and here that halves its cost (about 300 us to 150 us). So,
+    fdatasync after an append must also write the file's new size (its inode); after an
+    overwrite it need not, and here that halves its cost (about 300 us to 150 us). So,
     as PostgreSQL zero-fills its WAL segments, the WAL file gets its room up front, and SQLite,
     which reuses the file from the start after each checkpoint, then only overwrites. SQLite
     reads frames only up to the first one whose salt and checksum do not match, which zeros
@@ -84,11 +83,11 @@ class WalSyncer:
 
     Lives on one event loop: ``committed`` and ``after_sync`` are called from it. Durable
     commits are counted, and a sync covers the count taken when it began. Which thread syncs
-    is decided one turn of the loop after a commit: if that commit is the only one waiting,
-    the loop syncs it itself, since handing it to a thread and being woken back costs more
-    than the sync (about 180 us of CPU per round trip in a VM, measured). If more came in during
-    that turn, a thread syncs them all while the loop goes on (group commit), and the commits
-    made meanwhile share the next one.
+    is decided one turn of the loop after someone first waits: if a single commit is not yet
+    synced, the loop syncs it itself, since handing it to a thread and being woken back costs
+    more than the sync (about 180 us of CPU per round trip in a VM, measured). If there are
+    more, a thread syncs them all while the loop goes on (group commit), and the commits made
+    meanwhile share the next one.
     """
 
     def __init__(self, wal_path: str) -> None:
