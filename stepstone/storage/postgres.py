@@ -33,6 +33,7 @@ from stepstone.storage.base import (
     WorkflowRecord,
 )
 from stepstone.storage.postgres_db import CHANNEL, Database, Listener
+from stepstone.storage.postgres_progress import ProgressCommitter
 from stepstone.storage.postgres_worker import (
     INSTANCE_COLUMNS,
     TERMINAL,
@@ -127,6 +128,8 @@ class PostgresStorage(WorkerWrites):
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
+        # Half the pool: claims, creates and reads keep connections of their own.
+        self._progress = ProgressCommitter(self._db, max_inflight=max(1, max_connections // 2))
 
     # --- connections ------------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class PostgresStorage(WorkerWrites):
             return
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
+        await self._progress.drain()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

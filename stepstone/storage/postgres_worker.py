@@ -24,6 +24,7 @@ from stepstone.storage.base import (
     Release,
 )
 from stepstone.storage.postgres_db import CHANNEL, Database
+from stepstone.storage.postgres_progress import ProgressCommitter
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -60,7 +61,6 @@ def instance_row(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
 
 
-_RECORD_PROGRESS = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
 _RELEASE = (
     "SELECT stepstone_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
     " $12, $13, $14, $15, $16)"
@@ -132,6 +132,7 @@ class WorkerWrites:
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
     _flusher: asyncio.Task[None] | None
     _inflight: tuple[frozenset[int], asyncio.Future[None]] | None
+    _progress: ProgressCommitter
 
     def _fire_wake(self) -> None:
         for callback in self._wake_listeners:
@@ -294,16 +295,9 @@ class WorkerWrites:
         return await self._write(job, wakes=wakes)
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
-        # The hot path of every step: one statement in its own transaction, one round trip.
-        columns = event_columns([*await self._take_queued(claim), *events])
-
-        async def job(conn: Any, retry: bool) -> str | None:
-            status: str | None = await conn.fetchval(
-                _RECORD_PROGRESS, claim.instance.pk, claim.epoch, retry, *columns
-            )
-            return status
-
-        status = await self._db.idempotent(job)
+        # The hot path of every step: shares one statement, in its own transaction, with the
+        # progress of other instances recorded at the same time.
+        status = await self._progress.record(claim, [*await self._take_queued(claim), *events])
         if status is None:
             raise Fenced(claim.instance.id)
         return status

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from stepstone.storage.base import Claim, NewEvent, NewInstance, WorkflowDefinition
+from stepstone.storage.base import Claim, NewEvent, NewInstance, Release, WorkflowDefinition
 from stepstone.storage.postgres import PostgresStorage
 from tests.storage.conftest import LEASE, NOW
 
@@ -144,3 +144,45 @@ async def test_an_unanswered_commit_is_resolved_by_asking_the_server(pg: Postgre
     assert await db._committed(committed) is True
     assert await db._committed(aborted) is True
     assert await db._committed(rolled_back) is False
+
+
+async def test_a_resent_write_is_applied_once(pg: PostgresStorage) -> None:
+    """The one-round-trip writes have no transaction id to ask about when their answer is lost:
+    they are sent again with ``retry`` set and must recognise that they committed."""
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance("i1", b"1"), NewInstance("i2", b"1")], NOW,
+        skip_existing=False,
+    )  # fmt: skip
+    one, two = await pg.claim_runnable("w", 2, NOW, LEASE, None)
+    done = [NOW, "step_completed", "do", "s-1", b"{}"]
+    columns = [[value] for value in done]
+
+    async def run(sql: str, *args: object) -> list[asyncpg.Record]:
+        return await pg._db.read(lambda conn: conn.fetch(sql, *args))
+
+    sql = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
+    for retry in (False, True, True):
+        assert await run(sql, one.instance.pk, one.epoch, retry, *columns) == [("running",)]
+    many = "SELECT * FROM stepstone_record_progress_many($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    pks, epochs = [one.instance.pk, two.instance.pk], [one.epoch, two.epoch]
+    for retry in (False, True):
+        rows = await run(many, pks, epochs, retry, [2], *columns)
+        assert [tuple(r) for r in rows] == [
+            (one.instance.pk, "running"),
+            (two.instance.pk, "running"),
+        ]
+    # Not committed before: a retry writes. Fenced: nothing, and None.
+    fresh = [[value, value] for value in [NOW, "step_completed", "do", "s-2", b"{}"]]
+    rows = await run(many, pks, [one.epoch + 1, two.epoch], True, [1, 2], *fresh)
+    assert [tuple(r) for r in rows] == [(one.instance.pk, None), (two.instance.pk, "running")]
+    for claim, names in ((one, ["s-1"]), (two, ["s-1", "s-2"])):
+        events = await pg.load_events(claim.instance.pk)
+        assert [e.step_name for e in events if e.type == "step_completed"] == names
+
+    release = Release("complete", output=b"1", events=[NewEvent("workflow_completed", NOW)])
+    assert await pg.release_instance(one, release, NOW) == "complete"
+    # A second try of the same release finds it done and changes nothing.
+    assert await pg.release_instance(one, release, NOW) == "complete"
+    events = await pg.load_events(one.instance.pk)
+    assert [e.type for e in events].count("workflow_completed") == 1
