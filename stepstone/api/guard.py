@@ -81,7 +81,7 @@ class Guard:
             too_large = PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
             await error(too_large)(scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
 
 async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:
@@ -105,10 +105,11 @@ async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for an app downstream of one that read the whole body already."""
     sent = False
 
-    async def replay() -> Message:
+    async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
@@ -116,4 +117,4 @@ def _replay(body: bytes, receive: Receive) -> Receive:
             return message
         return await receive()
 
-    return replay
+    return replayed

@@ -1,7 +1,9 @@
-"""GET instance and GET step answer the same through ``stepstone.api.hot`` as through FastAPI.
+"""GET instance, GET step and POST instances answer the same through ``stepstone.api.hot`` as
+through FastAPI.
 
-A repeated query key makes the hot path decline (FastAPI ignores the unknown key), so each
-request is sent twice, once down each path, and the two answers must match byte for byte.
+A repeated query key (which FastAPI ignores) or a content-type with a charset (which FastAPI
+reads as JSON) makes the hot path decline, so each request is sent down each path and the two
+answers must match byte for byte.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from stepstone.api import hot
@@ -45,11 +48,11 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     paths: list[str] = []
     original = hot.HotReads._take
 
-    def spy(self: hot.HotReads, scope: Any) -> Any:
-        answer = original(self, scope)
+    async def spy(self: hot.HotReads, scope: Any, receive: Any) -> Any:
+        answer, receive = await original(self, scope, receive)
         if answer is not None:
             paths.append(scope["path"])
-        return answer
+        return answer, receive
 
     monkeypatch.setattr(hot.HotReads, "_take", spy)
     yield paths
@@ -102,4 +105,55 @@ def test_unusual_parameters_go_to_fastapi(server: LiveServer, taken: list[str]) 
         assert taken == []
         # Not a GET: FastAPI answers (405), as it would for any route.
         assert http.post(f"{WF}/tour/instances/t1/step").status_code == 405
+        assert taken == []
+
+
+def test_hot_creates_match_fastapi(server: LiveServer, taken: list[str]) -> None:
+    server.register("echo", "Echo")
+    created = f"{WF}/echo/instances"
+    plain = {"content-type": "application/json"}
+    # FastAPI reads this as JSON too; the hot path takes only the plain spelling.
+    other = {"content-type": "application/json; charset=utf-8"}
+    bodies: list[dict[str, Any]] = [
+        {"params": {"a": [1, 2.5, None, "x"]}},
+        {"params": '{"typed": "sdk"}'},
+        {"params": "not json"},
+        {"instance_retention": {"success_retention": "1 day"}},
+        {"location_hint": "enam", "unknown": True},
+        {},
+    ]
+    with server.http() as http:
+        for n, body in enumerate(bodies):
+            answers = []
+            for headers, suffix in ((plain, "fast"), (other, "slow")):
+                taken.clear()
+                sent = {**body, "instance_id": f"c{n}-{suffix}"}
+                answer = http.post(created, content=orjson.dumps(sent), headers=headers)
+                assert bool(taken) == (suffix == "fast"), body
+                assert answer.status_code == 200, answer.text
+                result = answer.json()["result"]
+                assert result.pop("id") == f"c{n}-{suffix}"
+                details = http.get(f"{created}/c{n}-{suffix}").json()["result"]
+                answers.append((result, details["params"]))
+            assert answers[0] == answers[1], body
+        refused: list[tuple[str, bytes]] = [
+            (created, orjson.dumps({"instance_id": "c0-fast"})),  # exists: 409
+            (created, orjson.dumps({"instance_id": "bad id"})),
+            (f"{WF}/nope/instances", orjson.dumps({"instance_id": "z"})),
+            (f"{WF}/n%2Fpe/instances", orjson.dumps({"instance_id": "z"})),
+        ]
+        for path, content in refused:
+            taken.clear()
+            fast = http.post(path, content=content, headers=plain)
+            assert taken, path
+            slow = http.post(path, content=content, headers=other)
+            assert fast.status_code == slow.status_code >= 400, (path, fast.text)
+            assert fast.content == slow.content
+            fast_headers = {k: v for k, v in fast.headers.items() if k != "date"}
+            assert fast_headers == {k: v for k, v in slow.headers.items() if k != "date"}
+        # The model refuses it, or it is not a JSON object: FastAPI answers.
+        taken.clear()
+        for content in (b'{"instance_id": 5}', b"[]", b"null", b'{"params": NaN}', b"{"):
+            answer = http.post(created, content=content, headers=plain)
+            assert answer.status_code in (200, 400), (content, answer.text)
         assert taken == []

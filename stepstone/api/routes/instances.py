@@ -158,10 +158,17 @@ async def create_instance(
     workflow_name: str,
     body: InstanceCreate | None = None,
 ) -> Response:
-    workflow, records = await deps.ops(request).create_instances(
-        *_where(request),
-        [_create_request(body or InstanceCreate.model_validate({}))],
-        skip_existing=False,
+    return await create_answer(
+        deps.ops(request), *_where(request), body or InstanceCreate.model_validate({})
+    )
+
+
+async def create_answer(
+    ops: Operations, account_id: str, workflow_name: str, body: InstanceCreate
+) -> Response:
+    """POST instances, its body already validated (shared with ``stepstone.api.hot``)."""
+    workflow, records = await ops.create_instances(
+        account_id, workflow_name, [_create_request(body)], skip_existing=False
     )
     return ok(views.instance_created(records[0], workflow))
 
