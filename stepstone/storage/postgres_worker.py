@@ -199,10 +199,14 @@ class WorkerWrites:
             return {}
 
         async def job(conn: Any) -> dict[int, str | None]:
+            # Rows locked in pk order, as group-committed step results lock them: in any
+            # other order the two could deadlock.
             rows = await conn.fetch(
-                "UPDATE instances i SET lease_expires = $1"
-                " FROM unnest($2::bigint[], $3::bigint[]) AS c(pk, epoch)"
-                " WHERE i.pk = c.pk AND i.epoch = c.epoch AND i.lease_owner = $4"
+                "WITH held AS (SELECT i.pk FROM instances i"
+                " JOIN unnest($2::bigint[], $3::bigint[]) AS c(pk, epoch)"
+                " ON i.pk = c.pk AND i.epoch = c.epoch WHERE i.lease_owner = $4"
+                " ORDER BY i.pk FOR UPDATE OF i)"
+                " UPDATE instances i SET lease_expires = $1 FROM held WHERE i.pk = held.pk"
                 " RETURNING i.pk, i.status",
                 now + lease_ms,
                 [c.instance.pk for c in claims],
