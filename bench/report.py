@@ -179,6 +179,22 @@ def floor_rows(floor: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def median_http(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One HTTP result from several: the median of every number, field by field."""
+
+    def merge(values: list[Any]) -> Any:
+        if all(isinstance(v, dict) for v in values):
+            keys = dict.fromkeys(k for v in values for k in v)
+            return {k: merge([v[k] for v in values if k in v]) for k in keys}
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            return statistics.median(numbers)
+        return values[0]
+
+    merged: dict[str, Any] = merge(rounds)
+    return merged
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     m, v = result["machine"], result["versions"]
     summary = result["summary"]
@@ -300,11 +316,18 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += [f"Pending: {http.get('pending') or http.get('error')}", ""]
     elif http:
         c, st = http["create_to_complete"], http["step_endpoint"]
+        generator = st.get("generator", "httpx")
+        runs = http.get("runs", 1)
+        cpu = st.get("server_cpu_us_per_req")
         out += [
-            "The API server (`stepstone.server.run_server`, API + worker, SQLite FULL) in its own"
-            " process; the client (httpx) polls the instance every millisecond; the load"
-            f" generator runs {st['clients']} keep-alive connections for {st['seconds']} s"
-            " against `GET .../instances/{id}/step`. Client and server share the machine.",
+            "The API server (`stepstone.server.run_server`, API + worker, SQLite FULL"
+            + (", an API token on every request" if http.get("auth") == "token" else "")
+            + ") in its own process; the client (httpx) creates an"
+            " instance and polls it every millisecond; the load generator"
+            f" ({generator}) runs {st['clients']} keep-alive connections for"
+            f" {_fmt(st['seconds'])} s against `GET .../instances/{{id}}/step`. Client and"
+            " server share the machine"
+            + (f"; medians of {runs} runs, each on a fresh server." if runs > 1 else "."),
             "",
             md_table(
                 [
@@ -317,7 +340,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                         f"{_fmt(st['req_per_s'])} req/s, p50 {_fmt(st['p50_ms'])} ms,"
                         f" p99 {_fmt(st['p99_ms'])} ms, {st['errors']} errors",
                     ],
-                ],
+                ]
+                + ([["server CPU per step request", f"{_fmt(cpu)} us"]] if cpu is not None else []),
                 ["figure", "value"],
             ),
             "",

@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import sqlite3
@@ -33,6 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from bench import workflows
@@ -455,8 +457,10 @@ SERVER_CODE = (
     "import sys\n"
     "from stepstone.server import run_server\n"
     "run_server(config=None, db=sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]),"
-    " insecure_no_auth=True, data_dir=sys.argv[3])\n"
+    " data_dir=sys.argv[3])\n"
 )
+# wrk prints latencies as 812.00us, 6.80ms or 1.02s.
+WRK_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 def _free_port() -> int:
@@ -467,12 +471,95 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (Linux), to report CPU per request: on a shared
+    machine that varies far less than req/s does."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk_ms(text: str) -> float:
+    number = text.rstrip("usm")
+    return round(float(number) * WRK_UNITS_MS[text[len(number) :]], 3)
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """req/s, the request and error counts and the latency percentiles of ``wrk --latency``."""
+
+    def count(pattern: str) -> int:
+        found = re.search(pattern, output)
+        return int(found.group(1)) if found else 0
+
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", output, re.MULTILINE))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return {
+        "requests": count(r"(\d+) requests in"),
+        "errors": count(r"Non-2xx or 3xx responses: (\d+)")
+        + (sum(int(g) for g in socket_errors.groups()) if socket_errors else 0),
+        "req_per_s": float(re.findall(r"Requests/sec:\s+([\d.]+)", output)[0]),
+        **{f"p{p}_ms": _wrk_ms(latency[p]) for p in ("50", "90", "99")},
+    }
+
+
+def _load_wrk(wrk: str, url: str, headers: dict[str, str], clients: int, seconds: float) -> Any:
+    import subprocess
+
+    # One thread: the server has the other core of a two-core machine to itself.
+    cmd = [wrk, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    done = subprocess.run([*cmd, url], capture_output=True, text=True, check=True)
+    return {"generator": "wrk -t1", **parse_wrk(done.stdout)}
+
+
+async def _load_httpx(
+    url: str, headers: dict[str, str], clients: int, seconds: float
+) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as http:
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                answer = await http.get(url)
+                latencies.append(time.perf_counter() - t)
+                if answer.status_code != 200:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    stats = lat_stats(latencies)
+    return {
+        "generator": "httpx",
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": stats["p50_ms"],
+        "p90_ms": stats["p90_ms"],
+        "p99_ms": stats["p99_ms"],
+    }
+
+
 async def mode_http(args: argparse.Namespace) -> None:
     """Create-to-complete over HTTP, and the step endpoint under a loopback load generator.
 
-    The server is ``stepstone.server.run_server`` in its own process (API + worker); the
-    client polls the instance every millisecond; the load generator runs ``--http-clients``
-    concurrent keep-alive connections for ``--http-seconds`` against ``GET .../step``.
+    The server is ``stepstone.server.run_server`` in its own process (API + worker), with its
+    defaults: an admin token (read from its data directory) authenticates every request. The
+    client polls the instance every millisecond; the load generator (``wrk`` when installed,
+    else httpx in this process, which needs as much CPU as the server) runs ``--http-clients``
+    keep-alive connections for ``--http-seconds`` against ``GET .../step``.
     """
     import subprocess
 
@@ -484,7 +571,7 @@ async def mode_http(args: argparse.Namespace) -> None:
         server = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
             [sys.executable, "-c", SERVER_CODE, url, str(port), data_dir],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         wf = f"{base}/client/v4/accounts/default/workflows/one"
@@ -498,6 +585,8 @@ async def mode_http(args: argparse.Namespace) -> None:
                         except httpx.TransportError:
                             pass
                         await asyncio.sleep(0.1)
+                token = (Path(data_dir) / "admin-token").read_text().strip()
+                http.headers["authorization"] = f"Bearer {token}"
                 put = await http.put(
                     wf, json={"class_name": "OneStep", "script_name": "bench.workflows"}
                 )
@@ -530,43 +619,35 @@ async def mode_http(args: argparse.Namespace) -> None:
                     last = await create_and_wait(k)
                     samples.append(time.perf_counter() - t)
                 lat = lat_stats(samples)
-                step_url = f"{wf}/instances/{last}/step"
-                step_params = {"name": "s0-1", "type": "step"}
-                (await http.get(step_url, params=step_params)).raise_for_status()
-            step_lat: list[float] = []
-            errors = 0
-            limits = httpx.Limits(max_connections=args.http_clients)
-            async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-                deadline = time.perf_counter() + args.http_seconds
-
-                async def client() -> None:
-                    nonlocal errors
-                    while time.perf_counter() < deadline:
-                        t = time.perf_counter()
-                        answer = await http.get(step_url, params=step_params)
-                        step_lat.append(time.perf_counter() - t)
-                        if answer.status_code != 200:
-                            errors += 1
-
-                t0 = time.perf_counter()
-                await asyncio.gather(*(client() for _ in range(args.http_clients)))
-                elapsed = time.perf_counter() - t0
-            steps = lat_stats(step_lat)
+                step_url = f"{wf}/instances/{last}/step?name=s0-1&type=step"
+                (await http.get(step_url)).raise_for_status()
+            headers = {"authorization": f"Bearer {token}"}
+            wrk = shutil.which("wrk")
+            cpu_before = _cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            if wrk is not None:
+                load = await asyncio.to_thread(
+                    _load_wrk, wrk, step_url, headers, args.http_clients, args.http_seconds
+                )
+            else:
+                load = await _load_httpx(step_url, headers, args.http_clients, args.http_seconds)
+            elapsed = time.perf_counter() - t0
+            cpu_after = _cpu_seconds(server.pid)
+            if cpu_before is not None and cpu_after is not None and load["requests"]:
+                cpu_us = (cpu_after - cpu_before) / load["requests"] * 1e6
+                load["server_cpu_us_per_req"] = round(cpu_us)
             emit(
                 {
                     "bench": "http",
                     "backend": args.backend,
+                    "auth": "token",
                     "create_to_complete": {"runs": args.lat_runs, **lat},
                     "step_endpoint": {
                         "clients": args.http_clients,
                         "seconds": round(elapsed, 2),
-                        "requests": len(step_lat),
-                        "errors": errors,
-                        "req_per_s": round(len(step_lat) / elapsed, 1),
-                        "p50_ms": steps["p50_ms"],
-                        "p99_ms": steps["p99_ms"],
+                        **load,
                     },
-                    "note": "load generator (httpx, one process) and server share the machine",
+                    "note": f"load generator ({load['generator']}) and server share the machine",
                 }
             )
         finally:
