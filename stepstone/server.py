@@ -73,6 +73,7 @@ def run_server(
     lease_seconds: float = 30.0,
     data_dir: str | None = None,
     max_running: int | None = None,
+    access_log: bool = True,
 ) -> None:
     """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM."""
 
@@ -98,6 +99,7 @@ def run_server(
                     host=host,
                     port=port,
                     log_level="info",
+                    access_log=access_log,
                     lifespan="on",
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
                 )

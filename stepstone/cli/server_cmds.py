@@ -125,6 +125,12 @@ def serve(
         Path | None,
         typer.Option(help="Folder for server state such as the admin token.", file_okay=False),
     ] = None,
+    no_access_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-access-log", help="Log no line per request (about 80 us less CPU each)."
+        ),
+    ] = False,
 ) -> None:
     """Run the REST API server (and, unless --no-worker, a worker in the same process)."""
     config = resolve_config(config)
@@ -142,6 +148,7 @@ def serve(
         max_running=max_running,
         lease_seconds=lease_seconds,
         data_dir=None if data_dir is None else str(data_dir),
+        access_log=not no_access_log,
     )
 
 

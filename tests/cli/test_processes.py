@@ -87,6 +87,21 @@ def test_tokens_and_an_authenticated_server_with_its_own_worker(tmp_path: Path) 
         server.stop()
 
 
+def test_no_access_log_serves_without_a_line_per_request(tmp_path: Path) -> None:
+    logs = {}
+    for name, args in (("default", ()), ("quiet", ("--no-access-log",))):
+        server = start_server(tmp_path / name, "--insecure-no-auth", *args)
+        try:
+            listed = httpx.get(f"{server.url}/client/v4/accounts/default/workflows")
+            assert listed.status_code == 200
+        finally:
+            server.stop()
+        logs[name] = (tmp_path / name / "server.log").read_text()
+    assert '"GET /client/v4/accounts/default/workflows HTTP/1.1" 200' in logs["default"]
+    assert "GET /client/v4" not in logs["quiet"]
+    assert "Uvicorn running" in logs["quiet"]
+
+
 def test_serve_rejects_an_invalid_schedule_clearly(tmp_path: Path) -> None:
     (tmp_path / "stepstone.toml").write_text(
         '[[workflows]]\nname = "x"\nclass_name = "Greeter"\nscript_name = "tests.cli.flows"\n'
