@@ -295,10 +295,10 @@ class Worker:
             await asyncio.sleep(interval)
             if not self._active:
                 continue
-            claims = [claim for claim, _, _ in self._active.values()]
+            renewing = {pk: claim for pk, (claim, _, _) in self._active.items()}
             try:
                 held = await self.storage.renew_leases(
-                    self.owner, claims, self.clock.now_ms(), self.settings.lease_ms
+                    self.owner, list(renewing.values()), self.clock.now_ms(), self.settings.lease_ms
                 )
             except asyncio.CancelledError:
                 raise
@@ -307,7 +307,9 @@ class Worker:
                 continue
             for pk, status in held.items():
                 entry = self._active.get(pk)
-                if entry is None:
+                # The instance may have ended and been claimed again while the renewal was on
+                # its way: the answer is about the claim renewed, not the one held now.
+                if entry is None or entry[0] is not renewing.get(pk):
                     continue
                 _, task, activation = entry
                 if status is None:
