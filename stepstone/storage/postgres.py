@@ -32,6 +32,7 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
+from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, Database, Listener
 from stepstone.storage.postgres_progress import ProgressCommitter
 from stepstone.storage.postgres_worker import (
@@ -130,6 +131,9 @@ class PostgresStorage(WorkerWrites):
         self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
         # Half the pool: claims, creates and reads keep connections of their own.
         self._progress = ProgressCommitter(self._db, max_inflight=max(1, max_connections // 2))
+        self._creates = CreateBatcher(
+            self._create_alone, self._insert_instances, max_inflight=max(1, max_connections // 2)
+        )
 
     # --- connections ------------------------------------------------------------------------
 
@@ -149,6 +153,7 @@ class PostgresStorage(WorkerWrites):
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
         await self._progress.drain()
+        await self._creates.drain()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -317,12 +322,47 @@ class PostgresStorage(WorkerWrites):
         *,
         skip_existing: bool,
     ) -> list[InstanceRecord]:
+        return await self._creates.create(
+            workflow_pk, version_id, items, now, skip_existing=skip_existing
+        )
+
+    async def _create_alone(
+        self,
+        workflow_pk: int,
+        version_id: str,
+        items: Sequence[NewInstance],
+        now: int,
+        skip_existing: bool,
+    ) -> list[InstanceRecord]:
         first: dict[str, NewInstance] = {}
         for item in items:
             first.setdefault(item.id, item)
         unique = list(first.values())
 
-        async def job(conn: Any) -> tuple[int | None, list[InstanceRecord]]:
+        def check(pks: dict[str, int]) -> None:
+            # A duplicate inside the request also counts as existing, as it does in SQLite.
+            if not skip_existing and (len(pks) < len(items)):
+                missing = [i.id for i in unique if i.id not in pks]
+                taken = missing[0] if missing else _first_duplicate([i.id for i in items])
+                raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
+
+        pks = await self._insert_instances(workflow_pk, version_id, unique, now, check)
+        return [
+            i.as_created(pks[i.id], workflow_pk, version_id, now) for i in unique if i.id in pks
+        ]
+
+    async def _insert_instances(
+        self,
+        workflow_pk: int,
+        version_id: str,
+        unique: Sequence[NewInstance],
+        now: int,
+        check: Callable[[dict[str, int]], None],
+    ) -> dict[str, int]:
+        """Insert instances whose ids are not taken; ``check`` sees ``{id: pk}`` of those
+        inserted and rolls the transaction back by raising."""
+
+        async def job(conn: Any) -> tuple[int | None, dict[str, int]]:
             rows = await conn.fetch(
                 _CREATE_INSTANCES,
                 workflow_pk,
@@ -339,21 +379,14 @@ class PostgresStorage(WorkerWrites):
                     for i in unique
                 ],
             )
-            pks = {r[1]: r[0] for r in rows}
-            # A duplicate inside the request also counts as existing, as it does in SQLite.
-            if not skip_existing and (len(pks) < len(items)):
-                missing = [i.id for i in unique if i.id not in pks]
-                taken = missing[0] if missing else _first_duplicate([i.id for i in items])
-                raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
-            created = [
-                i.as_created(pks[i.id], workflow_pk, version_id, now) for i in unique if i.id in pks
-            ]
-            return (rows[0][2] if rows else None), created
+            pks: dict[str, int] = {r[1]: r[0] for r in rows}
+            check(pks)
+            return (rows[0][2] if rows else None), pks
 
-        created = await self._db.write_reporting_xid(job)
-        if created:
+        pks = await self._db.write_reporting_xid(job)
+        if pks:
             self._fire_wake()
-        return created
+        return pks
 
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
         row = await self._db.read(
