@@ -34,9 +34,17 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, Database, Listener
-from stepstone.storage.postgres_progress import ProgressCommitter
+from stepstone.storage.postgres_progress import (
+    GroupCommitter,
+    progress_many,
+    progress_one,
+    release_sender,
+)
+from stepstone.storage.postgres_reads import ReadBatcher
 from stepstone.storage.postgres_worker import (
+    DEFAULT_RETENTION_MS,
     INSTANCE_COLUMNS,
+    NEAR_WAKE_MS,
     TERMINAL,
     WorkerWrites,
     expiry,
@@ -130,9 +138,22 @@ class PostgresStorage(WorkerWrites):
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
         # Half the pool: claims, creates and reads keep connections of their own.
-        self._progress = ProgressCommitter(self._db, max_inflight=max(1, max_connections // 2))
+        self._progress = GroupCommitter(
+            self._db, progress_one, progress_many, max_inflight=max(1, max_connections // 2)
+        )
+        self._releases = GroupCommitter(
+            self._db,
+            *release_sender(NEAR_WAKE_MS, DEFAULT_RETENTION_MS),
+            max_inflight=max(1, max_connections // 2),
+        )
         self._creates = CreateBatcher(
             self._create_alone, self._insert_instances, max_inflight=max(1, max_connections // 2)
+        )
+        self._workflow_reads: ReadBatcher[tuple[str, str], WorkflowRecord | None] = ReadBatcher(
+            self._get_workflow, self._get_workflows, None, max(1, max_connections // 2)
+        )
+        self._history_reads: ReadBatcher[int, list[EventRecord]] = ReadBatcher(
+            self._events, self._histories, [], max(1, max_connections // 2)
         )
 
     # --- connections ------------------------------------------------------------------------
@@ -153,7 +174,10 @@ class PostgresStorage(WorkerWrites):
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
         await self._progress.drain()
+        await self._releases.drain()
         await self._creates.drain()
+        await self._workflow_reads.drain()
+        await self._history_reads.drain()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -223,12 +247,29 @@ class PostgresStorage(WorkerWrites):
         return found
 
     async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:
+        return await self._workflow_reads.get((account_id, name))
+
+    async def _get_workflow(self, key: tuple[str, str]) -> WorkflowRecord | None:
         row = await self._db.read(
             lambda c: c.fetchrow(
-                f"{_WORKFLOW_SELECT} WHERE w.account_id = $1 AND w.name = $2", account_id, name
+                f"{_WORKFLOW_SELECT} WHERE w.account_id = $1 AND w.name = $2", *key
             )
         )
         return _workflow(row) if row else None
+
+    async def _get_workflows(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], WorkflowRecord | None]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                f"{_WORKFLOW_SELECT} WHERE (w.account_id, w.name) IN"
+                " (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+        )
+        found = (_workflow(row) for row in rows)
+        return {(w.account_id, w.name): w for w in found}
 
     async def list_workflows(
         self, account_id: str | None, search: str | None, offset: int, limit: int
@@ -428,6 +469,27 @@ class PostgresStorage(WorkerWrites):
         return [instance_row(r) for r in rows]
 
     async def load_events(
+        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        if after_event_id == 0 and limit is None:  # a whole history: an activation starting
+            return await self._history_reads.get(instance_pk)
+        return await self._events(instance_pk, after_event_id, limit)
+
+    async def _histories(self, pks: Sequence[int]) -> dict[int, list[EventRecord]]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT instance_pk, event_id, ts, type, step_kind, step_name, data"
+                " FROM instance_events WHERE instance_pk = ANY($1::bigint[])"
+                " ORDER BY instance_pk, event_id",
+                list(pks),
+            )
+        )
+        histories: dict[int, list[EventRecord]] = {pk: [] for pk in pks}
+        for r in rows:
+            histories[r[0]].append(EventRecord(*r[1:]))
+        return histories
+
+    async def _events(
         self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
         rows = await self._db.read(

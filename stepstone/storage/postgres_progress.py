@@ -1,55 +1,68 @@
-"""Group commit of step results on PostgreSQL: concurrent ``record_progress`` calls of many
-instances share one statement, so one round trip and one WAL flush.
+"""Group commit of worker writes on PostgreSQL: concurrent step results (or activation ends) of
+many instances share one statement, so one round trip and one WAL flush.
 
-A call that finds fewer than ``max_inflight`` statements under way sends at once, taking
-everything queued along, so a lone workflow never waits; calls arriving while the statements
-are all in flight queue up and leave together when one returns. Each statement runs in its own
-implicit transaction and is resent after a lost connection: the functions of migrations 0003
-(one instance) and 0004 (many) recognise what already committed.
+A write waits for the event loop to run what is ready, so that the writes of every activation
+that stepped in the same turn leave together; while ``max_inflight`` statements are under way,
+more queue up and leave together when one returns. A write alone goes as the one-instance
+function. Each statement runs in its own implicit transaction and is resent after a lost
+connection: the functions of migrations 0003 (one instance), 0004 and 0005 (many) recognise
+what already committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-from stepstone.storage.base import Claim, NewEvent
+from stepstone.storage.base import Claim, NewEvent, Release
 from stepstone.storage.postgres_db import Database
 
-_ONE = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
-_MANY = (
+W = TypeVar("W")  # what one call writes for its instance
+
+_ONE_PROGRESS = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
+_MANY_PROGRESS = (
     "SELECT r_pk, r_status FROM stepstone_record_progress_many($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
-_Entry = tuple[Claim, Sequence[NewEvent], "asyncio.Future[str | None]"]
+_ONE_RELEASE = (
+    "SELECT stepstone_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+    " $12, $13, $14, $15, $16)"
+)
+_MANY_RELEASE = (
+    "SELECT r_pk, r_status FROM stepstone_release_many($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+    " $10, $11, $12, $13, $14, $15, $16, $17)"
+)
+_Entry = tuple[Claim, W, "asyncio.Future[str | None]"]
+# (connection, retry, claim, write) -> the instance's status, None if fenced.
+SendOne = Callable[[Any, bool, Claim, W], Awaitable[str | None]]
+# (connection, retry, [(claim, write)]) -> {instance pk: status or None}.
+SendMany = Callable[[Any, bool, list[tuple[Claim, W]]], Awaitable[dict[int, str | None]]]
 
 
-class ProgressCommitter:
-    def __init__(self, db: Database, max_inflight: int) -> None:
+class GroupCommitter(Generic[W]):
+    def __init__(self, db: Database, one: SendOne[W], many: SendMany[W], max_inflight: int) -> None:
         self._db = db
+        self._one = one
+        self._many = many
         self._max_inflight = max_inflight
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queued: list[_Entry] = []
+        self._queued: list[_Entry[W]] = []
+        self._scheduled = False
 
-    async def record(self, claim: Claim, events: Sequence[NewEvent]) -> str | None:
-        """Append ``events`` fenced by ``claim``; the instance's status, None if fenced."""
-        if self._inflight < self._max_inflight and not self._queued:
-            # Alone: this caller sends its own statement, no task and no future in between.
-            self._inflight += 1
-            try:
-                return await self._db.idempotent(
-                    lambda conn, retry: conn.fetchval(
-                        _ONE, claim.instance.pk, claim.epoch, retry, *_columns(events)
-                    )
-                )
-            finally:
-                self._inflight -= 1
-                self._send_queued()
+    async def write(self, claim: Claim, write: W) -> str | None:
+        """Apply ``write`` fenced by ``claim``; the instance's status, None if fenced."""
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queued.append((claim, events, future))
-        self._send_queued()
+        self._queued.append((claim, write, future))
+        if not self._scheduled:
+            # Sent once the loop has run what is ready: writes made in the same turn share it.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_scheduled)
         return await future
+
+    def _send_scheduled(self) -> None:
+        self._scheduled = False
+        self._send_queued()
 
     async def drain(self) -> None:
         while self._tasks:
@@ -60,8 +73,8 @@ class ProgressCommitter:
             return
         # One entry per instance and statement: a second write of the same instance waits for
         # the next statement, so each instance's writes commit in the order they were made.
-        batch: dict[int, _Entry] = {}
-        later: list[_Entry] = []
+        batch: dict[int, _Entry[W]] = {}
+        later: list[_Entry[W]] = []
         for entry in self._queued:
             if entry[0].instance.pk in batch:
                 later.append(entry)
@@ -73,16 +86,20 @@ class ProgressCommitter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _commit(self, batch: list[_Entry]) -> None:
-        args = _arguments(batch)
-
-        async def job(conn: Any, retry: bool) -> dict[int, str | None]:
-            rows = await conn.fetch(_MANY, args[0], args[1], retry, *args[2:])
-            return {r[0]: r[1] for r in rows}
-
+    async def _commit(self, batch: list[_Entry[W]]) -> None:
+        writes = [(claim, write) for claim, write, _ in batch]
         futures = [future for _, _, future in batch]
         try:
-            statuses = await self._db.idempotent(job)
+            if len(writes) == 1:
+                claim, write = writes[0]
+                status = await self._db.idempotent(
+                    lambda conn, retry: self._one(conn, retry, claim, write)
+                )
+                statuses = {claim.instance.pk: status}
+            else:
+                statuses = await self._db.idempotent(
+                    lambda conn, retry: self._many(conn, retry, writes)
+                )
         except Exception as exc:
             for future in futures:
                 if not future.done():
@@ -100,6 +117,86 @@ class ProgressCommitter:
             self._send_queued()
 
 
+# --- step results ---------------------------------------------------------------------------
+
+
+async def progress_one(
+    conn: Any, retry: bool, claim: Claim, events: Sequence[NewEvent]
+) -> str | None:
+    status: str | None = await conn.fetchval(
+        _ONE_PROGRESS, claim.instance.pk, claim.epoch, retry, *_columns(events)
+    )
+    return status
+
+
+async def progress_many(
+    conn: Any, retry: bool, writes: list[tuple[Claim, Sequence[NewEvent]]]
+) -> dict[int, str | None]:
+    of, columns = _grouped(events for _, events in writes)
+    rows = await conn.fetch(
+        _MANY_PROGRESS,
+        [claim.instance.pk for claim, _ in writes],
+        [claim.epoch for claim, _ in writes],
+        retry,
+        of,
+        *columns,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+# --- activations' ends ----------------------------------------------------------------------
+
+# A release: what it stores, its events (queued ones first) and when it was made.
+Ending = tuple[Release, Sequence[NewEvent], int]
+
+
+def release_sender(
+    near_wake_ms: int, default_retention_ms: int
+) -> tuple[SendOne[Ending], SendMany[Ending]]:
+    async def one(conn: Any, retry: bool, claim: Claim, ending: Ending) -> str | None:
+        r, events, now = ending
+        status: str | None = await conn.fetchval(
+            _ONE_RELEASE,
+            claim.instance.pk,
+            claim.epoch,
+            claim.wake_seq,
+            r.status,
+            r.runnable_at,
+            r.output,
+            r.error,
+            r.rollback,
+            now,
+            now + near_wake_ms,
+            default_retention_ms,
+            *_columns(events),
+        )
+        return status
+
+    async def many(
+        conn: Any, retry: bool, writes: list[tuple[Claim, Ending]]
+    ) -> dict[int, str | None]:
+        of, columns = _grouped(events for _, (_, events, _) in writes)
+        rows = await conn.fetch(
+            _MANY_RELEASE,
+            [claim.instance.pk for claim, _ in writes],
+            [claim.epoch for claim, _ in writes],
+            [claim.wake_seq for claim, _ in writes],
+            [r.status for _, (r, _, _) in writes],
+            [r.runnable_at for _, (r, _, _) in writes],
+            [r.output for _, (r, _, _) in writes],
+            [r.error for _, (r, _, _) in writes],
+            [r.rollback for _, (r, _, _) in writes],
+            [now for _, (_, _, now) in writes],
+            near_wake_ms,
+            default_retention_ms,
+            of,
+            *columns,
+        )
+        return {r[0]: r[1] for r in rows}
+
+    return one, many
+
+
 def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
     return (
         [e.ts for e in events],
@@ -110,11 +207,15 @@ def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
     )
 
 
-def _arguments(batch: list[_Entry]) -> list[list[Any]]:
-    pks, epochs, of, ts, types, kinds, names, data = ([] for _ in range(8))
-    for n, (claim, events, _) in enumerate(batch, 1):
-        pks.append(claim.instance.pk)
-        epochs.append(claim.epoch)
+def _grouped(event_lists: Any) -> tuple[list[int], tuple[list[Any], ...]]:
+    """Many instances' events as one set of columns, with the 1-based owner of each."""
+    of: list[int] = []
+    ts: list[Any] = []
+    types: list[Any] = []
+    kinds: list[Any] = []
+    names: list[Any] = []
+    data: list[Any] = []
+    for n, events in enumerate(event_lists, 1):
         for e in events:
             of.append(n)
             ts.append(e.ts)
@@ -122,4 +223,4 @@ def _arguments(batch: list[_Entry]) -> list[list[Any]]:
             kinds.append(e.step_kind)
             names.append(e.step_name)
             data.append(e.data)
-    return [pks, epochs, of, ts, types, kinds, names, data]
+    return of, (ts, types, kinds, names, data)

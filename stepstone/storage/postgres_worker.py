@@ -24,7 +24,7 @@ from stepstone.storage.base import (
     Release,
 )
 from stepstone.storage.postgres_db import CHANNEL, Database
-from stepstone.storage.postgres_progress import ProgressCommitter
+from stepstone.storage.postgres_progress import Ending, GroupCommitter
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -59,12 +59,6 @@ INSTANCE_COLUMNS = ", ".join(INSTANCE_FIELDS)
 
 def instance_row(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
-
-
-_RELEASE = (
-    "SELECT stepstone_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-    " $12, $13, $14, $15, $16)"
-)
 
 
 def event_columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
@@ -132,7 +126,8 @@ class WorkerWrites:
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
     _flusher: asyncio.Task[None] | None
     _inflight: tuple[frozenset[int], asyncio.Future[None]] | None
-    _progress: ProgressCommitter
+    _progress: GroupCommitter[Sequence[NewEvent]]
+    _releases: GroupCommitter[Ending]
 
     def _fire_wake(self) -> None:
         for callback in self._wake_listeners:
@@ -301,7 +296,7 @@ class WorkerWrites:
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
         # The hot path of every step: shares one statement, in its own transaction, with the
         # progress of other instances recorded at the same time.
-        status = await self._progress.record(claim, [*await self._take_queued(claim), *events])
+        status = await self._progress.write(claim, [*await self._take_queued(claim), *events])
         if status is None:
             raise Fenced(claim.instance.id)
         return status
@@ -373,28 +368,9 @@ class WorkerWrites:
         return await self._fenced(claim, fn)
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
-        r = release
-        columns = event_columns([*await self._take_queued(claim), *r.events])
-
-        async def job(conn: Any, retry: bool) -> str | None:
-            status: str | None = await conn.fetchval(
-                _RELEASE,
-                claim.instance.pk,
-                claim.epoch,
-                claim.wake_seq,
-                r.status,
-                r.runnable_at,
-                r.output,
-                r.error,
-                r.rollback,
-                now,
-                now + NEAR_WAKE_MS,
-                DEFAULT_RETENTION_MS,
-                *columns,
-            )
-            return status
-
-        status = await self._db.idempotent(job)
+        # Shares one statement with other activations ending at the same time.
+        events = [*await self._take_queued(claim), *release.events]
+        status = await self._releases.write(claim, (release, events, now))
         if status is None:
             raise Fenced(claim.instance.id)
         # Local listeners hear of every release (a waiter may be watching this instance);

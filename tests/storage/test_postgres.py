@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from stepstone.storage.base import Claim, NewEvent, NewInstance, Release, WorkflowDefinition
+from stepstone.storage.base import (
+    Claim,
+    Fenced,
+    NewEvent,
+    NewInstance,
+    Release,
+    WorkflowDefinition,
+)
 from stepstone.storage.postgres import PostgresStorage
 from tests.storage.conftest import LEASE, NOW
 
@@ -186,3 +193,75 @@ async def test_a_resent_write_is_applied_once(pg: PostgresStorage) -> None:
     assert await pg.release_instance(one, release, NOW) == "complete"
     events = await pg.load_events(one.instance.pk)
     assert [e.type for e in events].count("workflow_completed") == 1
+
+
+async def test_activations_ending_together_share_a_statement_and_each_ends_once(
+    pg: PostgresStorage,
+) -> None:
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    ids = [f"i{n}" for n in range(12)]
+    await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance(i, b"1") for i in ids], NOW, skip_existing=False
+    )
+    claims = await pg.claim_runnable("w", 12, NOW, LEASE, None)
+    stale = Claim(claims[0].instance, "w", claims[0].epoch - 1, claims[0].wake_seq)
+
+    def ending(n: int) -> Release:
+        if n % 3 == 0:  # waiting again in a minute, with the events of its sleep
+            return Release(
+                "waiting",
+                runnable_at=NOW + 60_000,
+                events=[NewEvent("sleep_started", NOW, b"{}", "sleep", f"nap-{n}")],
+            )
+        return Release(
+            "complete", output=str(n).encode(), events=[NewEvent("workflow_completed", NOW)]
+        )
+
+    outcomes = await asyncio.gather(
+        pg.release_instance(stale, ending(0), NOW),
+        *(pg.release_instance(claim, ending(n), NOW) for n, claim in enumerate(claims)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], Fenced)
+    assert outcomes[1:] == ["waiting" if n % 3 == 0 else "complete" for n in range(12)]
+    for n, claim in enumerate(claims):
+        record = await pg.get_instance(wf.pk, claim.instance.id)
+        events = [(e.type, e.step_name) for e in await pg.load_events(claim.instance.pk)]
+        assert record is not None
+        if n % 3 == 0:
+            assert record.status == "waiting"
+            assert events[-1] == ("sleep_started", f"nap-{n}")
+        else:
+            assert (record.status, record.output) == ("complete", str(n).encode())
+            assert events.count(("workflow_completed", None)) == 1
+
+    # Sent again (its answer lost), a many-release finds its work done and changes nothing.
+    again = await pg._db.read(
+        lambda conn: conn.fetch(
+            "SELECT * FROM stepstone_release_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+            " $11, $12, $13, $14, $15, $16, $17)",
+            [c.instance.pk for c in claims[1:3]],
+            [c.epoch for c in claims[1:3]],
+            [c.wake_seq for c in claims[1:3]],
+            ["complete", "complete"],
+            [None, None],
+            [b"9", b"9"],
+            [None, None],
+            [None, None],
+            [NOW, NOW],
+            60_000,
+            1_000,
+            [1, 2],
+            [NOW, NOW],
+            ["workflow_completed", "workflow_completed"],
+            [None, None],
+            [None, None],
+            [None, None],
+        )
+    )
+    assert [tuple(r) for r in again] == [(c.instance.pk, "complete") for c in claims[1:3]]
+    for claim in claims[1:3]:
+        record = await pg.get_instance(wf.pk, claim.instance.id)
+        assert record is not None and record.output != b"9"
+        types = [e.type for e in await pg.load_events(claim.instance.pk)]
+        assert types.count("workflow_completed") == 1
