@@ -265,3 +265,41 @@ async def test_activations_ending_together_share_a_statement_and_each_ends_once(
         assert record is not None and record.output != b"9"
         types = [e.type for e in await pg.load_events(claim.instance.pk)]
         assert types.count("workflow_completed") == 1
+
+
+async def test_reads_asked_for_together_each_get_their_own_answer(pg_database: str) -> None:
+    # Two connections: one read in flight at a time, so the others queue and share a query.
+    store = PostgresStorage(pg_database, max_connections=2)
+    await store.open()
+    try:
+        workflows = [
+            await store.register_workflow("a", f"wf{n}", WorkflowDefinition("C", "m"), NOW)
+            for n in range(3)
+        ]
+        ids = [f"i{n}" for n in range(6)]
+        await store.create_instances(
+            workflows[0].pk,
+            workflows[0].version.id,
+            [NewInstance(i, b"1") for i in ids],
+            NOW,
+            skip_existing=False,
+        )
+        claims = await store.claim_runnable("w", 6, NOW, LEASE, None)
+        for n, claim in enumerate(claims[:3]):
+            steps = [NewEvent("step_completed", NOW, b"{}", "do", f"s{k}") for k in range(n)]
+            await store.record_progress(claim, steps)
+        found = await asyncio.gather(
+            *(store.get_workflow("a", name) for name in ("wf0", "nope", "wf2", "wf1", "wf0")),
+            *(store.load_events(claim.instance.pk) for claim in claims),
+        )
+        assert [w.name if w else None for w in found[:5]] == ["wf0", None, "wf2", "wf1", "wf0"]
+        histories = found[5:]
+        for n, (claim, events) in enumerate(zip(claims, histories, strict=True)):
+            expected = [f"s{k}" for k in range(n)] if n < 3 else []
+            assert [e.step_name for e in events if e.type == "step_completed"] == expected
+            assert events[0].type == "workflow_queued"
+            assert [e.event_id for e in events] == sorted(e.event_id for e in events)
+            again = await store.load_events(claim.instance.pk)
+            assert again == events
+    finally:
+        await store.close()
