@@ -217,6 +217,7 @@ class SqliteStorage:
         if self._queued:
             # Events queued without waiting commit with (before) whatever is written next.
             queued, self._queued = self._queued, {}
+            self._cancel_flush()
             main = job
 
             def job(conn: sqlite3.Connection) -> T:
@@ -230,10 +231,13 @@ class SqliteStorage:
 
         return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes)
 
-    def _flush_queued(self) -> None:
+    def _cancel_flush(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+    def _flush_queued(self) -> None:
+        self._cancel_flush()
         if self._queued and self._writer is not None:
             done = self._write(lambda conn: None, durable=False)
             if done.done() and not done.cancelled():
@@ -694,6 +698,8 @@ class SqliteStorage:
         queued = self._queued.pop(claim.instance.pk, None)
         if queued is not None and queued[0] is claim:
             events = [*queued[1], *events]
+            if not self._queued:
+                self._cancel_flush()
         elif queued is not None:
             self._queued[claim.instance.pk] = queued
 

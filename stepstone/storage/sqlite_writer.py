@@ -96,6 +96,8 @@ class WalSyncer:
         self._inode: int | None = None
         self._committed = 0
         self._synced = 0
+        self._commits_seen = 0
+        self._seen_at_schedule = 0
         self._waiters: list[tuple[int, Acknowledge]] = []
         self._in_flight = False
         self._start_handle: asyncio.Handle | None = None
@@ -110,13 +112,17 @@ class WalSyncer:
         """Whether a durable commit is not known to be durable yet."""
         return self._synced < self._committed
 
-    def committed(self) -> None:
-        """Count a durable commit just made.
+    def committed(self, durable: bool = True) -> None:
+        """Count a commit just made.
 
-        Its sync starts once someone waits for it (``after_sync``), so that the commits a
-        writer makes before it needs durability (a step's result, then the instance's end)
-        share one; or at the latest ``EVENTUAL_SYNC_S`` later.
+        A durable one's sync starts once someone waits for it (``after_sync``), so that the
+        commits a writer makes before it needs durability (a step's result, then the instance's
+        end) share one; or at the latest ``EVENTUAL_SYNC_S`` later. Any commit also tells that
+        the loop has other work going on.
         """
+        self._commits_seen += 1
+        if not durable:
+            return
         self._committed += 1
         if self._eventual is None:
             self._eventual = asyncio.get_running_loop().call_later(EVENTUAL_SYNC_S, self._start)
@@ -133,6 +139,7 @@ class WalSyncer:
 
     def _schedule_start(self) -> None:
         if not self._in_flight and self._start_handle is None:
+            self._seen_at_schedule = self._commits_seen
             self._start_handle = asyncio.get_running_loop().call_soon(self._start)
 
     def _start(self) -> None:
@@ -143,7 +150,10 @@ class WalSyncer:
         if self._in_flight or not self.pending or self.failure is not None:
             return
         loop = asyncio.get_running_loop()
-        if self._committed - self._synced > 1:
+        # Another commit in the meantime (a worker claiming the instance just created, other
+        # activations stepping) means there is work to overlap with the sync.
+        busy = self._commits_seen != self._seen_at_schedule
+        if busy or self._committed - self._synced > 1:
             self._in_flight = True
             self._requests.put((loop, self._committed))
             return
@@ -300,8 +310,8 @@ class InlineWriter:
             future.set_exception(exc)
             return future
         syncer = self._syncer
-        if durable and syncer is not None:
-            syncer.committed()
+        if syncer is not None:
+            syncer.committed(durable)
         if wakes:
             for callback in self._after_commit:
                 callback()
