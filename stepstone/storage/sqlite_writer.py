@@ -84,10 +84,10 @@ class WalSyncer:
     Lives on one event loop: ``committed`` and ``after_sync`` are called from it. Durable
     commits are counted, and a sync covers the count taken when it began. Which thread syncs
     is decided one turn of the loop after someone first waits: if a single commit is not yet
-    synced, the loop syncs it itself, since handing it to a thread and being woken back costs
-    more than the sync (about 180 us of CPU per round trip in a VM, measured). If there are
-    more, a thread syncs them all while the loop goes on (group commit), and the commits made
-    meanwhile share the next one.
+    synced and nothing else was committed in that turn, the loop syncs it itself, since
+    handing it to a thread and being woken back costs more than the sync (about 180 us of CPU
+    per round trip in a VM, measured). Otherwise a thread syncs them all while the loop goes
+    on (group commit), and the commits made meanwhile share the next one.
     """
 
     def __init__(self, wal_path: str) -> None:
