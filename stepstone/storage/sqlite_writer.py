@@ -28,6 +28,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -240,6 +241,16 @@ class WalSyncer:
             self._fd = None
 
 
+@dataclass(slots=True)
+class _Entry:
+    job: Job
+    future: asyncio.Future[Any]
+    durable: bool
+    wait: bool
+    wakes: bool
+    result: Any = None
+
+
 def _settles(future: asyncio.Future[T], result: T) -> Acknowledge:
     def acknowledge(error: BaseException | None) -> None:
         if future.done():  # the caller stopped waiting; the commit stands
@@ -269,6 +280,7 @@ class InlineWriter:
         self._lock = lock or threading.Lock()
         self._syncer = syncer
         self._after_commit: list[Callable[[], None]] = []
+        self._batch: list[_Entry] = []
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after each acknowledged write submitted with ``wakes``."""
@@ -295,31 +307,89 @@ class InlineWriter:
         durable: bool = True,
         wait: bool = True,
         wakes: bool = False,
+        batched: bool = False,
     ) -> asyncio.Future[T]:
         """Run ``job`` now; the future resolves with its result once the commit is durable.
 
         ``wait=False`` resolves it at the commit while the sync goes on: for a writer that
         calls ``sync()`` before anything outside the database depends on the write. ``wakes``
         marks a write that may make work runnable: the ``on_commit`` callbacks run at once,
-        since a worker acting on it syncs before running user code anyway.
+        since a worker acting on it syncs before running user code anyway. ``batched`` runs
+        the job once the loop has run what is ready, in one transaction with the other batched
+        jobs of that turn (each in its own savepoint, so each still fails alone): many clients
+        creating at once, or many activations ending, then share a commit.
         """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        entry = _Entry(job, future, durable, wait, wakes)
+        if batched:
+            self._batch.append(entry)
+            if len(self._batch) == 1:
+                loop.call_soon(self._run_batch)
+            return future
         try:
-            result = self._run(job)
+            entry.result = self._run(job)
         except Exception as exc:  # handed to the caller, as an awaited write would raise
             future.set_exception(exc)
             return future
+        self._committed([entry])
+        return future
+
+    def _run_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if len(batch) == 1:
+            try:
+                batch[0].result = self._run(batch[0].job)
+            except Exception as exc:
+                batch[0].future.set_exception(exc)
+                return
+            self._committed(batch)
+            return
+        done: list[_Entry] = []
+        try:
+            if self._syncer is not None and self._syncer.failure is not None:
+                raise self._syncer.failure
+            conn = self._conn
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for entry in batch:
+                        conn.execute("SAVEPOINT batched")
+                        try:
+                            entry.result = entry.job(conn)
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO batched")
+                            entry.future.set_exception(exc)
+                        else:
+                            done.append(entry)
+                        conn.execute("RELEASE batched")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        except Exception as exc:
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+            return
+        self._committed(done)
+
+    def _committed(self, entries: list[_Entry]) -> None:
+        """Count the commit holding ``entries``, wake, and settle their futures."""
         syncer = self._syncer
-        if syncer is not None:
-            syncer.committed(durable)
-        if wakes:
+        if syncer is not None and entries:
+            syncer.committed(any(e.durable for e in entries))
+        if any(e.wakes for e in entries):
             for callback in self._after_commit:
                 callback()
-        if not wait or not durable or syncer is None:
-            future.set_result(result)
-        else:
-            syncer.after_sync(_settles(future, result))
-        return future
+        for e in entries:
+            if not e.wait or not e.durable or syncer is None:
+                if not e.future.done():
+                    e.future.set_result(e.result)
+            else:
+                syncer.after_sync(_settles(e.future, e.result))
 
     def sync(self) -> asyncio.Future[None] | None:
         """A future for "every durable commit so far is durable", or None if that is so now."""
@@ -331,5 +401,6 @@ class InlineWriter:
         return future
 
     def close(self) -> None:
+        self._run_batch()
         if self._syncer is not None:
             self._syncer.close()

@@ -128,6 +128,26 @@ async def test_create_with_an_existing_id_raises_and_writes_nothing(fx: Fixture)
     assert await fx.storage.get_instance(fx.workflow.pk, "twin") is None
 
 
+async def test_creates_made_at_once_each_succeed_or_fail_alone(fx: Fixture) -> None:
+    await fx.create("taken")
+    outcomes = await asyncio.gather(
+        *(fx.create(f"early-{n}") for n in range(8)),
+        fx.create("fresh-1", "taken"),
+        fx.create("fresh-2"),
+        fx.create("taken", "fresh-3", skip=True),
+        fx.create("same"),
+        fx.create("same"),
+        return_exceptions=True,
+    )
+    assert outcomes[:8] == [[f"early-{n}"] for n in range(8)]
+    clash, fresh, skipping, same_a, same_b = outcomes[8:]
+    assert isinstance(clash, InstanceAlreadyExists)
+    assert (fresh, skipping) == (["fresh-2"], ["fresh-3"])
+    assert sorted(type(o).__name__ for o in (same_a, same_b)) == ["InstanceAlreadyExists", "list"]
+    assert await fx.storage.get_instance(fx.workflow.pk, "fresh-1") is None
+    assert await fx.storage.count_instances(fx.workflow.pk) == {"queued": 12}
+
+
 async def test_create_skip_existing_leaves_existing_out(fx: Fixture) -> None:
     await fx.create("taken", params=b'"old"')
     created = await fx.create("a", "taken", "b", "a", params=b'"new"', skip=True)
@@ -334,6 +354,19 @@ async def test_nowait_progress_commits_before_the_next_awaited_write(fx: Fixture
         "awaited",
         "q5",
     ]
+
+
+async def test_nowait_progress_keeps_its_order_when_others_write_meanwhile(fx: Fixture) -> None:
+    await fx.create("i")
+    claim = await fx.claim_one("i")
+    fx.storage.record_progress_nowait(claim, [NewEvent("attempt_started", NOW)])
+    # Another client's create, asked for first, must not carry (and reorder) this claim's
+    # queued events, however the store schedules its writes.
+    creating = asyncio.ensure_future(fx.create("other"))
+    await asyncio.sleep(0)  # the create is under way
+    await fx.storage.record_progress(claim, [NewEvent("step_completed", NOW)])
+    assert await creating == ["other"]
+    assert await fx.event_types("i") == ["workflow_queued", "attempt_started", "step_completed"]
 
 
 async def test_nowait_progress_lands_without_a_later_write(fx: Fixture) -> None:
