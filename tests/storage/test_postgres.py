@@ -303,3 +303,41 @@ async def test_reads_asked_for_together_each_get_their_own_answer(pg_database: s
             assert again == events
     finally:
         await store.close()
+
+
+async def test_many_step_results_in_one_statement_skip_the_fenced_and_keep_order(
+    pg: PostgresStorage,
+) -> None:
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance(f"i{n}", b"1") for n in range(3)], NOW,
+        skip_existing=False,
+    )  # fmt: skip
+    claims = await pg.claim_runnable("w", 3, NOW, LEASE, None)
+    epochs = [c.epoch for c in claims]
+    epochs[1] += 1  # taken over meanwhile: fenced
+    names = [["a", "b"], ["c"], ["d", "e", "f"]]
+    of = [n + 1 for n, group in enumerate(names) for _ in group]
+    flat = [name for group in names for name in group]
+    rows = await pg._db.read(
+        lambda conn: conn.fetch(
+            "SELECT * FROM stepstone_record_progress_many($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [c.instance.pk for c in claims],
+            epochs,
+            False,
+            of,
+            [NOW] * len(flat),
+            ["step_completed"] * len(flat),
+            ["do"] * len(flat),
+            flat,
+            [b"{}"] * len(flat),
+        )
+    )
+    assert [tuple(r) for r in rows] == [
+        (claims[0].instance.pk, "running"),
+        (claims[1].instance.pk, None),
+        (claims[2].instance.pk, "running"),
+    ]
+    for claim, expected in zip(claims, [["a", "b"], [], ["d", "e", "f"]], strict=True):
+        events = await pg.load_events(claim.instance.pk)
+        assert [e.step_name for e in events if e.type == "step_completed"] == expected
