@@ -206,7 +206,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "Stepstone and DBOS Transact run the same workloads in one run, alternating, each on a"
         " fresh database, in separate processes (DBOS from its own venv, `.venv-bench`, with the"
-        " shared harness `dbos_bench.py` unchanged). Every figure is the median over runs."
+        " shared harness `dbos_bench.py` unchanged). Before each process starts, PostgreSQL"
+        " takes a CHECKPOINT and the page cache is synced, so no run pays for the previous"
+        " one's unwritten data. Every figure is the median over runs."
         " `Stepstone/DBOS` is the plain ratio of the two medians (below 1 is better for times,"
         " above 1 for throughput); the last column says it in words.",
         "",
