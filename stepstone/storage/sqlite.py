@@ -721,7 +721,7 @@ class SqliteStorage:
             _insert_events(conn, claim.instance.pk, events)
             return status
 
-        result: str = await self._write(job, wait=False)
+        result: str = await self._write(job, wait=False, batched=True)
         return result
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
