@@ -266,11 +266,12 @@ def render_markdown(result: dict[str, Any]) -> str:
                         _fmt(r.get("baseline_rss_mb")),
                         _fmt(r.get("rss_mb")),
                         _fmt(r.get("rss_after_gc_trim_mb")),
+                        _fmt(r.get("rss_without_page_cache_mb")),
                         _fmt(r.get("peak_rss_mb")),
                         _fmt(r.get("all_waiting_s")),
                     ]
                     if "error" not in r
-                    else [_fmt(r.get("instances")), "error: " + r["error"], "", "", "", ""]
+                    else [_fmt(r.get("instances")), "error: " + r["error"], "", "", "", "", ""]
                     for r in mem
                 ],
                 [
@@ -278,6 +279,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                     "RSS before (MB)",
                     "RSS (MB)",
                     "RSS after gc+trim (MB)",
+                    "RSS without SQLite's page cache (MB)",
                     "peak RSS (MB)",
                     "seconds to all waiting",
                 ],
