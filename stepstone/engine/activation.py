@@ -79,10 +79,16 @@ class Activation:
     def now(self) -> int:
         return self.clock.now_ms()
 
-    def event(self, kind: str, data: dict[str, Any], key: tuple[str, str] | None) -> NewEvent:
+    def event(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        key: tuple[str, str] | None,
+        ts: int | None = None,
+    ) -> NewEvent:
         return NewEvent(
             kind,
-            self.now(),
+            self.now() if ts is None else ts,
             orjson.dumps(data),
             None if key is None else key[0],
             None if key is None else key[1],

@@ -391,7 +391,9 @@ class ReplayStep:
                     )
                     return await self._fail_step(key, error, kind_prefix)
                 delay = await self._retry_delay(key, retries, live_delay, ctx, exc, attempt)
-                retry_at = act.now() + delay
+                # One clock reading, so the record's retryAt is exactly its time + the delay.
+                now = act.now()
+                retry_at = now + delay
                 await act.write(
                     [
                         act.event(
@@ -403,6 +405,7 @@ class ReplayStep:
                                 "retryAt": retry_at,
                             },
                             key,
+                            ts=now,
                         )
                     ]
                 )

@@ -41,6 +41,15 @@ async def test_retries_until_success_recording_every_attempt(engine: Engine) -> 
     assert record.attempts[0].error == {"name": "ConnectionError", "message": "attempt 1 failed"}
     assert record.attempts[1].start - record.attempts[0].end >= 20  # the constant 20 ms delay
     assert flows.CALLS["flaky-f1"] == 3
+    _, instance = await engine.ops.instance("default", "flaky", "f1")
+    errored = [
+        (e.ts, orjson.loads(e.data))
+        for e in await engine.storage.load_events(instance.pk)
+        if e.type == "attempt_errored"
+    ]
+    # What the record says of each retry agrees with itself: retryAt is its time + the delay.
+    assert [data["retryAt"] - ts for ts, data in errored] == [20, 20]
+    assert [data["retryDelayMs"] for _, data in errored] == [20, 20]
 
 
 async def test_exhausted_retries_raise_into_run_where_code_can_catch(engine: Engine) -> None:
