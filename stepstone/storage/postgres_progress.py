@@ -124,7 +124,7 @@ async def progress_one(
     conn: Any, retry: bool, claim: Claim, events: Sequence[NewEvent]
 ) -> str | None:
     status: str | None = await conn.fetchval(
-        _ONE_PROGRESS, claim.instance.pk, claim.epoch, retry, *_columns(events)
+        _ONE_PROGRESS, claim.instance.pk, claim.epoch, retry, *event_columns(events)
     )
     return status
 
@@ -168,7 +168,7 @@ def release_sender(
             now,
             now + near_wake_ms,
             default_retention_ms,
-            *_columns(events),
+            *event_columns(events),
         )
         return status
 
@@ -197,7 +197,8 @@ def release_sender(
     return one, many
 
 
-def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+def event_columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+    """The events as the five parallel arrays the write functions take."""
     return (
         [e.ts for e in events],
         [e.type for e in events],

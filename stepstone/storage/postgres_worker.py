@@ -24,7 +24,7 @@ from stepstone.storage.base import (
     Release,
 )
 from stepstone.storage.postgres_db import CHANNEL, Database
-from stepstone.storage.postgres_progress import Ending, GroupCommitter
+from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -59,17 +59,6 @@ INSTANCE_COLUMNS = ", ".join(INSTANCE_FIELDS)
 
 def instance_row(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
-
-
-def event_columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
-    """The events as the five parallel arrays the write functions take."""
-    return (
-        [e.ts for e in events],
-        [e.type for e in events],
-        [e.step_kind for e in events],
-        [e.step_name for e in events],
-        [e.data for e in events],
-    )
 
 
 # Queued events of many claims at once (attempt starts, not worth a WAL flush of their own),

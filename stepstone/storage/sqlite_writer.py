@@ -249,6 +249,7 @@ class _Entry:
     wait: bool
     wakes: bool
     result: Any = None
+    error: Exception | None = None
 
 
 def _settles(future: asyncio.Future[T], result: T) -> Acknowledge:
@@ -339,42 +340,31 @@ class InlineWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        if len(batch) == 1:
-            try:
-                batch[0].result = self._run(batch[0].job)
-            except Exception as exc:
-                batch[0].future.set_exception(exc)
-                return
-            self._committed(batch)
-            return
-        done: list[_Entry] = []
-        try:
-            if self._syncer is not None and self._syncer.failure is not None:
-                raise self._syncer.failure
-            conn = self._conn
-            with self._lock:
-                conn.execute("BEGIN IMMEDIATE")
+
+        def each_in_a_savepoint(conn: sqlite3.Connection) -> None:
+            for entry in batch:
+                conn.execute("SAVEPOINT batched")
                 try:
-                    for entry in batch:
-                        conn.execute("SAVEPOINT batched")
-                        try:
-                            entry.result = entry.job(conn)
-                        except Exception as exc:
-                            conn.execute("ROLLBACK TO batched")
-                            entry.future.set_exception(exc)
-                        else:
-                            done.append(entry)
-                        conn.execute("RELEASE batched")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                    entry.result = entry.job(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO batched")
+                    entry.error = exc
+                conn.execute("RELEASE batched")
+
+        try:
+            if len(batch) == 1:
+                batch[0].result = self._run(batch[0].job)
+            else:
+                self._run(each_in_a_savepoint)
         except Exception as exc:
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
             return
-        self._committed(done)
+        for entry in batch:
+            if entry.error is not None:
+                entry.future.set_exception(entry.error)
+        self._committed([entry for entry in batch if entry.error is None])
 
     def _committed(self, entries: list[_Entry]) -> None:
         """Count the commit holding ``entries``, wake, and settle their futures."""
