@@ -265,10 +265,11 @@ def _settles(future: asyncio.Future[T], result: T) -> Acknowledge:
 
 
 class InlineWriter:
-    """Runs each write job in its own transaction on the caller's thread.
+    """Runs write jobs on the event loop's thread: each at once in its own transaction, or
+    batched with the others of one loop turn in a shared one.
 
-    With a ``WalSyncer`` (``synchronous=FULL``), durable jobs resolve after the
-    WAL is synced; without one (``NORMAL``, or in memory) they resolve at once.
+    With a ``WalSyncer`` (``synchronous=FULL``), durable jobs resolve after the WAL is synced;
+    without one (``NORMAL``, or in memory) they resolve at once.
     """
 
     def __init__(
@@ -362,7 +363,7 @@ class InlineWriter:
                     entry.future.set_exception(exc)
             return
         for entry in batch:
-            if entry.error is not None:
+            if entry.error is not None and not entry.future.done():
                 entry.future.set_exception(entry.error)
         self._committed([entry for entry in batch if entry.error is None])
 
