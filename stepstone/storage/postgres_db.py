@@ -125,6 +125,12 @@ class Database:
         except _CLIENT_ERRORS as exc:
             _discard_if_broken(conn, exc)
             raise
+        except asyncio.CancelledError:
+            # Cancelled mid-statement (a worker stopping): the connection's state is unknown,
+            # and handing it back inside a transaction makes asyncpg log an error at reset.
+            # A fresh one replaces it.
+            conn.terminate()
+            raise
         finally:
             try:
                 await self._pool.release(conn)

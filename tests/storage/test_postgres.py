@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -341,3 +342,26 @@ async def test_many_step_results_in_one_statement_skip_the_fenced_and_keep_order
     for claim, expected in zip(claims, [["a", "b"], [], ["d", "e", "f"]], strict=True):
         events = await pg.load_events(claim.instance.pk)
         assert [e.step_name for e in events if e.type == "step_completed"] == expected
+
+
+async def test_a_write_cancelled_mid_transaction_is_not_handed_back_inside_it(
+    pg: PostgresStorage,
+) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _, context: reported.append(str(context.get("message"))))
+    try:
+        # Cancelled at every point of BEGIN, statement and COMMIT, as a stopping worker's are.
+        for turns in [n % 7 for n in range(70)]:
+            writing = asyncio.ensure_future(pg._db.write(lambda conn: conn.execute("SELECT 1")))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
+        # The pool goes on serving, and nothing was handed back with a transaction open.
+        for _ in range(3):
+            assert await pg._db.read(lambda conn: conn.fetchval("SELECT 1")) == 1
+    finally:
+        loop.set_exception_handler(None)
+    assert not [m for m in reported if "active transaction" in m], reported[:3]
