@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from stepstone.storage.base import InstanceRecord, NewInstance
+from stepstone.storage.postgres_batch import Batcher, settle
 
 
 @dataclass
@@ -45,14 +46,11 @@ InsertMany = Callable[
 ]
 
 
-class CreateBatcher:
+class CreateBatcher(Batcher[_Create]):
     def __init__(self, send_one: SendOne, insert_many: InsertMany, max_inflight: int) -> None:
+        super().__init__(max_inflight)
         self._send_one = send_one
         self._insert_many = insert_many
-        self._max_inflight = max_inflight
-        self._inflight = 0
-        self._queued: list[_Create] = []
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def create(
         self,
@@ -63,63 +61,46 @@ class CreateBatcher:
         *,
         skip_existing: bool,
     ) -> list[InstanceRecord]:
-        if self._inflight < self._max_inflight and not self._queued:
-            # Alone: this caller sends its own statement, no task and no future in between.
-            self._inflight += 1
-            try:
-                return await self._send_one(workflow_pk, version_id, items, now, skip_existing)
-            finally:
-                self._inflight -= 1
-                self._send_queued()
+        if self._idle:
+            return await self._alone(
+                self._send_one(workflow_pk, version_id, items, now, skip_existing)
+            )
         entry = _Create(workflow_pk, version_id, items, now, skip_existing)
-        self._queued.append(entry)
-        self._send_queued()
+        self._enqueue(entry)
         return await entry.done
 
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    def _take(self) -> list[_Create]:
+        # One statement per workflow version.
+        key = (self._queued[0].workflow_pk, self._queued[0].version_id)
+        group = [c for c in self._queued if (c.workflow_pk, c.version_id) == key]
+        self._queued = [c for c in self._queued if (c.workflow_pk, c.version_id) != key]
+        return group
 
-    def _send_queued(self) -> None:
-        while self._queued and self._inflight < self._max_inflight:
-            first = self._queued[0]
-            key = (first.workflow_pk, first.version_id)
-            group = [c for c in self._queued if (c.workflow_pk, c.version_id) == key]
-            self._queued = [c for c in self._queued if (c.workflow_pk, c.version_id) != key]
-            self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._commit(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    async def _send(self, group: list[_Create]) -> None:
+        if len(group) > 1:
+            try:
+                created = await self._merged(group)
+            except _LostAnId:
+                pass  # each on its own below, to fail alone
+            except Exception as exc:
+                for c in group:
+                    settle(c.done, exc)
+                return
+            else:
+                for c, records in zip(group, created, strict=True):
+                    settle(c.done, records)
+                return
+        await asyncio.gather(*(self._on_its_own(c) for c in group))
 
-    async def _commit(self, group: list[_Create]) -> None:
-        try:
-            if len(group) > 1:
-                try:
-                    created = await self._merged(group)
-                except _LostAnId:
-                    pass  # each on its own below, to fail alone
-                except Exception as exc:
-                    for c in group:
-                        _settle(c, exc)
-                    return
-                else:
-                    for c, records in zip(group, created, strict=True):
-                        _settle(c, records)
-                    return
-            await asyncio.gather(*(self._alone(c) for c in group))
-        finally:
-            self._inflight -= 1
-            self._send_queued()
-
-    async def _alone(self, c: _Create) -> None:
+    async def _on_its_own(self, c: _Create) -> None:
         try:
             records = await self._send_one(
                 c.workflow_pk, c.version_id, c.items, c.now, c.skip_existing
             )
         except Exception as exc:
-            _settle(c, exc)
+            settle(c.done, exc)
         else:
-            _settle(c, records)
+            settle(c.done, records)
 
     async def _merged(self, group: list[_Create]) -> list[list[InstanceRecord]]:
         """The group in one statement, stamped with its latest ``now``; records per create."""
@@ -150,12 +131,3 @@ class CreateBatcher:
             ]
             for n, c in enumerate(group)
         ]
-
-
-def _settle(c: _Create, outcome: list[InstanceRecord] | BaseException) -> None:
-    if c.done.done():  # its caller stopped waiting; what was done stands
-        return
-    if isinstance(outcome, BaseException):
-        c.done.set_exception(outcome)
-    else:
-        c.done.set_result(outcome)

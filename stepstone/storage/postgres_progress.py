@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from stepstone.storage.base import Claim, NewEvent, Release
+from stepstone.storage.postgres_batch import Batcher, settle
 from stepstone.storage.postgres_db import Database
 
 W = TypeVar("W")  # what one call writes for its instance
@@ -39,54 +40,43 @@ SendOne = Callable[[Any, bool, Claim, W], Awaitable[str | None]]
 SendMany = Callable[[Any, bool, list[tuple[Claim, W]]], Awaitable[dict[int, str | None]]]
 
 
-class GroupCommitter(Generic[W]):
+class GroupCommitter(Batcher[_Entry[W]]):
     def __init__(self, db: Database, one: SendOne[W], many: SendMany[W], max_inflight: int) -> None:
+        super().__init__(max_inflight)
         self._db = db
         self._one = one
         self._many = many
-        self._max_inflight = max_inflight
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._queued: list[_Entry[W]] = []
-        self._scheduled = False
+        self._sending: set[int] = set()
 
     async def write(self, claim: Claim, write: W) -> str | None:
         """Apply ``write`` fenced by ``claim``; the instance's status, None if fenced."""
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queued.append((claim, write, future))
-        if not self._scheduled:
-            # Sent once the loop has run what is ready: writes made in the same turn share it.
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_scheduled)
+        self._enqueue_next_turn((claim, write, future))
         return await future
 
-    def _send_scheduled(self) -> None:
-        self._scheduled = False
-        self._send_queued()
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _send_queued(self) -> None:
-        if not self._queued or self._inflight >= self._max_inflight:
-            return
-        # One entry per instance and statement: a second write of the same instance waits for
-        # the next statement, so each instance's writes commit in the order they were made.
+    def _take(self) -> list[_Entry[W]]:
+        # One entry per instance, and none of an instance with a statement under way: a second
+        # write of an instance waits for the first to return, so each instance's writes commit
+        # in the order they were made.
         batch: dict[int, _Entry[W]] = {}
         later: list[_Entry[W]] = []
         for entry in self._queued:
-            if entry[0].instance.pk in batch:
+            pk = entry[0].instance.pk
+            if pk in batch or pk in self._sending:
                 later.append(entry)
             else:
-                batch[entry[0].instance.pk] = entry
+                batch[pk] = entry
         self._queued = later
-        self._inflight += 1
-        task = asyncio.get_running_loop().create_task(self._commit(list(batch.values())))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sending.update(batch)
+        return list(batch.values())
 
-    async def _commit(self, batch: list[_Entry[W]]) -> None:
+    async def _send(self, batch: list[_Entry[W]]) -> None:
+        try:
+            await self._apply(batch)
+        finally:
+            self._sending.difference_update(claim.instance.pk for claim, _, _ in batch)
+
+    async def _apply(self, batch: list[_Entry[W]]) -> None:
         writes = [(claim, write) for claim, write, _ in batch]
         futures = [future for _, _, future in batch]
         try:
@@ -102,19 +92,14 @@ class GroupCommitter(Generic[W]):
                 )
         except Exception as exc:
             for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
+                settle(future, exc)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
         else:
             for claim, _, future in batch:
-                if not future.done():
-                    future.set_result(statuses.get(claim.instance.pk))
-        finally:
-            self._inflight -= 1
-            self._send_queued()
+                settle(future, statuses.get(claim.instance.pk))
 
 
 # --- step results ---------------------------------------------------------------------------

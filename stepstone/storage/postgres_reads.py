@@ -14,11 +14,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+from stepstone.storage.postgres_batch import Batcher, settle
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class ReadBatcher(Generic[K, V]):
+class ReadBatcher(Batcher[tuple[K, "asyncio.Future[V]"]], Generic[K, V]):
     def __init__(
         self,
         fetch_one: Callable[[K], Awaitable[V]],
@@ -27,58 +29,28 @@ class ReadBatcher(Generic[K, V]):
         max_inflight: int,
     ) -> None:
         """``fetch_many`` answers for each key it found; ``missing`` stands for the others."""
+        super().__init__(max_inflight)
         self._fetch_one = fetch_one
         self._fetch_many = fetch_many
         self._missing = missing
-        self._max_inflight = max_inflight
-        self._inflight = 0
-        self._queued: dict[K, list[asyncio.Future[V]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, key: K) -> V:
-        if self._inflight < self._max_inflight and not self._queued:
-            self._inflight += 1
-            try:
-                return await self._fetch_one(key)
-            finally:
-                self._inflight -= 1
-                self._send_queued()
+        if self._idle:
+            return await self._alone(self._fetch_one(key))
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(key, []).append(future)
-        self._send_queued()
+        self._enqueue((key, future))
         return await future
 
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _send_queued(self) -> None:
-        if not self._queued or self._inflight >= self._max_inflight:
-            return
-        batch, self._queued = self._queued, {}
-        self._inflight += 1
-        task = asyncio.get_running_loop().create_task(self._read(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read(self, batch: dict[K, list[asyncio.Future[V]]]) -> None:
+    async def _send(self, batch: list[tuple[K, asyncio.Future[V]]]) -> None:
         try:
-            found = await self._fetch_many(list(batch))
+            found = await self._fetch_many(list(dict.fromkeys(key for key, _ in batch)))
         except Exception as exc:
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+            for _, future in batch:
+                settle(future, exc)
         except BaseException:
-            for futures in batch.values():
-                for future in futures:
-                    future.cancel()
+            for _, future in batch:
+                future.cancel()
             raise
         else:
-            for key, futures in batch.items():
-                for future in futures:
-                    if not future.done():
-                        future.set_result(found.get(key, self._missing))
-        finally:
-            self._inflight -= 1
-            self._send_queued()
+            for key, future in batch:
+                settle(future, found.get(key, self._missing))
