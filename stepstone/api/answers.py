@@ -57,7 +57,7 @@ class ScheduleOut(BaseModel):
     next_instance: str | None
 
 
-class WorkflowOut(BaseModel):
+class _WorkflowFields(BaseModel):
     id: str
     name: str
     class_name: str
@@ -65,18 +65,14 @@ class WorkflowOut(BaseModel):
     created_on: str
     modified_on: str
     triggered_on: str | None
+
+
+class WorkflowOut(_WorkflowFields):
     instances: dict[str, int]
     schedules: list[ScheduleOut]
 
 
-class WorkflowPutOut(BaseModel):
-    id: str
-    name: str
-    class_name: str
-    script_name: str
-    created_on: str
-    modified_on: str
-    triggered_on: str | None
+class WorkflowPutOut(_WorkflowFields):
     version_id: str
     is_deleted: int
     terminator_running: int
