@@ -208,27 +208,20 @@ def instance_details(
 
 
 def step_entry(step: h.StepRecord) -> dict[str, Any]:
-    if step.kind == h.SLEEP:
-        return {
-            "type": "sleep",
+    if step.kind in (h.SLEEP, h.WAIT):
+        entry = {
+            "type": "sleep" if step.kind == h.SLEEP else "waitForEvent",
             "name": step.name,
             "start": iso(step.start),
-            # Until it finishes, a sleep's end is its planned wake-up time.
+            # Until it finishes, a sleep's or a wait's end is its planned wake-up time.
             "end": iso(step.end if step.end is not None else step.wake_at),
             "finished": step.done,
             "error": step.error,
         }
-    if step.kind == h.WAIT:
-        return {
-            "type": "waitForEvent",
-            "name": step.name,
-            "start": iso(step.start),
-            "end": iso(step.end if step.end is not None else step.wake_at),
-            "finished": step.done,
-            "error": step.error,
-            "event_type": step.event_type,
-            "output": None if step.event is None else preview(step.event.get("payload")),
-        }
+        if step.kind == h.WAIT:
+            entry["event_type"] = step.event_type
+            entry["output"] = None if step.event is None else preview(step.event.get("payload"))
+        return entry
     return {
         "type": "rollback" if step.kind == h.ROLLBACK else "step",
         "name": step.name,
