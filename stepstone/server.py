@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -61,6 +62,66 @@ async def prepare_auth(engine: Engine, data_dir: Path, *, insecure_no_auth: bool
     return settings
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to ``serve_until_signal``.
+
+    uvicorn's own handling re-raises the captured SIGTERM once ``serve()`` returns, which kills
+    the process before the engine drains its running steps.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ServerFailed(Exception):
+    """A server could not start (uvicorn exits the process on, say, a port in use)."""
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise ServerFailed(f"the HTTP server exited with code {exc.code}") from None
+
+
+async def serve_until_signal(engine: Engine, servers: Sequence[uvicorn.Server]) -> None:
+    """Run ``servers`` until SIGINT or SIGTERM, then shut them down while the worker drains.
+
+    A second SIGINT skips the servers' graceful wait for open connections.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            for server in servers:
+                server.force_exit = True
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    tasks = [asyncio.create_task(_serve(server)) for server in servers]
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for server in servers:
+            server.should_exit = True
+        # The worker stops claiming and drains while the servers close their connections;
+        # the store stays open until both are done, for requests still being answered.
+        draining = [engine.worker.stop(DRAIN_SECONDS)] if engine.worker is not None else []
+        results = await asyncio.gather(*tasks, *draining, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
 def run_server(
     *,
     config: str | None,
@@ -93,7 +154,7 @@ def run_server(
             app = create_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
             # Event streams (subscribe, the dashboard's live pages) stay open until their
             # instance ends; without a bound, a shutdown would wait for all of them.
-            server = uvicorn.Server(
+            server = _Server(
                 uvicorn.Config(
                     app,
                     host=host,
@@ -104,11 +165,16 @@ def run_server(
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
                 )
             )
-            await server.serve()
+            await serve_until_signal(engine, [server])
         finally:
             await engine.close(drain_seconds=DRAIN_SECONDS)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ServerFailed as exc:
+        # uvicorn has logged why (e.g. the address is in use).
+        print(f"stepstone serve: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run_worker(

@@ -3,6 +3,8 @@ worker, ``migrate``, ``version``, config errors, and ``dev`` reloading changed c
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -182,3 +184,46 @@ def test_dev_restarts_on_code_changes(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert process.returncode == 0
+
+
+SLOW_MODULE = """
+import asyncio
+import pathlib
+
+from stepstone import WorkflowEntrypoint
+
+
+class Slow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        async def work():
+            pathlib.Path("step-started").touch()
+            await asyncio.sleep(2)
+            return "finished"
+
+        return await step.do("work", work)
+"""
+
+
+def test_serve_drains_running_steps_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "slowflow.py").write_text(SLOW_MODULE)
+    (tmp_path / "stepstone.toml").write_text(
+        '[[workflows]]\nname = "slow"\nclass_name = "Slow"\nscript_name = "slowflow"\n'
+    )
+    server = start_server(tmp_path, "--insecure-no-auth")
+    try:
+        server.run("workflows", "trigger", "slow", "--id", "s-1")
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "step-started").exists():
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, (tmp_path / "server.log").read_text()
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "stepstone.db") as db:
+        events = db.execute(
+            "SELECT type FROM instance_events WHERE step_name = 'work-1' ORDER BY event_id"
+        ).fetchall()
+    kinds = [kind for (kind,) in events]
+    assert "step_completed" in kinds and "attempt_errored" not in kinds, kinds
+    assert "WorkflowInternalError" not in (tmp_path / "server.log").read_text()
