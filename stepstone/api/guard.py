@@ -1,4 +1,5 @@
-"""What every request passes before routing: credentials, body size, encoded slashes.
+"""What every request passes before routing: credentials, body size, encoded slashes, and the
+two input rules no route declares: a query key appears once, and a JSON body is strict JSON.
 
 It runs as plain ASGI so that a caller without credentials learns nothing else (not even that
 its JSON was malformed), and so that an oversized body is refused before it is parsed.
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.api import auth
 from stepstone.api.envelope import error
-from stepstone.errors import PayloadTooLarge
+from stepstone.errors import InvalidRequest, PayloadTooLarge
 from stepstone.storage.base import Storage
 
 MAX_BODY_BYTES = 1 << 20
@@ -81,7 +83,47 @@ class Guard:
             too_large = PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES} bytes")
             await error(too_large)(scope, receive, send)
             return
+        problem = repeated_key(scope["query_string"]) or not_strict_json(scope, body)
+        if problem is not None:
+            await error(InvalidRequest(problem))(scope, receive, send)
+            return
         await self.app(scope, replay(body, receive), send)
+
+
+def repeated_key(query_string: bytes) -> str | None:
+    """Every parameter of this API is singular, so a repeated key is refused rather than one
+    of its values silently chosen."""
+    if b"&" not in query_string:
+        return None
+    seen: set[str] = set()
+    for key, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key in seen:
+            return f"the query parameter {key!r} is given more than once"
+        seen.add(key)
+    return None
+
+
+def json_typed(content_type: str | None) -> bool:
+    """Whether FastAPI would decode the body as JSON: no type, or application/json or
+    application/*+json."""
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def not_strict_json(scope: Scope, body: bytes) -> str | None:
+    """FastAPI decodes with ``json.loads``, which takes NaN, Infinity and lone surrogates, none
+    of them JSON (RFC 8259); orjson refuses them, so it decides what is JSON here."""
+    if not body.strip() or not json_typed(Headers(scope=scope).get("content-type")):
+        return None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "the request body is not valid JSON"
+    return None
 
 
 async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:

@@ -83,8 +83,8 @@ def _step(ops: Operations, request: Plain) -> Awaitable[Response] | None:
 
 
 def _create(ops: Operations, request: Plain) -> Awaitable[Response] | None:
-    # FastAPI decodes with json.loads, which accepts all that orjson does (and NaN, which
-    # orjson refuses, so those go to FastAPI), to the same values.
+    # The Guard has refused a body orjson cannot read, and json.loads (FastAPI's) reads what
+    # remains to the same values.
     try:
         decoded = orjson.loads(request.body)
     except orjson.JSONDecodeError:

@@ -10,6 +10,9 @@ import orjson
 
 from stepstone.errors import InvalidRequest
 
+# A page past this is refused (400): (page - 1) * per_page must fit a 64-bit store offset.
+MAX_PAGE = 2**31 - 1
+
 
 def parse_date(value: str | None, name: str) -> int | None:
     """Epoch ms from ``2026-01-01T00:00:00`` (naive means UTC), ``...+00:00`` or

@@ -1,11 +1,12 @@
 """Request bodies as the clients send them; FastAPI validates them and documents them in
-/client/v4/openapi.json. Unknown fields are ignored, as Cloudflare ignores them."""
+/client/v4/openapi.json. Unknown fields are ignored, as Cloudflare ignores them. Numbers and
+booleans are strict: ``"yes"`` is not true and ``"5"`` is not 5, as JSON types are meant."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 
 class _Body(BaseModel):
@@ -13,16 +14,16 @@ class _Body(BaseModel):
 
 
 class Retention(_Body):
-    success_retention: int | str | None = Field(
+    success_retention: StrictInt | str | None = Field(
         None, description="milliseconds, or a duration such as '1 day'"
     )
-    error_retention: int | str | None = Field(
+    error_retention: StrictInt | str | None = Field(
         None, description="milliseconds, or a duration such as '7 days'"
     )
 
 
 class Limits(_Body):
-    steps: int | None = Field(None, ge=1, le=25_000)
+    steps: StrictInt | None = Field(None, ge=1, le=25_000)
 
 
 class Schedule(_Body):
@@ -30,7 +31,7 @@ class Schedule(_Body):
 
 
 class Concurrency(_Body):
-    limit: int | None = None
+    limit: StrictInt | None = None
 
 
 class WorkflowPut(_Body):
@@ -57,7 +58,7 @@ class InstanceCreate(_Body):
 
 class RestartFrom(_Body):
     name: str = Field(min_length=1, max_length=256, description="step name without -N suffix")
-    count: int = Field(1, ge=1)
+    count: StrictInt = Field(1, ge=1)
     type: Literal["do", "sleep", "waitForEvent"] = "do"
 
 
@@ -65,7 +66,7 @@ class StatusChange(_Body):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     status: Literal["pause", "resume", "terminate", "restart"]
-    rollback: bool | None = Field(None, description="terminate only: run rollback handlers")
+    rollback: StrictBool | None = Field(None, description="terminate only: run rollback handlers")
     from_: RestartFrom | None = Field(None, alias="from", description="restart only")
 
 

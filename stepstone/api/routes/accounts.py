@@ -9,6 +9,7 @@ from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
+from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import SettingsPatch
 from stepstone.ops import retention_ms
 
@@ -37,7 +38,9 @@ def _page(items: list[str], page: int, per_page: int) -> list[str]:
     responses=doc(list[a.AccountOut]),
 )
 async def list_accounts(
-    request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
+    request: Request,
+    page: int = Query(1, ge=1, le=MAX_PAGE),
+    per_page: int = Query(20, ge=1, le=50),
 ) -> Response:
     accounts = await _visible_accounts(request)
     result = [{"id": a, "name": a, "type": "standard"} for a in _page(accounts, page, per_page)]
@@ -50,7 +53,9 @@ async def list_accounts(
     responses=doc(list[a.MembershipOut]),
 )
 async def list_memberships(
-    request: Request, page: int = Query(1, ge=1), per_page: int = Query(20, ge=1, le=50)
+    request: Request,
+    page: int = Query(1, ge=1, le=MAX_PAGE),
+    per_page: int = Query(20, ge=1, le=50),
 ) -> Response:
     accounts = await _visible_accounts(request)
     result = [

@@ -15,7 +15,7 @@ from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok
-from stepstone.api.query import decode_cursor, encode_cursor, parse_date
+from stepstone.api.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
 from stepstone.api.schemas import BatchDelete, InstanceCreate, StatusChange
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES
@@ -122,7 +122,9 @@ async def list_instances(
     cursor: str | None = Query(None, description="result_info.cursor of the previous page"),
     direction: Literal["asc", "desc"] | None = Query(None),
     per_page: int = Query(50, ge=1, le=100),
-    page: int | None = Query(None, ge=1, description="deprecated; with a cursor, page>1 is []"),
+    page: int | None = Query(
+        None, ge=1, le=MAX_PAGE, description="deprecated; with a cursor, page>1 is []"
+    ),
 ) -> Response:
     return await _list(request, status, date_start, date_end, cursor, direction, per_page, page)
 

@@ -13,6 +13,7 @@ from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
+from stepstone.api.query import MAX_PAGE
 from stepstone.errors import VersionNotFound
 from stepstone.storage.base import VersionRecord, WorkflowRecord
 
@@ -29,7 +30,7 @@ async def list_versions(
     request: Request,
     account_id: str,
     workflow_name: str,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     per_page: int = Query(50, ge=1, le=100),
 ) -> Response:
     ops = deps.ops(request)

@@ -10,6 +10,7 @@ from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
+from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import WorkflowPut
 
 router = APIRouter(tags=["workflows"])
@@ -21,7 +22,7 @@ router = APIRouter(tags=["workflows"])
 async def list_workflows(
     request: Request,
     account_id: str,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     per_page: int = Query(10, ge=1, le=100),
     search: str | None = Query(None, min_length=1, max_length=64, description="substring"),
 ) -> Response:
