@@ -133,7 +133,9 @@ async def trigger(
         )
     except StepstoneError as exc:
         who.session.flash("error", str(exc))
-        return back(_text(form, "back") if _text(form, "back") else workflow_url(account, name))
+        # The form names the page it was sent from; like sign-in's next, only a dashboard path.
+        wanted = _text(form, "back")
+        return back(wanted if safe_next(wanted) == wanted else workflow_url(account, name))
     who.session.flash("ok", f"Instance {records[0].id} created.")
     return back(instance_url(account, name, records[0].id))
 
