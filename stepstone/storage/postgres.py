@@ -32,6 +32,7 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
+from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, Database, Listener
 from stepstone.storage.postgres_progress import (
@@ -126,10 +127,14 @@ class PostgresStorage(WorkerWrites):
 
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.url = url
-        self._db = Database(url, min_size=min_connections, max_size=max_connections)
+        # One account of outages for every connection of the store (pool, leases, listener).
+        self.health = StoreHealth("PostgreSQL")
+        self._db = Database(
+            url, min_size=min_connections, max_size=max_connections, health=self.health
+        )
         # Lease renewals get a connection of their own: queued behind a busy pool they could
         # arrive after the lease ended and hand running instances to another worker.
-        self._lease_db = Database(url, min_size=1, max_size=1)
+        self._lease_db = Database(url, min_size=1, max_size=1, health=self.health)
         self._opened = False
         self._wake_listeners: list[Callable[[], None]] = []
         self._listener: Listener | None = None
@@ -203,7 +208,7 @@ class PostgresStorage(WorkerWrites):
 
     def _start_listener(self) -> None:
         if self._listener is None:
-            self._listener = Listener(self.url, self._fire_wake)
+            self._listener = Listener(self.url, self._fire_wake, health=self.health)
             self._listener.start()
 
     # --- workflows and versions -------------------------------------------------------------

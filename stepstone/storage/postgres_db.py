@@ -7,6 +7,11 @@ COMMIT is ambiguous: the transaction may or may not have committed. Each write t
 therefore learns its own transaction id first and, when COMMIT's answer is lost, asks the
 server with ``txid_status`` whether it committed, so a write is never applied twice and never
 silently dropped.
+
+While the database stays unreachable, the store's ``StoreHealth`` is in an outage episode,
+logged once when it begins; the API answers 503 meanwhile (``stepstone.api.outage``), and the
+retries here go on at most a second apart, so workers resume within about a second of the
+database coming back.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stepstone.storage.migrations import migration_files
+from stepstone.storage.outage import StoreHealth, StoreUnreachable
 
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[T]]
@@ -31,7 +37,7 @@ _BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit = off"
 _MIGRATION_LOCK = 0x5735_7E90
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(StoreUnreachable):
     """The database stayed unreachable for longer than the store's retry window."""
 
 
@@ -55,6 +61,15 @@ _TRANSIENT = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
 )
+
+# Not outages: the database answered, and the transaction is simply tried again.
+_CONTENTION = (asyncpg.exceptions.TransactionRollbackError,)
+# The longest pause between retries: bounds how long after the database is back a waiting
+# worker notices.
+_MAX_RETRY_DELAY = 1.0
+# How long establishing a connection may take before it counts as a failure (asyncpg's
+# default is 60 s, which would hide an unreachable server behind a minute of silence).
+_CONNECT_TIMEOUT = 10.0
 
 _CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
@@ -89,12 +104,21 @@ class _PoolConnection(asyncpg.Connection):  # type: ignore[misc]
 class Database:
     """A pool of connections with retrying transactions."""
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, retry_for: float = 120.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        retry_for: float = 120.0,
+        health: StoreHealth | None = None,
+    ) -> None:
         self.dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
         self._retry_for = retry_for
         self._pool: Any = None
+        self.health = health or StoreHealth("PostgreSQL")
 
     async def start(self) -> None:
         async def create() -> None:
@@ -103,6 +127,7 @@ class Database:
                 min_size=self._min_size,
                 max_size=self._max_size,
                 command_timeout=60,
+                timeout=_CONNECT_TIMEOUT,
                 connection_class=_PoolConnection,
             )
 
@@ -145,13 +170,23 @@ class Database:
         delay = 0.05
         while True:
             try:
-                return await fn()
-            except _TRANSIENT as exc:
+                result = await fn()
+            except _CONTENTION as exc:
                 if loop.time() + delay > deadline:
-                    raise StorageUnavailable(f"the database is unreachable: {exc!r}") from exc
-                log.warning("database connection problem (%r); retrying in %.2fs", exc, delay)
+                    raise
+                log.warning("transaction rolled back by the server (%r); retrying", exc)
+            except _TRANSIENT as exc:
+                unreachable = StorageUnavailable(f"the database is unreachable: {exc!r}")
+                self.health.failed(unreachable)
+                if loop.time() + delay > deadline:
+                    raise unreachable from exc
+                # The episode was logged once by the health; each retry only at debug.
+                log.debug("database connection problem (%r); retrying in %.2fs", exc, delay)
+            else:
+                self.health.recovered()
+                return result
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job(conn)`` outside a transaction, again on a new connection if it dies."""
@@ -269,8 +304,15 @@ class Listener:
     notifications sent while disconnected are gone; the worker's polling covers the gap.
     """
 
-    def __init__(self, dsn: str, on_wake: Callable[[], None], ping_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        on_wake: Callable[[], None],
+        ping_every: float = 5.0,
+        health: StoreHealth | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._health = health
         self._on_wake = on_wake
         self._ping_every = ping_every
         self._task: asyncio.Task[None] | None = None
@@ -310,7 +352,14 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("wake-up listener lost its connection (%r); reconnecting", exc)
+                # During an outage the store's health has said so once; a reconnect failing
+                # every few seconds adds nothing.
+                quiet = self._health is not None and self._health.failing is not None
+                log.log(
+                    logging.DEBUG if quiet else logging.WARNING,
+                    "wake-up listener lost its connection (%r); reconnecting",
+                    exc,
+                )
             finally:
                 self.connected.clear()
                 if conn is not None:

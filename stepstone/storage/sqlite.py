@@ -38,6 +38,7 @@ from stepstone.storage.base import (
     WorkflowRecord,
 )
 from stepstone.storage.migrations import apply_sqlite_migrations
+from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 
 T = TypeVar("T")
@@ -121,6 +122,8 @@ class SqliteStorage:
         self.url = url
         self._path = path
         self._synchronous = synchronous
+        # A full disk is an episode of this (the writer notes it): see storage/outage.py.
+        self.health = StoreHealth(f"SQLite {path or ':memory:'}")
         self._local = threading.local()
         self._shared_lock: threading.Lock | None = None
         self._writer: InlineWriter | None = None
@@ -161,7 +164,7 @@ class SqliteStorage:
             conn.execute("PRAGMA synchronous = NORMAL")
             preallocate_wal(conn, self._path + "-wal")
             syncer = WalSyncer(self._path + "-wal")
-        self._writer = InlineWriter(conn, self._shared_lock, syncer)
+        self._writer = InlineWriter(conn, self._shared_lock, syncer, self.health)
         self._writer.on_commit(self._fire_wake)
 
     async def close(self) -> None:

@@ -17,11 +17,16 @@ known as early lock release); nobody is told "done" before it is.
 Not every write needs its own fsync. A claim or an attempt's start is worth recording, but losing
 it in a power cut only means the work is claimed or attempted again; such jobs are submitted with
 ``durable=False`` and resolve at once.
+
+A write refused because the disk is full (``SQLITE_FULL``, ``ENOSPC``) fails as ``StoreFull``
+and begins an episode of the store's ``StoreHealth`` (logged once); it is rolled back whole, so
+nothing acknowledged is lost, and the next write that commits ends the episode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import queue
@@ -30,6 +35,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from stepstone.storage.outage import StoreFull, StoreHealth
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -40,6 +47,20 @@ _STOP = object()
 EVENTUAL_SYNC_S = 0.01
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
+_SQLITE_FULL = 13
+
+
+def disk_full(exc: BaseException) -> StoreFull | None:
+    """``exc`` as ``StoreFull`` if it says the disk is full, else None."""
+    if isinstance(exc, StoreFull):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        # The primary result code is the low byte; extended codes keep it.
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_FULL:
+            return StoreFull(f"the disk is full: {exc}")
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return StoreFull(f"the disk is full: {exc}")
+    return None
 
 
 class StorageSyncFailed(OSError):
@@ -65,16 +86,24 @@ def preallocate_wal(conn: sqlite3.Connection, wal_path: str) -> None:
     wanted = _WAL_HEADER + int(frames * 1.25) * (_FRAME_HEADER + page_size)
     conn.execute("BEGIN IMMEDIATE")  # no other connection may append or truncate meanwhile
     try:
-        current = os.path.getsize(wal_path)
+        current = start = os.path.getsize(wal_path)
         if current >= wanted:
             return
         with open(wal_path, "r+b") as wal:
-            wal.seek(current)
-            zeros = bytes(1 << 20)
-            while current < wanted:
-                current += wal.write(zeros[: wanted - current])
-            wal.flush()
-            os.fsync(wal.fileno())
+            try:
+                wal.seek(current)
+                zeros = bytes(1 << 20)
+                while current < wanted:
+                    current += wal.write(zeros[: wanted - current])
+                wal.flush()
+                os.fsync(wal.fileno())
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                # A full disk must not stop the server from starting: it serves reads and
+                # refuses writes (507) until space is freed. The room is only an optimisation.
+                wal.truncate(start)
+                log.warning("no room to preallocate %s (%s); going on without", wal_path, exc)
     finally:
         conn.execute("ROLLBACK")
 
@@ -277,10 +306,12 @@ class InlineWriter:
         conn: sqlite3.Connection,
         lock: threading.Lock | None = None,
         syncer: WalSyncer | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._conn = conn
         self._lock = lock or threading.Lock()
         self._syncer = syncer
+        self.health = health or StoreHealth("SQLite")
         self._after_commit: list[Callable[[], None]] = []
         self._batch: list[_Entry] = []
 
@@ -293,14 +324,31 @@ class InlineWriter:
             raise self._syncer.failure
         conn = self._conn
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = job(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = job(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (a full disk, mid-statement or at
+                    # COMMIT); a ROLLBACK then would only hide why.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                full = self._full(exc)
+                if full is None:
+                    raise
+                raise full from exc
+        self.health.recovered()
         return result
+
+    def _full(self, exc: BaseException) -> StoreFull | None:
+        """``exc`` as ``StoreFull`` (noted in the health) if the disk is full, else None."""
+        full = disk_full(exc)
+        if full is not None:
+            self.health.failed(full)
+        return full
 
     def submit(
         self,
@@ -348,8 +396,11 @@ class InlineWriter:
                 try:
                     entry.result = entry.job(conn)
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled all of it back (a full disk): every entry fails
                     conn.execute("ROLLBACK TO batched")
-                    entry.error = exc
+                    full = self._full(exc)
+                    entry.error = exc if full is None else full
                 conn.execute("RELEASE batched")
 
         try:
