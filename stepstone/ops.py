@@ -39,6 +39,7 @@ from stepstone.errors import (
 from stepstone.loader import WorkflowLoadError, load_class
 from stepstone.storage.base import (
     Conflict,
+    EventRecord,
     InstanceQuery,
     InstanceRecord,
     NewEvent,
@@ -61,6 +62,10 @@ MAX_BATCH = 100
 MAX_SCHEDULES = 100
 RESTART_TYPES = {"do": h.DO, "sleep": h.SLEEP, "waitForEvent": h.WAIT}
 _COUNTER_SUFFIX = re.compile(r"-\d+$")
+# Cloudflare's wording for an engine stopped by its user (workflows-shared ABORT_REASONS),
+# recorded as the error of the attempt that was running.
+ABORTED_BY_TERMINATE = {"name": "Error", "message": "Aborting engine: User called terminate"}
+ABORTED_BY_RESTART = {"name": "Error", "message": "Aborting engine: User called restart"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,13 +308,16 @@ class Operations:
                     priority=0,
                     release_worker=True,
                     control="terminate_rollback",
+                    closing=end_running_attempts(ABORTED_BY_TERMINATE, self.now()),
                 )
             data = orjson.dumps({"trigger": {"source": "api"}})
+            now = self.now()
             return Transition(
                 status=Status.TERMINATED,
                 release_worker=True,
                 ended=True,
-                events=[NewEvent("workflow_terminated", self.now(), data)],
+                closing=end_running_attempts(ABORTED_BY_TERMINATE, now),
+                events=[NewEvent("workflow_terminated", now, data)],
             )
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
@@ -351,6 +359,8 @@ class Operations:
                 reset_streams=streams,
                 clear_outcome=True,
                 clear_paused_at=True,
+                # A step running beside the restart point (asyncio.gather) keeps its group.
+                closing=end_running_attempts(ABORTED_BY_RESTART, now),
             )
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
@@ -405,6 +415,27 @@ class Operations:
                 continue
             return str(transition.status)
         raise Conflict(f"instance {instance_id!r} kept changing; try again")
+
+
+def end_running_attempts(
+    error: dict[str, Any], now: int
+) -> Callable[[Sequence[EventRecord]], list[NewEvent]]:
+    """A ``Transition.closing`` that records each attempt still running as failed with
+    ``error``. The worker running it is fenced by the same transition, so the attempt can
+    record nothing itself, and its step is never retried by that activation."""
+
+    def closing(events: Sequence[EventRecord]) -> list[NewEvent]:
+        ended = []
+        for (kind, name), record in h.fold(list(events)).steps.items():
+            dangling = record.dangling_attempt
+            if dangling is None:
+                continue
+            prefix = "rollback_" if kind == h.ROLLBACK else ""
+            data = orjson.dumps({"attempt": dangling.attempt, "error": error})
+            ended.append(NewEvent(prefix + "attempt_errored", now, data, kind, name))
+        return ended
+
+    return closing
 
 
 def check_workflow_name(name: str) -> None:

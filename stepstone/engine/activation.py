@@ -25,6 +25,9 @@ DEFAULT_STORAGE_CAP = 1 << 30
 # branches of an asyncio.gather that are about to start a step get to do so.
 IDLE_CONFIRM_TURNS = 5
 TERMINATE_REPLAY_TIMEOUT_S = 10.0
+# How long a cancelled activation waits for the user's code to unwind (a finally block, an
+# except CancelledError doing cleanup) before giving up on it.
+STOP_GRACE_S = 5.0
 TERMINATION_ERROR = {"name": "WorkflowTerminated", "message": "Instance terminated"}
 
 
@@ -69,6 +72,8 @@ class Activation:
         # Set by a worker shutting down: like a pause, no new step starts.
         self.draining = False
         self.replay_only = False
+        # Set while (or if) the user's code outlives the cancellation of this activation.
+        self.lingering = False
         self._parked: list[int | None] = []
         self._idle = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -178,8 +183,25 @@ class Activation:
         except InstanceFailed as failed:
             return self._failed(failed.error)
         finally:
-            for task in list(self._tasks):
-                task.cancel()
+            await self._stop_tasks()
+
+    async def _stop_tasks(self) -> None:
+        """Cancel what still runs of the user's code and wait (bounded) until it has ended.
+
+        When the worker cancels this activation (terminate, restart, delete) the user's
+        coroutine gets ``CancelledError`` at its next await; the worker hands the instance
+        back only after that, so a new activation never overlaps this one. Code that ignores
+        the cancellation past ``STOP_GRACE_S`` leaves ``lingering`` set: the instance then
+        waits for its lease to expire instead.
+        """
+        pending = [task for task in self._tasks if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        self.lingering = True
+        _, still = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        self.lingering = bool(still)
 
     def _workflow_event(self) -> WorkflowEvent:
         instance = self.claim.instance

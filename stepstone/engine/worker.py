@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -94,12 +95,20 @@ class Worker:
         self._idle = asyncio.Event()
         self._periodic = list(periodic)
         self._periodic_tasks: list[asyncio.Task[None]] = []
+        # Operator stops (terminate, restart, delete): the newest epoch each running instance
+        # was stopped at, while its activation unwinds.
+        self._stop_epochs: dict[int, int] = {}
+        # Claims taken away whose activation has ended, and when: a stop signal that arrives
+        # late still hands their lease back (see release_stopped).
+        self._stopped: dict[int, tuple[Claim, float]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.storage.add_wake_listener(self.wake)
+        self.storage.add_control_listener(self.control)
         self._main = asyncio.create_task(self._run(), name="stepstone-worker")
         self._heartbeat = asyncio.create_task(self._beat(), name="stepstone-heartbeat")
         self._periodic_tasks = [
@@ -145,6 +154,53 @@ class Worker:
             self._wake.set()
         else:
             loop.call_soon_threadsafe(self._wake.set)
+
+    def control(self, instance_pk: int, epoch: int | None) -> None:
+        """An operator took the instance away at ``epoch`` (None: deleted); callable from any
+        thread. The activation of an older claim is cancelled now, not at its next write."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._stop(instance_pk, epoch)
+        else:
+            loop.call_soon_threadsafe(self._stop, instance_pk, epoch)
+
+    def _stop(self, instance_pk: int, epoch: int | None) -> None:
+        entry = self._active.get(instance_pk)
+        if entry is not None:
+            claim, task, _ = entry
+            if epoch is not None and claim.epoch >= epoch:
+                return  # a claim made after the stop
+            if epoch is not None:
+                self._stop_epochs[instance_pk] = max(epoch, self._stop_epochs.get(instance_pk, 0))
+            task.cancel()
+            return
+        stopped = self._stopped.get(instance_pk)
+        if stopped is not None and epoch is not None and stopped[0].epoch < epoch:
+            release = asyncio.create_task(self._release_stopped(stopped[0], epoch))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+
+    async def _release_stopped(self, claim: Claim, epoch: int) -> None:
+        try:
+            await self.storage.release_stopped(self.owner, claim.instance.pk, epoch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease then simply expires: the instance is claimable after lease_ms.
+            log.exception("could not hand back the lease of %s", claim.instance.id)
+
+    def _remember_stopped(self, claim: Claim) -> None:
+        now = time.monotonic()
+        horizon = now - self.settings.lease_ms / 1000
+        for pk in [pk for pk, (_, at) in self._stopped.items() if at < horizon]:
+            del self._stopped[pk]
+        self._stopped[claim.instance.pk] = (claim, now)
 
     def invalidate_workflows(self) -> None:
         """Re-read the registered workflows at the next look (after a PUT or DELETE)."""
@@ -237,6 +293,8 @@ class Worker:
 
     async def _activate(self, claim: Claim) -> None:
         instance = claim.instance
+        activation: Activation | None = None
+        taken_away = False
         try:
             workflow = self._workflows.get(instance.workflow_pk)
             version = await self._version(instance) if workflow is not None else None
@@ -267,10 +325,17 @@ class Worker:
             release = await activation.run()
             await self.storage.release_instance(claim, release, self.clock.now_ms())
         except (LeaseLost, Fenced):
+            taken_away = True
             log.debug("instance %s was taken away from this worker", instance.id)
         except asyncio.CancelledError:
-            if not self._stopping:
-                log.debug("activation of %s cancelled: lease lost", instance.id)
+            if self._stopping:
+                raise
+            # Cancelled by an operator's stop or a lost lease: this task ends here.
+            taken_away = True
+            current_task = asyncio.current_task()
+            if current_task is not None:
+                current_task.uncancel()
+            log.debug("activation of %s cancelled: taken away", instance.id)
         except Exception as exc:
             log.exception("activation of %s failed inside the engine", instance.id)
             error = dict(INTERNAL_ERROR, message=INTERNAL_ERROR["message"].format(exc))
@@ -284,10 +349,19 @@ class Worker:
             # On a shared database the release can commit, and the main loop claim the
             # instance again, before this task resumes: leave a newer claim's entry alone.
             held = self._active.get(instance.pk)
+            stop_epoch: int | None = None
             if held is not None and held[0] is claim:
                 del self._active[instance.pk]
+                stop_epoch = self._stop_epochs.pop(instance.pk, None)
+            if taken_away:
+                self._remember_stopped(claim)
             if self._saturated:
                 self._wake.set()
+            # Hand the lease back only once nothing of this activation runs any more: until
+            # then the instance cannot be claimed again (a restart never overlaps the old run).
+            lingering = activation is not None and activation.lingering
+            if stop_epoch is not None and not lingering and not self._stopping:
+                await self._release_stopped(claim, stop_epoch)
 
     async def _beat(self) -> None:
         interval = max(self.settings.lease_ms / 3, 50) / 1000

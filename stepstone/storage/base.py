@@ -15,7 +15,7 @@ records nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -167,9 +167,15 @@ class Release:
 class Transition:
     """An operator action applied to an instance if its status is still the expected one.
 
-    ``release_worker`` bumps the epoch (fencing out any worker) and clears the lease.
+    ``release_worker`` bumps the epoch (fencing out any worker). A live lease stays in place
+    until its holder has stopped the activation and calls ``release_stopped`` (or the lease
+    expires), so the instance cannot be claimed again while the old activation still runs;
+    control listeners are told of the new epoch at once.
     ``reset_history`` deletes the listed event ids (or all when True) together with pending
     events and stream chunks of the given steps (all when True).
+    ``closing`` computes, inside the transaction and after ``reset_history``, events to append
+    before ``events`` from the instance's log as it then stands (e.g. ending the attempt that
+    was running).
     """
 
     status: str
@@ -186,6 +192,7 @@ class Transition:
     reset_history: bool | Sequence[int] = False
     reset_streams: bool | Sequence[str] = False
     clear_outcome: bool = False
+    closing: Callable[[Sequence[EventRecord]], Sequence[NewEvent]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,13 @@ class Storage(Protocol):
     def add_change_listener(self, callback: Any) -> None:
         """Call ``callback()`` (from any thread) after a commit that may change an instance's
         status: every wake, and the end of an instance."""
+
+    def add_control_listener(self, callback: Any) -> None:
+        """Call ``callback(instance_pk, epoch)`` after a commit that takes an instance away
+        from whichever worker holds it (terminate, restart, delete): every claim of that
+        instance with an older epoch (every claim, when ``epoch`` is None: the instance is
+        gone) is void. Within the process this comes straight after the commit; a shared store
+        also tells other processes (PostgreSQL: a notification). Delivery may repeat."""
 
     # --- workflows and versions -------------------------------------------------------------
 
@@ -396,6 +410,11 @@ class Storage(Protocol):
         delivered since the claim makes the instance runnable now whatever ``runnable_at``
         says.
         """
+
+    async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
+        """Hand back the lease ``owner`` still holds on an instance an operator took away at
+        ``epoch``, once its activation has stopped: the instance may be claimed now. Does
+        nothing unless the row is still at ``epoch`` and leased by ``owner``."""
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
         """The earliest ``runnable_at`` among instances not leased, or None."""

@@ -52,6 +52,7 @@ from stepstone.storage.postgres_worker import (
     insert_events,
     instance_row,
     notify,
+    notify_control,
 )
 
 T = TypeVar("T")
@@ -137,6 +138,7 @@ class PostgresStorage(WorkerWrites):
         self._lease_db = Database(url, min_size=1, max_size=1, health=self.health)
         self._opened = False
         self._wake_listeners: list[Callable[[], None]] = []
+        self._control_listeners: list[Callable[[int, int | None], None]] = []
         self._listener: Listener | None = None
         # record_progress_nowait: events not yet taken by the flusher, per instance pk.
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
@@ -170,7 +172,7 @@ class PostgresStorage(WorkerWrites):
         await self._db.migrate()
         await self._lease_db.start()
         self._opened = True
-        if self._wake_listeners:
+        if self._wake_listeners or self._control_listeners:
             self._start_listener()
 
     async def close(self) -> None:
@@ -206,9 +208,16 @@ class PostgresStorage(WorkerWrites):
         # Notifications cover both: a wake, and the end of an instance.
         self.add_wake_listener(callback)
 
+    def add_control_listener(self, callback: Any) -> None:
+        self._control_listeners.append(callback)
+        if self._opened:
+            self._start_listener()
+
     def _start_listener(self) -> None:
         if self._listener is None:
-            self._listener = Listener(self.url, self._fire_wake, health=self.health)
+            self._listener = Listener(
+                self.url, self._fire_wake, health=self.health, on_control=self._on_control_payload
+            )
             self._listener.start()
 
     # --- workflows and versions -------------------------------------------------------------
@@ -310,13 +319,19 @@ class PostgresStorage(WorkerWrites):
             if workflow_pk is None:
                 return False
             pks = await conn.fetch(
-                "SELECT pk FROM instances WHERE workflow_pk = $1 FOR UPDATE", workflow_pk
+                "SELECT pk, lease_owner FROM instances WHERE workflow_pk = $1 FOR UPDATE",
+                workflow_pk,
             )
             await _delete_instance_rows(conn, [r[0] for r in pks])
             await conn.execute("DELETE FROM versions WHERE workflow_pk = $1", workflow_pk)
+            gone[:] = [(r[0], None) for r in pks if r[1] is not None]
+            await notify_control(conn, gone)
             return True
 
-        return await self._write(job)
+        gone: list[tuple[int, int | None]] = []
+        deleted = await self._write(job)
+        self._fire_control(gone)
+        return deleted
 
     async def list_versions(
         self, workflow_pk: int, offset: int, limit: int
@@ -532,11 +547,13 @@ class PostgresStorage(WorkerWrites):
     ) -> None:
         t = transition
 
-        async def job(conn: Any) -> None:
-            current = await conn.fetchval(
-                "SELECT status FROM instances WHERE pk = $1 FOR UPDATE", instance_pk
+        async def job(conn: Any) -> int | None:
+            row = await conn.fetchrow(
+                "SELECT status, epoch, lease_owner FROM instances WHERE pk = $1 FOR UPDATE",
+                instance_pk,
             )
-            if current is None or current != expected_status:
+            current = None if row is None else row[0]
+            if row is None or current != expected_status:
                 raise Conflict(current)
             args: list[Any] = [instance_pk]
 
@@ -555,7 +572,8 @@ class PostgresStorage(WorkerWrites):
             elif t.status in TERMINAL or t.status == "paused":
                 sets.append("runnable_at = NULL")
             if t.release_worker:
-                sets += ["epoch = epoch + 1", "lease_owner = NULL", "lease_expires = NULL"]
+                # The lease stays until its holder stops (release_stopped) or it expires.
+                sets.append("epoch = epoch + 1")
             if t.ended:
                 expires = await expiry(conn, instance_pk, t.status, now)
                 sets += [f"ended_on = {arg(now)}", f"expires_at = {arg(expires)}"]
@@ -598,27 +616,47 @@ class PostgresStorage(WorkerWrites):
                     instance_pk,
                     list(t.reset_streams),
                 )
+            if t.closing is not None:
+                log = await conn.fetch(
+                    "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
+                    " WHERE instance_pk = $1 ORDER BY event_id",
+                    instance_pk,
+                )
+                await insert_events(conn, instance_pk, t.closing([EventRecord(*r) for r in log]))
             await insert_events(conn, instance_pk, t.events)
             if t.runnable:
                 await notify(conn)
+            if not t.release_worker or row[2] is None:
+                return None
+            epoch = int(row[1]) + 1
+            await notify_control(conn, [(instance_pk, epoch)])
+            return epoch
 
-        await self._write(job, wakes=t.runnable)
+        epoch = await self._write(job, wakes=t.runnable)
+        if epoch is not None:
+            # Local workers need not wait for the notification's round trip.
+            self._fire_control([(instance_pk, epoch)])
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(instance_ids))
 
         async def job(conn: Any) -> list[str]:
             rows = await conn.fetch(
-                "SELECT pk, id FROM instances WHERE workflow_pk = $1 AND id = ANY($2::text[])"
-                " ORDER BY pk FOR UPDATE",
+                "SELECT pk, id, lease_owner FROM instances WHERE workflow_pk = $1"
+                " AND id = ANY($2::text[]) ORDER BY pk FOR UPDATE",
                 workflow_pk,
                 wanted,
             )
             await _delete_instance_rows(conn, [r[0] for r in rows])
+            gone[:] = [(r[0], None) for r in rows if r[2] is not None]
+            await notify_control(conn, gone)
             found = {r[1] for r in rows}
             return [i for i in wanted if i in found]
 
-        return await self._write(job)
+        gone: list[tuple[int, int | None]] = []
+        deleted = await self._write(job)
+        self._fire_control(gone)
+        return deleted
 
     async def deliver_event(
         self, instance_pk: int, event_type: str, payload: bytes, now: int

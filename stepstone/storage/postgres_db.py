@@ -32,6 +32,8 @@ Job = Callable[[Any], Awaitable[T]]
 log = logging.getLogger("stepstone.storage")
 
 CHANNEL = "stepstone_wake"
+# Payload "pk:epoch,pk:epoch,..." ("pk:" for a deleted instance): claims older are void.
+CONTROL_CHANNEL = "stepstone_control"
 _BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit = off"
 # Any fixed key: the lock only serialises migrations of concurrently starting processes.
 _MIGRATION_LOCK = 0x5735_7E90
@@ -309,14 +311,20 @@ class Listener:
         dsn: str,
         on_wake: Callable[[], None],
         ping_every: float = 5.0,
+        on_control: Callable[[str], None] | None = None,
         health: StoreHealth | None = None,
     ) -> None:
         self._dsn = dsn
         self._health = health
         self._on_wake = on_wake
+        self._on_control = on_control
         self._ping_every = ping_every
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+
+    def _control(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_control is not None:
+            self._on_control(payload)
 
     def start(self) -> None:
         if self._task is None:
@@ -338,6 +346,8 @@ class Listener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_: self._on_wake())
+                if self._on_control is not None:
+                    await conn.add_listener(CONTROL_CHANNEL, self._control)
                 self.connected.set()
                 delay = 0.05
                 self._on_wake()

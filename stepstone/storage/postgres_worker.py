@@ -23,7 +23,7 @@ from stepstone.storage.base import (
     NewEvent,
     Release,
 )
-from stepstone.storage.postgres_db import CHANNEL, Database
+from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
 
 T = TypeVar("T")
@@ -91,6 +91,37 @@ async def notify(conn: Any) -> None:
     await conn.execute(f"NOTIFY {CHANNEL}")
 
 
+def control_payloads(stops: Sequence[tuple[int, int | None]]) -> list[str]:
+    """``stops`` as control-channel payloads, each under PostgreSQL's 8000-byte limit."""
+    payloads: list[str] = []
+    items: list[str] = []
+    size = 0
+    for pk, epoch in stops:
+        item = f"{pk}:{'' if epoch is None else epoch}"
+        if items and size + len(item) + 1 > 7_000:
+            payloads.append(",".join(items))
+            items, size = [], 0
+        items.append(item)
+        size += len(item) + 1
+    if items:
+        payloads.append(",".join(items))
+    return payloads
+
+
+def parse_control(payload: str) -> list[tuple[int, int | None]]:
+    stops: list[tuple[int, int | None]] = []
+    for item in payload.split(","):
+        pk, _, epoch = item.partition(":")
+        if pk.isdigit():
+            stops.append((int(pk), int(epoch) if epoch.isdigit() else None))
+    return stops
+
+
+async def notify_control(conn: Any, stops: Sequence[tuple[int, int | None]]) -> None:
+    for payload in control_payloads(stops):
+        await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
+
+
 async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
     """When a finished instance expires: instance, then version, then account, then default."""
     column = "success_retention_ms" if status == "complete" else "error_retention_ms"
@@ -111,6 +142,7 @@ class WorkerWrites:
     _db: Database
     _lease_db: Database
     _wake_listeners: list[Callable[[], None]]
+    _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
     _flusher: asyncio.Task[None] | None
@@ -121,6 +153,14 @@ class WorkerWrites:
     def _fire_wake(self) -> None:
         for callback in self._wake_listeners:
             callback()
+
+    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
+        for pk, epoch in stops:
+            for callback in self._control_listeners:
+                callback(pk, epoch)
+
+    def _on_control_payload(self, payload: str) -> None:
+        self._fire_control(parse_control(payload))
 
     async def _write(self, job: Callable[[Any], Awaitable[T]], *, wakes: bool = False) -> T:
         result = await self._db.write(job)
@@ -366,6 +406,20 @@ class WorkerWrites:
         # other processes are notified only when the instance is due again soon.
         self._fire_wake()
         return status
+
+    async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
+        async def job(conn: Any) -> None:
+            done = await conn.execute(
+                "UPDATE instances SET lease_owner = NULL, lease_expires = NULL"
+                " WHERE pk = $1 AND epoch = $2 AND lease_owner = $3",
+                instance_pk,
+                epoch,
+                owner,
+            )
+            if done.split()[-1] != "0":
+                await notify(conn)
+
+        await self._write(job, wakes=True)
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
         if workflow_pks is not None and not workflow_pks:

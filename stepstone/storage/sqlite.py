@@ -129,6 +129,7 @@ class SqliteStorage:
         self._writer: InlineWriter | None = None
         self._wake_listeners: list[Callable[[], None]] = []
         self._change_listeners: list[Callable[[], None]] = []
+        self._control_listeners: list[Callable[[int, int | None], None]] = []
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
         # record_progress_nowait: events not yet written, per instance pk.
@@ -201,6 +202,16 @@ class SqliteStorage:
     def _fire_wake(self) -> None:
         for callback in (*self._wake_listeners, *self._change_listeners):
             callback()
+
+    def add_control_listener(self, callback: Any) -> None:
+        self._control_listeners.append(callback)
+
+    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
+        # Only this process hears it: workers in other processes on the same file notice at
+        # their next heartbeat or write.
+        for pk, epoch in stops:
+            for callback in self._control_listeners:
+                callback(pk, epoch)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._shared_lock is not None:
@@ -374,9 +385,13 @@ class SqliteStorage:
             _delete_instance_rows(conn, pks)
             conn.execute("DELETE FROM versions WHERE workflow_pk = ?", row)
             conn.execute("DELETE FROM workflows WHERE pk = ?", row)
+            gone[:] = pks
             return True
 
-        return bool(await self._write(job))
+        gone: list[int] = []
+        deleted = bool(await self._write(job))
+        self._fire_control([(pk, None) for pk in gone])
+        return deleted
 
     async def list_versions(
         self, workflow_pk: int, offset: int, limit: int
@@ -535,8 +550,10 @@ class SqliteStorage:
     ) -> None:
         t = transition
 
-        def job(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT status FROM instances WHERE pk = ?", (instance_pk,))
+        def job(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT status, epoch, lease_owner FROM instances WHERE pk = ?", (instance_pk,)
+            )
             current = row.fetchone()
             if current is None or current[0] != expected_status:
                 raise Conflict(current[0] if current else None)
@@ -548,7 +565,8 @@ class SqliteStorage:
             elif t.status in TERMINAL or t.status == "paused":
                 sets.append("runnable_at = NULL")
             if t.release_worker:
-                sets += ["epoch = epoch + 1", "lease_owner = NULL", "lease_expires = NULL"]
+                # The lease stays until its holder stops (release_stopped) or it expires.
+                sets.append("epoch = epoch + 1")
             if t.ended:
                 sets += ["ended_on = ?", "expires_at = ?"]
                 args += [now, _expiry(conn, instance_pk, t.status, now)]
@@ -591,9 +609,20 @@ class SqliteStorage:
                     "DELETE FROM stream_chunks WHERE instance_pk = ? AND step_name = ?",
                     [(instance_pk, name) for name in t.reset_streams],
                 )
+            if t.closing is not None:
+                log = conn.execute(
+                    "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
+                    " WHERE instance_pk = ? ORDER BY event_id",
+                    (instance_pk,),
+                ).fetchall()
+                _insert_events(conn, instance_pk, t.closing([EventRecord(*r) for r in log]))
             _insert_events(conn, instance_pk, t.events)
+            held = t.release_worker and current[2] is not None
+            return int(current[1]) + 1 if held else None
 
-        await self._write(job, wakes=True)
+        epoch = await self._write(job, wakes=True)
+        if epoch is not None:
+            self._fire_control([(instance_pk, epoch)])
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
@@ -606,9 +635,12 @@ class SqliteStorage:
                 if row is not None:
                     found[instance_id] = row[0]
             _delete_instance_rows(conn, list(found.values()))
+            gone[:] = found.values()
             return list(found)
 
+        gone: list[int] = []
         result: list[str] = await self._write(job)
+        self._fire_control([(pk, None) for pk in gone])
         return result
 
     async def deliver_event(
@@ -862,6 +894,16 @@ class SqliteStorage:
             for callback in self._change_listeners:
                 callback()
         return result
+
+    async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE instances SET lease_owner = NULL, lease_expires = NULL"
+                " WHERE pk = ? AND epoch = ? AND lease_owner = ?",
+                (instance_pk, epoch, owner),
+            )
+
+        await self._write(job, durable=False, wakes=True)
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
         scope, args = "", []
