@@ -264,7 +264,7 @@ class Activation:
         if not isinstance(outcome.error, Exception):
             raise outcome.error
         error = encode_error(outcome.error)
-        if not step.rollbacks:
+        if not step.eligible_rollbacks():
             return self._failed(error)
         rolled = await self._rollback(step, error)
         if isinstance(rolled, Release):
@@ -287,11 +287,10 @@ class Activation:
         self, step: ReplayStep, trigger: dict[str, Any]
     ) -> dict[str, Any] | Release:
         """Run the rollback phase; a Release means it must wait (a retry delay) first."""
-        started = any(k[0] == h.ROLLBACK for k in self.history.steps) or (
-            self.claim.instance.status == "rollingBack"
-        )
-        if not started:
-            total = len({r.key for r in step.rollbacks})
+        # A terminate sets rollingBack before any activation runs, so the status cannot say
+        # whether this phase was already announced; the record can.
+        if not self.history.rollback_started:
+            total = len(step.eligible_rollbacks())
             await self.write(
                 [
                     self.event(
@@ -325,7 +324,7 @@ class Activation:
         self.replay_only = False
         terminated = self.event("workflow_terminated", {"trigger": {"source": "api"}}, None)
         rollback: dict[str, Any] | None = None
-        if step.rollbacks:
+        if step.eligible_rollbacks():
             rolled = await self._rollback(step, TERMINATION_ERROR)
             if isinstance(rolled, Release):
                 return rolled

@@ -80,6 +80,7 @@ class InstanceHistory:
     started_at: int | None = None
     ended_at: int | None = None
     terminated_by: dict[str, Any] | None = None
+    rollback_started: bool = False
     last_event_id: int = 0
     stream_bytes: int = 0
 
@@ -121,6 +122,8 @@ def _fold_instance_event(history: InstanceHistory, event: EventRecord) -> None:
         history.ended_at = event.ts
         if kind == "workflow_terminated":
             history.terminated_by = _load(event.data).get("trigger") or {"source": "api"}
+    elif kind == "rollback_started":
+        history.rollback_started = True
     elif kind == "workflow_running":
         paused_ms = int(_load(event.data).get("pausedMs") or 0)
         if paused_ms:

@@ -57,21 +57,58 @@ def _dump(value: dict[str, Any]) -> bytes:
 
 
 class _Rollback:
-    __slots__ = ("config", "ctx", "handler", "key", "order")
+    """A registered compensation and what its forward step did.
+
+    Only a step that started (has an attempt on record, or made one in this activation) is
+    compensated; ``order`` is its start order, so the newest start is undone first.
+    """
+
+    __slots__ = (
+        "config",
+        "ctx",
+        "error",
+        "handler",
+        "key",
+        "order",
+        "output",
+        "started",
+        "stream",
+    )
 
     def __init__(
         self,
-        order: int,
         key: tuple[str, str],
         handler: Callable[..., Any],
         config: Any,
         ctx: dict[str, Any],
     ) -> None:
-        self.order = order
         self.key = key
         self.handler = handler
         self.config = config
         self.ctx = ctx
+        self.started = False
+        self.order = 0
+        # The forward step's own result, kept as recorded: JSON bytes, or a stream summary.
+        self.output: bytes | None = None
+        self.stream: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+
+    def observe(self, record: h.StepRecord) -> None:
+        """Take what the record says the forward step did."""
+        if not record.attempts:
+            return
+        self.started = True
+        self.order = record.first_event_id
+        if record.done and record.success:
+            self.output, self.stream = record.output, record.stream
+        elif record.done:
+            self.error = record.error
+        else:
+            self.error = record.attempts[-1].error
+
+    def began(self, order: int) -> None:
+        if not self.started:
+            self.started, self.order = True, order
 
 
 class StepFunction:
@@ -299,9 +336,12 @@ class ReplayStep:
         await self._check_replay_order(key)
         record = act.history.steps.get(key)
         ctx_base = {"step": {"name": name, "count": count}}
+        entry: _Rollback | None = None
         if rollback is not None:
-            order = record.first_event_id if record is not None else act.next_order()
-            self.rollbacks.append(_Rollback(order, key, rollback, rollback_cfg, ctx_base))
+            entry = _Rollback(key, rollback, rollback_cfg, ctx_base)
+            if record is not None:
+                entry.observe(record)
+            self.rollbacks.append(entry)
         if act.replay_only:
             return _cached_value(act, record) if record is not None and record.done else None
         if record is not None and record.done:
@@ -309,7 +349,7 @@ class ReplayStep:
         act.executing += 1
         try:
             return await self._execute(
-                key, record, resolved.recorded(), resolved.delay, call, ctx_base, rollback
+                key, record, resolved.recorded(), resolved.delay, call, ctx_base, entry
             )
         finally:
             act.executing -= 1
@@ -322,9 +362,14 @@ class ReplayStep:
         live_delay: Any,
         call: Callable[[dict[str, Any]], Any],
         ctx_base: dict[str, Any],
-        rollback: Callable[..., Any] | None,
+        entry: _Rollback | None,
         kind_prefix: str = "",
     ) -> Any:
+        """Run the attempts of a step (or of a rollback, ``kind_prefix="rollback_"``).
+
+        ``entry`` is the forward step's compensation, if it has one: it learns here that the
+        step started and what it returned, since history is not updated for live steps.
+        """
         act = self.activation
         if act.holds_new_steps:
             await self._park(None)
@@ -349,6 +394,8 @@ class ReplayStep:
                 dangling.end, dangling.success = act.now(), False
                 dangling.error = h.INTERNAL_ATTEMPT_ERROR
                 if not should_retry(attempts_made, retries["limit"]):
+                    if entry is not None:
+                        entry.error = h.INTERNAL_ATTEMPT_ERROR
                     return await self._fail_step(key, h.INTERNAL_ATTEMPT_ERROR, kind_prefix)
             elif record.retry_at is not None and act.now() < record.retry_at:
                 await self._park(record.retry_at)
@@ -360,13 +407,15 @@ class ReplayStep:
                 events.append(
                     act.event(
                         kind_prefix + "step_started",
-                        {"config": config, "hasRollback": rollback is not None},
+                        {"config": config, "hasRollback": entry is not None},
                         key,
                     )
                 )
                 first = False
             events.append(act.event(kind_prefix + "attempt_started", {"attempt": attempt}, key))
             act.write_nowait(events)
+            if entry is not None:
+                entry.began(act.next_order())
             # Recorded results may still be syncing: no side effect may depend on one that a
             # power cut could take back.
             await act.storage.sync()
@@ -379,6 +428,8 @@ class ReplayStep:
                 if isinstance(exc, TimeoutError) and scope.expired():
                     exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
                 error = encode_error(exc)
+                if entry is not None:
+                    entry.error = error
                 if is_non_retryable(exc) or not should_retry(attempt, retries["limit"]):
                     act.write_nowait(
                         [
@@ -424,6 +475,12 @@ class ReplayStep:
                     act.event(kind_prefix + "step_completed", completed, key),
                 ]
             )
+            if entry is not None:
+                entry.error = None
+                if isinstance(payload, dict):
+                    entry.stream = payload
+                else:
+                    entry.output = payload
             if isinstance(payload, dict):
                 return await _stream_value(act, key[1], payload)
             return orjson.loads(payload)
@@ -477,29 +534,30 @@ class ReplayStep:
 
     # --- rollback phase ---------------------------------------------------------------------
 
+    def eligible_rollbacks(self) -> list[_Rollback]:
+        """Compensations of the steps that started, newest start first, one per step."""
+        chosen: dict[tuple[str, str], _Rollback] = {}
+        for entry in self.rollbacks:
+            if entry.started:
+                chosen.setdefault(entry.key, entry)
+        return sorted(chosen.values(), key=lambda r: r.order, reverse=True)
+
     async def run_rollbacks(self, trigger_error: dict[str, Any]) -> dict[str, Any]:
-        """Run registered rollback handlers, newest step first; return the rollback outcome."""
+        """Run the rollback handlers of started steps, newest first; return the outcome."""
         act = self.activation
         self.in_rollback_phase = True
-        pending = sorted(self.rollbacks, key=lambda r: r.order, reverse=True)
-        seen: set[tuple[str, str]] = set()
-        for entry in pending:
-            if entry.key in seen:
-                continue
-            seen.add(entry.key)
+        for entry in self.eligible_rollbacks():
             rb_key = (h.ROLLBACK, entry.key[1])
             done = act.history.steps.get(rb_key)
             if done is not None and done.done:
                 if not done.success:
                     return {"outcome": "failed", "error": done.error}
                 continue
-            forward = act.history.steps.get(entry.key)
-            output = _cached_value(act, forward) if forward and forward.success else None
             handler = entry.handler
             args = {
                 "ctx": entry.ctx,
                 "error": recreate_error(trigger_error),
-                "output": output,
+                "output": await self._forward_output(entry),
                 "step_name": entry.key[1],
             }
             params = list(inspect.signature(handler).parameters)
@@ -512,25 +570,39 @@ class ReplayStep:
             ) -> Any:
                 return handler(**{p: (ctx if p == "ctx" else args[p]) for p in params})
 
-            act.executing += 1
             try:
-                await self._execute(
-                    rb_key,
-                    done,
-                    entry.config.recorded(),
-                    entry.config.delay,
-                    call,
-                    entry.ctx,
-                    None,
-                    kind_prefix="rollback_",
-                )
+                await self._compensate(entry, done, call)
             except (asyncio.CancelledError, InstanceFailed):
                 raise
             except Exception as exc:
                 return {"outcome": "failed", "error": encode_error(exc)}
-            finally:
-                act.executing -= 1
         return {"outcome": "complete", "error": None}
+
+    async def _forward_output(self, entry: _Rollback) -> Any:
+        """What the forward step returned (as replay would return it), or None if it failed."""
+        if entry.stream is not None:
+            return await _stream_value(self.activation, entry.key[1], entry.stream)
+        return None if entry.output is None else orjson.loads(entry.output)
+
+    async def _compensate(
+        self, entry: _Rollback, done: h.StepRecord | None, call: Callable[[dict[str, Any]], Any]
+    ) -> None:
+        """Run one compensation as a recorded step with its own retries."""
+        act = self.activation
+        act.executing += 1
+        try:
+            await self._execute(
+                (h.ROLLBACK, entry.key[1]),
+                done,
+                entry.config.recorded(),
+                entry.config.delay,
+                call,
+                entry.ctx,
+                None,
+                kind_prefix="rollback_",
+            )
+        finally:
+            act.executing -= 1
 
     # --- naming, replay order, parking ------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""Workflows of the rollback, replay-detection and Python-SDK scenarios (engineer A's tests).
+
+``SEEN`` records, per instance, what each compensation received, so a test can assert which
+steps were compensated, in which order, and with which output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepstone import NonRetryableError, WorkflowEntrypoint
+
+SEEN: dict[str, list[Any]] = {}
+FAST = {"retries": {"limit": 2, "delay": 10, "backoff": "constant"}}
+
+
+def seen(instance_id: str) -> list[Any]:
+    return SEEN.setdefault(instance_id, [])
+
+
+class ThreeSteps(WorkflowEntrypoint):
+    """reserve and charge (both compensated), an optional wait, then ship (compensated)."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        options = event["payload"] or {}
+        log = seen(event.instance_id)
+
+        async def undo(ctx: dict[str, Any], output: Any, error: Exception) -> None:
+            log.append((ctx["step"]["name"], output, type(error).__name__))
+
+        await step.do("reserve", lambda: {"id": "r1"}, rollback=undo, rollback_config=FAST)
+        await step.do("charge", lambda: {"id": "c1"}, rollback=undo, rollback_config=FAST)
+        pause = options.get("pause")
+        if pause == "sleep":
+            await step.sleep("cool-off", options.get("sleep_ms", 3_600_000))
+        elif pause == "wait":
+            await step.wait_for_event("hold", "go", timeout="1 hour")
+
+        async def ship() -> Any:
+            if options.get("ship_fails"):
+                raise NonRetryableError("warehouse closed")
+            return {"id": "s1"}
+
+        await step.do("ship", ship, rollback=undo, rollback_config=FAST)
+        if options.get("fail_after"):
+            raise ValueError("failed after shipping")
+        return "shipped"
