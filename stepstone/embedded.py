@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,13 +30,20 @@ from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.worker import Worker, WorkerSettings
-from stepstone.errors import InvalidRequest
-from stepstone.loader import load_version
+from stepstone.errors import InvalidRequest, InvalidWorkflowDefinition
+from stepstone.loader import (
+    WorkflowLoadError,
+    load_class,
+    load_version,
+    set_implicit_dependencies,
+)
 from stepstone.ops import CreateRequest, Operations, RestartFrom, encode_payload, retention_ms
-from stepstone.project import ProjectConfig, load_project
+from stepstone.project import ProjectConfig, WorkflowConfig, load_project
 from stepstone.retention import SWEEP_SECONDS, RetentionSweeper
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage, WorkflowRecord
+
+log = logging.getLogger("stepstone.project")
 
 
 class InstanceHandle:
@@ -167,12 +176,20 @@ class WorkflowBinding:
         name: str,
         source: str = "binding",
         changes: ChangeSignal | None = None,
+        unloadable: Mapping[str, str] | None = None,
     ):
         self.ops = ops
         self.account_id = account_id
         self.name = name
         self._source = source
         self.changes = changes
+        # Workflow name -> why this process could not import its class at start.
+        self._unloadable = unloadable or {}
+
+    def _check_loadable(self) -> None:
+        problem = self._unloadable.get(self.name)
+        if problem is not None:
+            raise InvalidWorkflowDefinition(f"workflow {self.name!r} cannot run: {problem}")
 
     async def create(
         self,
@@ -182,6 +199,7 @@ class WorkflowBinding:
         params: Any = None,
         retention: Mapping[str, Any] | None = None,
     ) -> InstanceHandle:
+        self._check_loadable()
         request = _create_request(
             {**(options or {}), **_given(id=id, params=params, retention=retention)}
         )
@@ -197,6 +215,7 @@ class WorkflowBinding:
     async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
         if not 1 <= len(items) <= 100:
             raise InvalidRequest("create_batch takes 1 to 100 items")
+        self._check_loadable()
         requests = [_create_request(item) for item in items]
         _, records = await self.ops.create_instances(
             self.account_id,
@@ -240,38 +259,60 @@ def binding_attribute(workflow_name: str) -> str:
 
 
 class Env:
-    """``self.env`` of a workflow: bindings to every workflow of the account, and values.
+    """``self.env`` of a workflow or a Worker: bindings to the account's workflows, and values.
 
     ``env.ORDERS`` and ``env["orders"]`` are the binding of workflow ``orders``; configured
-    values (``[env]`` in stepstone.toml) are reachable the same two ways.
+    values (``[env]`` in stepstone.toml, ``[vars]`` and ``.dev.vars`` secrets of a wrangler
+    project) are reachable the same two ways. A wrangler ``binding`` name (``env.MY_WORKFLOW``)
+    is the binding of the workflow it names.
     """
 
-    def __init__(self, ops: Operations, account_id: str, values: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        ops: Operations,
+        account_id: str,
+        values: Mapping[str, Any],
+        bindings: Mapping[str, str] | None = None,
+        unloadable: Mapping[str, str] | None = None,
+    ) -> None:
         self._ops = ops
         self._account_id = account_id
         self._values = dict(values)
+        self._bindings = dict(bindings or {})
+        self._unloadable = unloadable if unloadable is not None else {}
+
+    def _binding(self, workflow_name: str) -> WorkflowBinding:
+        return WorkflowBinding(
+            self._ops, self._account_id, workflow_name, unloadable=self._unloadable
+        )
 
     def __getitem__(self, key: str) -> Any:
         if key in self._values:
             return self._values[key]
-        return WorkflowBinding(self._ops, self._account_id, key)
+        if key in self._bindings:
+            return self._binding(self._bindings[key])
+        return self._binding(key)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if name in self._values:
             return self._values[name]
-        return _LazyBinding(self._ops, self._account_id, name)
+        if name in self._bindings:
+            return self._binding(self._bindings[name])
+        return _LazyBinding(self._ops, self._account_id, name, self._unloadable)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._values
+        return key in self._values or key in self._bindings
 
 
 class _LazyBinding(WorkflowBinding):
     """A binding named by attribute: resolves ``ORDER_WORKFLOW`` to ``order-workflow``."""
 
-    def __init__(self, ops: Operations, account_id: str, attribute: str) -> None:
-        super().__init__(ops, account_id, attribute)
+    def __init__(
+        self, ops: Operations, account_id: str, attribute: str, unloadable: Mapping[str, str]
+    ) -> None:
+        super().__init__(ops, account_id, attribute, unloadable=unloadable)
         self._attribute = attribute
         self._resolved = False
 
@@ -300,11 +341,25 @@ class _LazyBinding(WorkflowBinding):
         return await super().get(id)
 
 
-async def sync_project(ops: Operations, project: ProjectConfig) -> list[WorkflowRecord]:
-    """Register the project's workflows, adding a version only where the definition changed."""
+async def sync_project(
+    ops: Operations, project: ProjectConfig, unloadable: dict[str, str] | None = None
+) -> list[WorkflowRecord]:
+    """Register the project's workflows, adding a version only where the definition changed.
+
+    A workflow whose module this process cannot import does not stop the others: it is
+    registered anyway (a fixed module runs its queued instances), the reason is logged and
+    put in ``unloadable``, and bindings answer 10202 with it.
+    """
     project.activate()
     records = []
     for wf in project.workflows:
+        set_implicit_dependencies(wf.script_name, project.implicit_dependencies)
+        if ops.check_importable and unloadable is not None:
+            try:
+                load_class(wf.script_name, wf.class_name)
+            except WorkflowLoadError as exc:
+                log.error("workflow %r cannot run in this process: %s", wf.name, exc)
+                unloadable[wf.name] = str(exc)
         current = await ops.storage.get_workflow(project.account_id, wf.name)
         version = current.version if current is not None else None
         unchanged = (
@@ -317,17 +372,24 @@ async def sync_project(ops: Operations, project: ProjectConfig) -> list[Workflow
         if unchanged and current is not None:
             records.append(current)
             continue
-        records.append(
-            await ops.put_workflow(
-                project.account_id,
-                wf.name,
-                class_name=wf.class_name,
-                script_name=wf.script_name,
-                limits_steps=wf.limits_steps,
-                schedules=wf.schedules,
-            )
-        )
+        checked = ops.check_importable
+        ops.check_importable = checked and wf.name not in (unloadable or {})
+        try:
+            records.append(await _put(ops, project, wf))
+        finally:
+            ops.check_importable = checked
     return records
+
+
+async def _put(ops: Operations, project: ProjectConfig, wf: WorkflowConfig) -> WorkflowRecord:
+    return await ops.put_workflow(
+        project.account_id,
+        wf.name,
+        class_name=wf.class_name,
+        script_name=wf.script_name,
+        limits_steps=wf.limits_steps,
+        schedules=wf.schedules,
+    )
 
 
 class Engine:
@@ -346,6 +408,18 @@ class Engine:
         self.worker = worker
         self.changes = ChangeSignal()
         storage.add_change_listener(self.changes.fire)
+        # Workflow name -> why its class cannot be imported here (see ``sync_project``).
+        self.unloadable: dict[str, str] = {}
+
+    def env(self) -> Env:
+        """``env`` as the project's Worker and workflows see it: values and bindings."""
+        return Env(
+            self.ops,
+            self.project.account_id,
+            self.project.env,
+            self.project.bindings,
+            self.unloadable,
+        )
 
     @classmethod
     async def open(
@@ -369,9 +443,7 @@ class Engine:
         else:
             project = config or ProjectConfig()
         if env:
-            project = ProjectConfig(
-                project.account_id, project.workflows, {**project.env, **env}, project.root
-            )
+            project = dataclasses.replace(project, env={**project.env, **env})
         storage = open_storage(url)
         await storage.open()
         if check_importable is None:
@@ -384,7 +456,9 @@ class Engine:
             worker = Worker(
                 storage,
                 load_version,
-                lambda workflow: Env(ops, workflow.account_id, project.env),
+                lambda workflow: Env(
+                    ops, workflow.account_id, project.env, project.bindings, engine.unloadable
+                ),
                 settings=worker_settings,
                 clock=clock,
                 periodic=[
@@ -394,7 +468,7 @@ class Engine:
             )
             ops.on_workflows_changed = worker.invalidate_workflows
             engine.worker = worker
-        await sync_project(engine.ops, project)
+        await sync_project(engine.ops, project, engine.unloadable)
         if engine.worker is not None:
             if storage.sole_worker_lock():
                 # No other worker can be using this database: leases left by a crashed
@@ -429,7 +503,13 @@ class Engine:
         )
 
     def workflow(self, name: str) -> WorkflowBinding:
-        return WorkflowBinding(self.ops, self.project.account_id, name, changes=self.changes)
+        return WorkflowBinding(
+            self.ops,
+            self.project.account_id,
+            name,
+            changes=self.changes,
+            unloadable=self.unloadable,
+        )
 
     async def close(self, drain_seconds: float = 0.0) -> None:
         """Stop the worker (letting running steps finish for up to ``drain_seconds``) and

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
-import sys
-import types
 
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
-from stepstone.errors import NonRetryableError
+from stepstone.cloudflare import shim
 from stepstone.storage.base import VersionRecord
 
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -21,27 +18,24 @@ class WorkflowLoadError(Exception):
 
 
 def install_workers_shim() -> None:
-    """Let code written for Cloudflare Python (``from workers import WorkflowEntrypoint``) run.
+    """Let code written for Cloudflare Python (``from workers import WorkflowEntrypoint``) run:
+    Stepstone's ``workers`` module replaces any other (see ``stepstone.cloudflare.shim``)."""
+    shim.install()
 
-    Only when no real ``workers`` package is importable, so an installed one always wins.
-    """
-    if "workers" in sys.modules:
-        return
-    try:
-        found = importlib.util.find_spec("workers")
-    except (ImportError, ValueError):
-        found = None
-    if found is not None:
-        return
-    workers = types.ModuleType("workers", "Stepstone's stand-in for Cloudflare's workers SDK")
-    workflows = types.ModuleType("workers.workflows")
-    workers.WorkflowEntrypoint = WorkflowEntrypoint  # type: ignore[attr-defined]
-    workers.NonRetryableError = NonRetryableError  # type: ignore[attr-defined]
-    workflows.NonRetryableError = NonRetryableError  # type: ignore[attr-defined]
-    workflows.WorkflowEntrypoint = WorkflowEntrypoint  # type: ignore[attr-defined]
-    workers.workflows = workflows  # type: ignore[attr-defined]
-    sys.modules["workers"] = workers
-    sys.modules["workers.workflows"] = workflows
+
+# script_name -> whether its step.do takes the implicit-dependencies signature; set from the
+# project's compatibility flags (a wrangler config) when it is registered in this process.
+_IMPLICIT_DEPENDENCIES: dict[str, bool] = {}
+
+
+def set_implicit_dependencies(script_name: str, implicit: bool) -> None:
+    _IMPLICIT_DEPENDENCIES[script_name] = implicit
+
+
+def implicit_dependencies(version: VersionRecord) -> bool:
+    """The ``step.do`` signature for this version's module: workerd's current one unless its
+    project's compatibility flags and date say otherwise."""
+    return _IMPLICIT_DEPENDENCIES.get(version.script_name, True)
 
 
 def load_class(script_name: str, class_name: str) -> type[WorkflowEntrypoint]:

@@ -35,6 +35,10 @@ class WorkflowConfig:
     script_name: str
     schedules: tuple[str, ...] = ()
     limits_steps: int | None = None
+    # wrangler's ``binding``: the name under which ``env`` holds this workflow's binding.
+    binding: str | None = None
+    # wrangler's ``concurrency = {limit = N}`` (issue 13): parsed and kept, not yet enforced.
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +47,49 @@ class ProjectConfig:
     workflows: tuple[WorkflowConfig, ...] = ()
     env: dict[str, Any] = field(default_factory=dict)
     root: Path | None = None
+    # From a wrangler config: the file, the Worker's name, its ``main`` module (importable
+    # once ``root`` is on sys.path), its ``[triggers] crons`` and the step.do signature.
+    source: Path | None = None
+    name: str | None = None
+    main_module: str | None = None
+    crons: tuple[str, ...] = ()
+    implicit_dependencies: bool = True
 
     def activate(self) -> None:
         """Make the config's folder importable, so ``script_name`` resolves next to it."""
         if self.root is not None and str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
 
+    @property
+    def bindings(self) -> dict[str, str]:
+        """Binding name -> workflow name, for the workflows that declare a binding."""
+        return {wf.binding: wf.name for wf in self.workflows if wf.binding}
+
+
+# Looked for, in this order, in the working directory when no --config is given.
+PROJECT_FILES = ("wrangler.toml", "wrangler.jsonc", "wrangler.json", "stepstone.toml")
+
+
+def find_project_file(folder: str | Path = ".") -> Path | None:
+    for name in PROJECT_FILES:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_wrangler_file(path: str | Path) -> bool:
+    file = Path(path)
+    return file.name.startswith("wrangler") or file.suffix in (".json", ".jsonc")
+
 
 def load_project(path: str | Path) -> ProjectConfig:
+    """Read a stepstone.toml, or a wrangler.toml / wrangler.jsonc / wrangler.json."""
     file = Path(path)
+    if is_wrangler_file(file):
+        from stepstone.cloudflare.config import load_wrangler
+
+        return load_wrangler(file)
     try:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
