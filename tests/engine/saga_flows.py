@@ -45,3 +45,24 @@ class ThreeSteps(WorkflowEntrypoint):
         if options.get("fail_after"):
             raise ValueError("failed after shipping")
         return "shipped"
+
+
+# What Evolving runs, per instance id: (version, [(kind, name, argument), ...]). A test
+# changes the plan between activations, as a deploy changes the code under a running instance.
+PLANS: dict[str, tuple[int, list[tuple[str, str, Any]]]] = {}
+
+
+class Evolving(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        version, plan = PLANS[event.instance_id]
+        seen(event.instance_id).append(f"run@{version}")
+        results = []
+        for kind, name, argument in plan:
+            if kind == "do":
+                value = await step.do(name, lambda n=name: f"{n}@{version}", config=argument)
+                results.append(value)
+            elif kind == "sleep":
+                await step.sleep(name, argument)
+            else:
+                await step.wait_for_event(name, "go", timeout="1 hour")
+        return results
