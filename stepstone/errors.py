@@ -68,7 +68,7 @@ RouteNotFound = _api_error("RouteNotFound", 10006, "route_not_found", 404)
 # The store is unreachable (its database down) or full (its disk): retry after Retry-After.
 StorageUnavailable = _api_error("StorageUnavailable", 10007, "storage_unavailable", 503)
 # Too many wrong tokens from one client address: retry after Retry-After.
-TooManyRequests = _api_error("TooManyRequests", 10008, "too_many_requests", 429)
+TooManyRequests = _api_error("TooManyRequests", 10009, "too_many_requests", 429)
 StorageFull = _api_error("StorageFull", 10008, "storage_full", 507)
 WorkflowNotFound = _api_error("WorkflowNotFound", 10200, "workflow.not_found", 404)
 InvalidWorkflowName = _api_error("InvalidWorkflowName", 10201, "workflow.invalid_name", 400)

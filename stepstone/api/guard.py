@@ -13,11 +13,13 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.api import auth
 from stepstone.api.envelope import error
-from stepstone.errors import InvalidRequest, PayloadTooLarge
+from stepstone.api.throttle import for_storage
+from stepstone.errors import InvalidRequest, PayloadTooLarge, TooManyRequests
 from stepstone.storage.base import Storage
 
 MAX_BODY_BYTES = 1 << 20
@@ -49,6 +51,7 @@ class Guard:
         self.storage = storage
         self.settings = settings
         self.insecure_no_auth = insecure_no_auth
+        self.throttle = for_storage(storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,16 +68,9 @@ class Guard:
         if self.insecure_no_auth:
             principal: auth.Principal = auth.NOBODY_NEEDED
         else:
-            match = _ACCOUNT.match(path)
-            outcome = await auth.check(
-                self.storage,
-                self.settings,
-                Headers(scope=scope),
-                write=scope["method"] not in READ_METHODS,
-                account_id=segment(match.group(1)) if match else None,
-            )
+            outcome = await self._authenticate(scope, path)
             if not isinstance(outcome, auth.Principal):
-                await error(outcome)(scope, receive, send)
+                await outcome(scope, receive, send)
                 return
             principal = outcome
         scope.setdefault("state", {})["principal"] = principal
@@ -88,6 +84,30 @@ class Guard:
             await error(InvalidRequest(problem))(scope, receive, send)
             return
         await self.app(scope, replay(body, receive), send)
+
+    async def _authenticate(self, scope: Scope, path: str) -> auth.Principal | Response:
+        """The caller, or the answer that refuses it; wrong tokens are throttled."""
+        address = client_address(scope)
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            refused = error(TooManyRequests(f"too many wrong tokens; retry in {wait} s"))
+            refused.headers["retry-after"] = str(wait)
+            return refused
+        headers = Headers(scope=scope)
+        match = _ACCOUNT.match(path)
+        outcome = await auth.check(
+            self.storage,
+            self.settings,
+            headers,
+            write=scope["method"] not in READ_METHODS,
+            account_id=segment(match.group(1)) if match else None,
+        )
+        if isinstance(outcome, auth.Principal) or outcome.http_status == 403:
+            self.throttle.succeeded(address)
+        elif auth.credential(headers):
+            # Only a token that was given and is wrong is a guess; none at all is not.
+            await self.throttle.fail(address)
+        return outcome if isinstance(outcome, auth.Principal) else error(outcome)
 
 
 def repeated_key(query_string: bytes) -> str | None:
@@ -124,6 +144,13 @@ def not_strict_json(scope: Scope, body: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return "the request body is not valid JSON"
     return None
+
+
+def client_address(scope: Scope) -> str:
+    """The peer as the server saw it (behind a proxy, what uvicorn's --forwarded-allow-ips
+    lets it believe)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:

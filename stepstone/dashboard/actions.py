@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from stepstone.api.guard import segment
+from stepstone.api.throttle import for_storage
 from stepstone.dashboard import present
 from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
 from stepstone.dashboard.app import PREFIX
@@ -86,12 +87,24 @@ async def login(request: Request) -> Response:
         return render_login(request, next_url, "The sign-in form expired; try again.", 403)
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
+        # Guesses here and at the API count together (stepstone.api.throttle).
+        throttle = for_storage(dash.engine.storage)
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            refused = render_login(
+                request, next_url, f"Too many wrong tokens; try again in {wait} s.", 429
+            )
+            refused.headers["retry-after"] = str(wait)
+            return refused
         if not token or len(token) > MAX_TOKEN_CHARS:
             return render_login(request, next_url, "Enter an API token.", 401)
         try:
             await principal_for(dash, token)
         except StepstoneError:
+            await throttle.fail(address)
             return render_login(request, next_url, "That token is unknown or revoked.", 401)
+        throttle.succeeded(address)
     # A fresh id at every sign-in, so an id planted before sign-in is worth nothing after.
     dash.sessions.drop(request.cookies.get(SESSION_COOKIE))
     session_id, _ = dash.sessions.create(token)
