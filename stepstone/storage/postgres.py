@@ -546,6 +546,11 @@ class PostgresStorage(WorkerWrites):
         self, instance_pk: int, expected_status: str, transition: Transition, now: int
     ) -> None:
         t = transition
+        # A stop must see the attempt the user's code is running: its start, queued in this
+        # process and not yet flushed, commits first in this transaction (as on SQLite).
+        while self._inflight is not None and instance_pk in self._inflight[0]:
+            await asyncio.shield(self._inflight[1])
+        queued = self._queued.pop(instance_pk, None) if t.release_worker else None
 
         async def job(conn: Any) -> int | None:
             row = await conn.fetchrow(
@@ -555,6 +560,8 @@ class PostgresStorage(WorkerWrites):
             current = None if row is None else row[0]
             if row is None or current != expected_status:
                 raise Conflict(current)
+            if queued is not None and queued[0].epoch == row[1]:
+                await insert_events(conn, instance_pk, queued[1])
             args: list[Any] = [instance_pk]
 
             def arg(value: Any) -> str:
@@ -632,7 +639,15 @@ class PostgresStorage(WorkerWrites):
             await notify_control(conn, [(instance_pk, epoch)])
             return epoch
 
-        epoch = await self._write(job, wakes=t.runnable)
+        try:
+            epoch = await self._write(job, wakes=t.runnable)
+        except BaseException:
+            if queued is not None:  # not written: back to the front of the queue
+                later = self._queued.get(instance_pk)
+                if later is not None and later[0].epoch == queued[0].epoch:
+                    queued[1].extend(later[1])
+                self._queued[instance_pk] = queued
+            raise
         if epoch is not None:
             # Local workers need not wait for the notification's round trip.
             self._fire_control([(instance_pk, epoch)])
