@@ -57,6 +57,7 @@ class AttemptView:
     success: bool | None
     error: dict[str, Any] | None
     retry_at: int | None
+    traceback: str | None = None
 
     @property
     def duration_ms(self) -> int | None:
@@ -146,6 +147,7 @@ def timeline(history: h.InstanceHistory) -> list[StepView]:
                     attempt.success,
                     attempt.error,
                     attempt.retry_at,
+                    attempt.traceback,
                 )
             )
         if step.stream is not None:

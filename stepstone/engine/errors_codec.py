@@ -7,6 +7,7 @@ catches it behaves the same on every replay.
 from __future__ import annotations
 
 import builtins
+import traceback
 from typing import Any
 
 from stepstone.errors import (
@@ -56,6 +57,19 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
     return str(exc)
+
+
+# A traceback is kept with its attempt for people to read (logs, dashboard), never for the API;
+# the end (where the error was raised) is what matters, so a long one loses its beginning.
+MAX_TRACEBACK_CHARS = 16 * 1024
+_CUT = "... (traceback truncated)\n"
+
+
+def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> str:
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= limit:
+        return text
+    return _CUT + text[len(text) - (limit - len(_CUT)) :]
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class AttemptRecord:
     error: dict[str, Any] | None = None
     output: bytes | None = None
     retry_at: int | None = None
+    # For people (logs, dashboard) only: the API shows an attempt's error as {name, message}.
+    traceback: str | None = None
 
 
 @dataclass(slots=True)
@@ -156,6 +158,7 @@ def _fold_step_event(history: InstanceHistory, step: StepRecord, event: EventRec
         if not attempt.success:
             attempt.error = data.get("error")
             attempt.retry_at = data.get("retryAt")
+            attempt.traceback = data.get("traceback")
     elif kind == "step_completed":
         raw = _load(event.data)
         step.done, step.success, step.end = True, True, event.ts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,6 +23,7 @@ from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.engine import history as h
 from stepstone.engine.errors_codec import (
     encode_error,
+    format_traceback,
     is_non_retryable,
     recreate_error,
 )
@@ -32,6 +34,8 @@ from stepstone.validation import event_type_problem, step_name_problem
 
 if TYPE_CHECKING:
     from stepstone.engine.activation import Activation
+
+log = logging.getLogger("stepstone.step")
 
 MAX_JSON_BYTES = 1 << 20
 STREAM_CHUNK_BYTES = 256 * 1024
@@ -425,9 +429,11 @@ class ReplayStep:
                     value = await _invoke(call, ctx)
                     payload = await self._store_output(key, value)
             except Exception as exc:  # signals (cancel, lease lost, fatal) are BaseExceptions
+                trace = format_traceback(exc)
                 if isinstance(exc, TimeoutError) and scope.expired():
                     exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
                 error = encode_error(exc)
+                self._log_failure(key, kind_prefix, attempt, error, trace)
                 if entry is not None:
                     entry.error = error
                 if is_non_retryable(exc) or not should_retry(attempt, retries["limit"]):
@@ -435,7 +441,7 @@ class ReplayStep:
                         [
                             act.event(
                                 kind_prefix + "attempt_errored",
-                                {"attempt": attempt, "error": error},
+                                {"attempt": attempt, "error": error, "traceback": trace},
                                 key,
                             )
                         ]
@@ -454,6 +460,7 @@ class ReplayStep:
                                 "error": error,
                                 "retryDelayMs": delay,
                                 "retryAt": retry_at,
+                                "traceback": trace,
                             },
                             key,
                             ts=now,
@@ -484,6 +491,34 @@ class ReplayStep:
             if isinstance(payload, dict):
                 return await _stream_value(act, key[1], payload)
             return orjson.loads(payload)
+
+    def _log_failure(
+        self,
+        key: tuple[str, str],
+        kind_prefix: str,
+        attempt: int,
+        error: dict[str, Any],
+        trace: str,
+    ) -> None:
+        what = "Rollback of step" if kind_prefix else "Step"
+        instance = self.activation.claim.instance
+        log.warning(
+            '%s "%s" of instance %s (workflow %s) failed on attempt %d: %s: %s\n%s',
+            what,
+            key[1],
+            instance.id,
+            self.activation.workflow_name,
+            attempt,
+            error["name"],
+            error["message"],
+            trace.rstrip("\n"),
+            extra={
+                "instance_id": instance.id,
+                "workflow": self.activation.workflow_name,
+                "step": key[1],
+                "attempt": attempt,
+            },
+        )
 
     async def _fail_step(
         self, key: tuple[str, str], error: dict[str, Any], kind_prefix: str

@@ -66,3 +66,18 @@ class Evolving(WorkflowEntrypoint):
             else:
                 await step.wait_for_event(name, "go", timeout="1 hour")
         return results
+
+
+def inner_helper_that_fails(value: str) -> None:
+    raise ValueError(f"boom <{value}>")
+
+
+class Exploding(WorkflowEntrypoint):
+    """A step that fails on both of its attempts, from inside a helper."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        async def explode() -> None:
+            inner_helper_that_fails("x")
+
+        config = {"retries": {"limit": 1, "delay": 10, "backoff": "constant"}}
+        await step.do("explode", explode, config=config)
