@@ -20,6 +20,7 @@ from stepstone.api.envelope import error, expected_failure, ok
 from stepstone.api.guard import Guard
 from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
+from stepstone.api.outage import OutageGuard, outage_answer
 from stepstone.api.routes import ALL
 from stepstone.embedded import Engine
 from stepstone.errors import (
@@ -29,6 +30,7 @@ from stepstone.errors import (
     StepstoneError,
 )
 from stepstone.storage.base import Conflict
+from stepstone.storage.outage import StoreOutage
 
 log = logging.getLogger("stepstone.api")
 OPENAPI_URL = "/client/v4/openapi.json"
@@ -89,6 +91,8 @@ def create_app(
     mount_dashboard(
         app, engine, auth=auth or AuthSettings.from_env(), insecure_no_auth=insecure_no_auth
     )
+    # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
+    app.add_middleware(OutageGuard, storage=engine.storage)
     return app
 
 
@@ -114,6 +118,10 @@ def _install_handlers(app: FastAPI) -> None:
         failure.http_status = exc.status_code
         return error(failure)
 
+    async def on_outage(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreOutage)
+        return outage_answer(exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(InternalError("an unexpected error occurred; see the server log"))
@@ -122,6 +130,7 @@ def _install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Conflict, on_expected)
+    app.add_exception_handler(StoreOutage, on_outage)
     app.add_exception_handler(Exception, on_unexpected)
 
 
