@@ -73,6 +73,9 @@ _MAX_RETRY_DELAY = 1.0
 # default is 60 s, which would hide an unreachable server behind a minute of silence).
 _CONNECT_TIMEOUT = 10.0
 
+# Failed (re)connections in a row of the listener before it warns (about 1.5 s of backoff).
+_LISTENER_WARN_AFTER = 5
+
 _CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 
@@ -339,6 +342,7 @@ class Listener:
 
     async def _run(self) -> None:
         delay = 0.05
+        failures = 0  # attempts in a row that did not leave a connection listening
         while True:
             conn: Any = None
             try:
@@ -349,7 +353,7 @@ class Listener:
                 if self._on_control is not None:
                     await conn.add_listener(CONTROL_CHANNEL, self._control)
                 self.connected.set()
-                delay = 0.05
+                delay, failures = 0.05, 0
                 self._on_wake()
                 while not lost.is_set():
                     try:
@@ -362,11 +366,14 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # During an outage the store's health has said so once; a reconnect failing
-                # every few seconds adds nothing.
-                quiet = self._health is not None and self._health.failing is not None
+                failures += 1
+                # A lost connection alone is routine (polling covers the gap), and during an
+                # outage the store's health has said so once. Worth a warning: reconnecting
+                # keeps failing while the rest of the store is fine.
+                outage = self._health is not None and self._health.failing is not None
+                level = logging.WARNING if failures == _LISTENER_WARN_AFTER else logging.DEBUG
                 log.log(
-                    logging.DEBUG if quiet else logging.WARNING,
+                    logging.DEBUG if outage else level,
                     "wake-up listener lost its connection (%r); reconnecting",
                     exc,
                 )
