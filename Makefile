@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test check lint format bench screenshots clean
+.PHONY: install run run-cloudflare test check lint format bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/stepstone serve --config examples/stepstone.toml --db sqlite:///data/stepstone.db
+
+# A Cloudflare Python Workers project, served from its own folder as `wrangler dev` would be:
+# REST API on :8787, the Worker's fetch on :8788. Its own database, so the two examples'
+# workflows stay apart.
+run-cloudflare: install
+	cd examples/cloudflare && ../../$(BIN)/stepstone serve --db sqlite:///data/stepstone.db
 
 check: install
 	$(BIN)/ruff check .

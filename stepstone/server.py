@@ -16,6 +16,8 @@ import uvicorn
 from stepstone import auth as tokens
 from stepstone.api.app import create_app
 from stepstone.api.auth import AuthSettings
+from stepstone.cloudflare import DEFAULT_WORKER_PORT
+from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
 
@@ -135,8 +137,14 @@ def run_server(
     data_dir: str | None = None,
     max_running: int | None = None,
     access_log: bool = True,
+    worker_host: str | None = None,
+    worker_port: int = DEFAULT_WORKER_PORT,
+    test_scheduled: bool = False,
 ) -> None:
-    """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM."""
+    """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM.
+
+    A wrangler project's Worker (its ``main``) is served too, on ``worker_host:worker_port``.
+    """
 
     async def main() -> None:
         engine = await Engine.open(
@@ -165,7 +173,40 @@ def run_server(
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
                 )
             )
-            await serve_until_signal(engine, [server])
+            servers = [server]
+            worker_app = None
+            if engine.project.main_module is not None:
+                worker_app = WorkerApp(
+                    engine.project.main_module,
+                    engine.env(),
+                    engine.project.crons,
+                    test_scheduled=test_scheduled,
+                )
+                servers.append(
+                    _Server(
+                        uvicorn.Config(
+                            worker_app.asgi,
+                            host=worker_host or host,
+                            port=worker_port,
+                            log_level="info",
+                            access_log=access_log,
+                            lifespan="off",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+                        )
+                    )
+                )
+                worker_app.start()
+                print(
+                    f"The Worker of {engine.project.source} answers on"
+                    f" http://{worker_host or host}:{worker_port}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            try:
+                await serve_until_signal(engine, servers)
+            finally:
+                if worker_app is not None:
+                    await worker_app.stop(DRAIN_SECONDS)
         finally:
             await engine.close(drain_seconds=DRAIN_SECONDS)
 

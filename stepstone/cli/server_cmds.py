@@ -19,19 +19,19 @@ import typer
 
 from stepstone.cli import render
 from stepstone.cli.client import fail, usage
+from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cron import InvalidCronError
 from stepstone.cron import validate as validate_cron
-from stepstone.project import ProjectConfigError, load_project
+from stepstone.project import PROJECT_FILES, ProjectConfigError, find_project_file, load_project
 from stepstone.storage import InvalidDatabaseURL, open_storage
 from stepstone.storage.base import Storage
 
 DB_ENV = "STEPSTONE_DATABASE_URL"
 CONFIG_ENV = "STEPSTONE_CONFIG"
 DEFAULT_DB = "sqlite:///data/stepstone.db"
-DEFAULT_CONFIG = "stepstone.toml"
 # Folders never worth watching: caches, VCS data, virtualenvs, the default data folder.
 WATCH_SKIP = {"__pycache__", "node_modules", "data", "venv"}
-WATCH_SUFFIXES = (".py", ".toml")
+WATCH_SUFFIXES = (".py", ".toml", ".json", ".jsonc", ".dev.vars")
 
 DbOption = Annotated[
     str,
@@ -44,7 +44,9 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         envvar=CONFIG_ENV,
-        help=f"Project file registering workflows (default: ./{DEFAULT_CONFIG} if present).",
+        help="Project file registering workflows: a wrangler.toml / wrangler.jsonc /"
+        f" wrangler.json or a stepstone.toml (default: the first of {', '.join(PROJECT_FILES)}"
+        " found in the working directory).",
         show_default=False,
     ),
 ]
@@ -62,14 +64,31 @@ LeaseOption = Annotated[
 ]
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+WorkerHostOption = Annotated[
+    str | None,
+    typer.Option(help="Address of the project's Worker (its fetch); default: --host."),
+]
+WorkerPortOption = Annotated[
+    int,
+    typer.Option(min=1, max=65535, help="Port of the project's Worker (a wrangler main)."),
+]
+TestScheduledOption = Annotated[
+    bool,
+    typer.Option(
+        "--test-scheduled",
+        help="As wrangler dev's flag: GET /__scheduled?cron=... on the Worker's address runs"
+        " its scheduled handler.",
+    ),
+]
 
 
 def resolve_config(config: str | None) -> str | None:
     """The given project file, checked now so a typo fails before the server starts."""
     if config is None:
-        if not Path(DEFAULT_CONFIG).is_file():
+        found = find_project_file(Path.cwd())
+        if found is None:
             return None
-        config = DEFAULT_CONFIG
+        config = str(found)
     try:
         project = load_project(config)
     except ProjectConfigError as exc:
@@ -80,6 +99,11 @@ def resolve_config(config: str | None) -> str | None:
                 validate_cron(cron)
             except InvalidCronError as exc:
                 fail(f"{config}: workflow {workflow.name!r}: {exc}", 2)
+    for cron in project.crons:
+        try:
+            validate_cron(cron)
+        except InvalidCronError as exc:
+            fail(f"{config}: triggers.crons: {exc}", 2)
     return config
 
 
@@ -131,8 +155,14 @@ def serve(
             "--no-access-log", help="Log no line per request (about 80 us less CPU each)."
         ),
     ] = False,
+    worker_host: WorkerHostOption = None,
+    worker_port: WorkerPortOption = DEFAULT_WORKER_PORT,
+    test_scheduled: TestScheduledOption = False,
 ) -> None:
-    """Run the REST API server (and, unless --no-worker, a worker in the same process)."""
+    """Run the REST API server (and, unless --no-worker, a worker in the same process).
+
+    A wrangler project's Worker (its fetch and scheduled handlers) runs too, on --worker-port.
+    """
     config = resolve_config(config)
     check_db(db)
     from stepstone.server import run_server
@@ -149,6 +179,9 @@ def serve(
         lease_seconds=lease_seconds,
         data_dir=None if data_dir is None else str(data_dir),
         access_log=not no_access_log,
+        worker_host=worker_host,
+        worker_port=worker_port,
+        test_scheduled=test_scheduled,
     )
 
 
@@ -261,6 +294,9 @@ def dev(
     interval: Annotated[
         float, typer.Option("--interval", "-i", min=0.05, help="Seconds between looks.")
     ] = 0.5,
+    worker_host: WorkerHostOption = None,
+    worker_port: WorkerPortOption = DEFAULT_WORKER_PORT,
+    test_scheduled: TestScheduledOption = False,
 ) -> None:
     """Serve API and worker, restarting them when a workflow module or the config changes."""
     config = resolve_config(config)
@@ -269,6 +305,11 @@ def dev(
     roots = list(watch or [Path(config).resolve().parent if config else Path.cwd()])
     command = [sys.executable, "-m", "stepstone", "serve", "--db", db]
     command += ["--host", host, "--port", str(port), "--concurrency", str(concurrency)]
+    command += ["--worker-port", str(worker_port)]
+    if worker_host:
+        command += ["--worker-host", worker_host]
+    if test_scheduled:
+        command.append("--test-scheduled")
     if config:
         command += ["--config", config]
     if insecure:
