@@ -57,6 +57,7 @@ class Activation:
         *,
         step_limit: int | None = None,
         storage_cap: int = DEFAULT_STORAGE_CAP,
+        implicit_dependencies: bool = True,
     ) -> None:
         self.storage = storage
         self.claim = claim
@@ -65,6 +66,9 @@ class Activation:
         self.workflow_name = workflow_name
         self.step_limit = step_limit or DEFAULT_STEP_LIMIT
         self.storage_cap = storage_cap
+        # Cloudflare's python_workflows_implicit_dependencies flag: False gives step.do the
+        # legacy signature step.do(name, depends=[...], concurrent=False, config=None).
+        self.implicit_dependencies = implicit_dependencies
         self.history = h.InstanceHistory()
         self.unrequested: set[tuple[str, str]] = set()
         self.executing = 0
