@@ -56,5 +56,12 @@ def load_class(script_name: str, class_name: str) -> type[WorkflowEntrypoint]:
     return cls
 
 
+# The worker reads this attribute of the class it is given when it starts an activation.
+IMPLICIT_ATTRIBUTE = "__stepstone_implicit_dependencies__"
+
+
 def load_version(version: VersionRecord) -> type[WorkflowEntrypoint]:
-    return load_class(version.script_name, version.class_name)
+    cls = load_class(version.script_name, version.class_name)
+    # The flag belongs to the class's module (its project), so one value per class.
+    setattr(cls, IMPLICIT_ATTRIBUTE, implicit_dependencies(version))
+    return cls

@@ -318,6 +318,8 @@ class Worker:
                 entry,
                 workflow.name,
                 step_limit=version.limits_steps,
+                # Set by stepstone.loader from the project's compatibility flags.
+                implicit_dependencies=getattr(cls, "__stepstone_implicit_dependencies__", True),
             )
             current = self._active.get(instance.pk)
             if current is not None and current[0] is claim:
