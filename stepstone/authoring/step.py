@@ -10,7 +10,12 @@ from stepstone.authoring.durations import Duration
 
 
 class WorkflowStep(Protocol):
-    """``step.do`` records side effects; ``sleep``, ``sleep_until`` and ``wait_for_event`` wait."""
+    """``step.do`` records side effects; ``sleep``, ``sleep_until`` and ``wait_for_event`` wait;
+    ``with_rollback`` and ``rollback_all`` are the saga form of Cloudflare's Python SDK page.
+
+    Without the ``python_workflows_implicit_dependencies`` flag, ``do`` takes Cloudflare's
+    legacy signature ``do(name, depends=None, concurrent=False, config=None)``.
+    """
 
     def do(
         self,
@@ -30,3 +35,9 @@ class WorkflowStep(Protocol):
     def wait_for_event(
         self, name: str, event_type: str, /, timeout: Duration = "24 hours"
     ) -> Awaitable[dict[str, Any]]: ...
+
+    def with_rollback(self, name: str, config: Any = None) -> Callable[..., Any]: ...
+
+    def rollback_all(
+        self, error: BaseException | None = None, *, continue_on_error: bool = False
+    ) -> Awaitable[None]: ...

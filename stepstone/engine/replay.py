@@ -21,11 +21,18 @@ import orjson
 from stepstone.authoring.config import DYNAMIC_DELAY, parse_rollback_config, resolve_config
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.engine import history as h
+from stepstone.engine.callables import direct_call, invoke, off_loop
 from stepstone.engine.errors_codec import (
     encode_error,
     format_traceback,
     is_non_retryable,
     recreate_error,
+)
+from stepstone.engine.python_api import (
+    SagaStepFunction,
+    StepFunction,
+    check_depends,
+    public_names,
 )
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
@@ -115,66 +122,28 @@ class _Rollback:
             self.started, self.order = True, order
 
 
-class StepFunction:
-    """What the decorator form returns: call it to run (or replay) the step, once per run."""
-
-    def __init__(self, step: ReplayStep, name: str, fn: Callable[..., Any], **options: Any):
-        self._step = step
-        self.name = name
-        self.fn = fn
-        self._options = options
-        self._task: asyncio.Future[Any] | None = None
-
-    def __call__(self) -> asyncio.Future[Any]:
-        if self._task is None:
-            self._task = self._step.activation.spawn(self._resolve())
-        return self._task
-
-    async def _resolve(self) -> Any:
-        params = list(inspect.signature(self.fn).parameters)
-        deps: dict[str, Any] = {}
-        needed = [p for p in params if p != "ctx"]
-        for param in needed:
-            if self._step.find_step_function(param) is None:
-                raise TypeError(f"Received unexpected parameter {param}")
-        if self._options.get("concurrent"):
-            values = await asyncio.gather(*(self._step.find_step_function(p)() for p in needed))  # type: ignore[misc]
-            deps = dict(zip(needed, values, strict=True))
-        else:
-            for param in needed:
-                dependency = self._step.find_step_function(param)
-                assert dependency is not None
-                deps[param] = await dependency()
-        wants_ctx = "ctx" in params
-        fn = self.fn
-
-        def bind(ctx: dict[str, Any]) -> Any:
-            return fn(**deps, ctx=ctx) if wants_ctx else fn(**deps)
-
-        call = off_loop(bind, with_ctx=True, blocking=not inspect.iscoroutinefunction(fn))
-        return await self._step.run_do(
-            self.name,
-            call,
-            config=self._options.get("config"),
-            rollback=self._options.get("rollback"),
-            rollback_config=self._options.get("rollback_config"),
-        )
-
-
 class ReplayStep:
     """The ``step`` object of one activation."""
 
+    # step.do's signature depends on the activation's implicit_dependencies, as workerd's
+    # SDK picks it from the python_workflows_implicit_dependencies flag.
+    do: Callable[..., Any]
+
     def __init__(self, activation: Activation) -> None:
         self.activation = activation
+        self.implicit = activation.implicit_dependencies
+        self.do = self._do_implicit if self.implicit else self._do_legacy
         self._counters: dict[tuple[str, str], int] = {}
         self._functions: dict[str, StepFunction] = {}
         self._do_count = 0
         self.rollbacks: list[_Rollback] = []
+        self.sagas: list[_Rollback] = []
         self.in_rollback_phase = False
+        self._undoing = False
 
     # --- public API -------------------------------------------------------------------------
 
-    def do(
+    def _do_implicit(
         self,
         name: str | Callable[..., Any] | None = None,
         fn: Callable[..., Any] | None = None,
@@ -198,7 +167,7 @@ class ReplayStep:
                 raise TypeError("step.do(name, fn): the name must be a string")
             return self.run_do(
                 name,
-                _direct_call(fn),
+                direct_call(fn),
                 config=config,
                 rollback=rollback,
                 rollback_config=rollback_config,
@@ -209,6 +178,112 @@ class ReplayStep:
 
         return decorator
 
+    def _do_legacy(
+        self,
+        name: str | Callable[..., Any],
+        depends: Any = None,
+        concurrent: bool = False,
+        config: Any = None,
+        *,
+        rollback: Callable[..., Any] | None = None,
+        rollback_config: Any = None,
+    ) -> Any:
+        """``@step.do(name, depends=[a, b], concurrent=False, config=None)``: the signature of
+        Cloudflare's SDK without the implicit-dependencies flag. ``await step.do(name, fn)``
+        still runs ``fn`` directly (a function is never a ``depends`` list)."""
+        if callable(depends) and not isinstance(depends, StepFunction):
+            return self._do_implicit(
+                name, depends, config=config, rollback=rollback, rollback_config=rollback_config
+            )
+        options = {
+            "config": config,
+            "concurrent": concurrent,
+            "rollback": rollback,
+            "rollback_config": rollback_config,
+            "depends": check_depends(depends),
+            "legacy": True,
+        }
+        if callable(name):  # bare @step.do
+            return self._decorate(name.__name__, name, options)
+        if not isinstance(name, str):
+            raise TypeError(f"step.do(): the name must be a string, not {type(name).__name__}")
+
+        def decorator(func: Callable[..., Any]) -> StepFunction:
+            return self._decorate(name, func, options)
+
+        return decorator
+
+    def with_rollback(self, name: str, config: Any = None) -> Callable[..., SagaStepFunction]:
+        """``@step.with_rollback(name, config=None)``: a step whose ``@fn.undo`` compensation
+        ``step.rollback_all()`` runs."""
+        if not isinstance(name, str):
+            raise TypeError(
+                f"step.with_rollback(): the name must be a string, not {type(name).__name__}"
+            )
+
+        def decorator(func: Callable[..., Any]) -> SagaStepFunction:
+            function = SagaStepFunction(self, name, func, config)
+            self._functions[name] = function
+            self._functions[func.__name__] = function
+            return function
+
+        return decorator
+
+    async def rollback_all(
+        self, error: BaseException | None = None, *, continue_on_error: bool = False
+    ) -> None:
+        """Run the undo functions of the ``with_rollback`` steps that started, newest first.
+
+        Each undo is a recorded step with its own retries. The first that fails for good is
+        raised; with ``continue_on_error`` the others still run and every failure is raised
+        together as an ``ExceptionGroup``. Compensated steps leave the stack, so a second call
+        runs only what started since.
+        """
+        if self.in_rollback_phase or self._undoing:
+            raise RuntimeError("step.rollback_all() cannot run while a rollback is in progress")
+        chosen: dict[tuple[str, str], _Rollback] = {}
+        for entry in self.sagas:
+            if entry.started:
+                chosen.setdefault(entry.key, entry)
+        self.sagas = [entry for entry in self.sagas if not entry.started]
+        if self.activation.replay_only:
+            return
+        failures: list[Exception] = []
+        self._undoing = True
+        try:
+            for entry in sorted(chosen.values(), key=lambda r: r.order, reverse=True):
+                failure = await self._undo(entry, error)
+                if failure is None:
+                    continue
+                if not continue_on_error:
+                    raise failure
+                failures.append(failure)
+        finally:
+            self._undoing = False
+        if failures:
+            raise ExceptionGroup(
+                f"step.rollback_all(): {len(failures)} undo function(s) failed", failures
+            )
+
+    async def _undo(self, entry: _Rollback, error: BaseException | None) -> Exception | None:
+        saga: SagaStepFunction = entry.handler  # type: ignore[assignment]
+        undo = saga.undo_fn
+        if undo is None:
+            return None
+        done = self.activation.history.steps.get((h.ROLLBACK, entry.key[1]))
+        if done is not None and done.done:
+            return None if done.success else recreate_error(done.error)
+        if error is None and entry.error is not None:
+            error = recreate_error(entry.error)
+        value = await self._forward_output(entry)
+        entry.config = saga.resolved_undo_config()
+        call = off_loop(lambda: undo(error, value), with_ctx=False, blocking=not _is_async(undo))
+        try:
+            await self._compensate(entry, done, call)
+        except Exception as exc:
+            return exc
+        return None
+
     async def sleep(self, name: str, duration: Any) -> None:
         ms = _duration(duration, f'step.sleep("{name}")')
         if ms > MAX_SLEEP_MS:
@@ -217,8 +292,8 @@ class ReplayStep:
 
     async def sleep_until(self, name: str, timestamp: datetime | int | float) -> None:
         if isinstance(timestamp, datetime):
-            if timestamp.tzinfo is None:
-                timestamp = timestamp.replace(tzinfo=UTC)
+            # A naive datetime is local time, as datetime.timestamp() reads it; on Cloudflare
+            # the runtime's zone is UTC, so both agree there.
             target = int(timestamp.timestamp() * 1000)
         elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
             target = int(timestamp)  # epoch milliseconds, as Cloudflare's engine reads numbers
@@ -320,6 +395,7 @@ class ReplayStep:
         config: Any,
         rollback: Callable[..., Any] | None,
         rollback_config: Any,
+        saga: SagaStepFunction | None = None,
     ) -> Any:
         act = self.activation
         if self.in_rollback_phase:
@@ -341,11 +417,12 @@ class ReplayStep:
         record = act.history.steps.get(key)
         ctx_base = {"step": {"name": name, "count": count}}
         entry: _Rollback | None = None
-        if rollback is not None:
-            entry = _Rollback(key, rollback, rollback_cfg, ctx_base)
+        if rollback is not None or saga is not None:
+            handler: Callable[..., Any] = rollback if rollback is not None else saga  # type: ignore[assignment]
+            entry = _Rollback(key, handler, rollback_cfg, ctx_base)
             if record is not None:
                 entry.observe(record)
-            self.rollbacks.append(entry)
+            (self.rollbacks if saga is None else self.sagas).append(entry)
         if act.replay_only:
             return _cached_value(act, record) if record is not None and record.done else None
         if record is not None and record.done:
@@ -426,7 +503,7 @@ class ReplayStep:
             ctx = {**ctx_base, "attempt": attempt, "config": shown_config}
             try:
                 async with asyncio.timeout(timeout_ms / 1000) as scope:
-                    value = await _invoke(call, ctx)
+                    value = await invoke(call, ctx)
                     payload = await self._store_output(key, value)
             except Exception as exc:  # signals (cancel, lease lost, fatal) are BaseExceptions
                 trace = format_traceback(exc)
@@ -543,7 +620,7 @@ class ReplayStep:
                 if not callable(live_delay):
                     raise TypeError("the code no longer gives a delay function")
                 async with asyncio.timeout(DELAY_FN_TIMEOUT_S):
-                    base = parse_duration(await _invoke(lambda c: live_delay(c, exc), ctx))
+                    base = parse_duration(await invoke(lambda c: live_delay(c, exc), ctx))
             except (asyncio.CancelledError, InstanceFailed):
                 raise
             except Exception as fn_exc:
@@ -713,6 +790,24 @@ class ReplayStep:
             act.executing -= 1
 
 
+public_names(
+    ReplayStep,
+    {
+        "_do_implicit": "step.do",
+        "_do_legacy": "step.do",
+        "with_rollback": "step.with_rollback",
+        "rollback_all": "step.rollback_all",
+        "sleep": "step.sleep",
+        "sleep_until": "step.sleep_until",
+        "wait_for_event": "step.wait_for_event",
+    },
+)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
 def _context_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config ``ctx`` shows: a delay function is code, not a value to show."""
     if config["retries"].get("delay") != DYNAMIC_DELAY:
@@ -765,79 +860,6 @@ async def _stream_value(act: Activation, step_name: str, stream: dict[str, Any])
     if stream.get("form") == "bytes":
         return b"".join([chunk async for chunk in chunks])
     return chunks
-
-
-_CallShape = tuple[bool, tuple[str, ...], bool]
-_SHAPES: dict[tuple[Any, int, tuple[str, ...]], _CallShape] = {}
-
-
-def _call_shape(fn: Callable[..., Any]) -> _CallShape:
-    """``(wants_ctx, required parameters, is a coroutine function)`` of a step callback."""
-    parameters = inspect.signature(fn).parameters
-    required = tuple(
-        name
-        for name, p in parameters.items()
-        if p.default is inspect.Parameter.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and name != "ctx"
-    )
-    return "ctx" in parameters, required, inspect.iscoroutinefunction(fn)
-
-
-def _cached_call_shape(fn: Callable[..., Any]) -> _CallShape:
-    """``_call_shape``, remembered per code object and defaults.
-
-    A loop that defines its callback inline makes a new function each time around, but always
-    with the same code, and a plain function's signature is its code's plus which parameters
-    have defaults. (Wrapped functions and those with a ``__signature__`` may claim another.)
-    """
-    code = getattr(fn, "__code__", None)
-    if (
-        code is None
-        or not inspect.isfunction(fn)
-        or hasattr(fn, "__wrapped__")
-        or hasattr(fn, "__signature__")
-    ):
-        return _call_shape(fn)
-    key = (code, len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
-    shape = _SHAPES.get(key)
-    if shape is None:
-        if len(_SHAPES) >= 4096:  # code made at run time (exec) must not grow this forever
-            _SHAPES.clear()
-        shape = _SHAPES[key] = _call_shape(fn)
-    return shape
-
-
-def _direct_call(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
-    """``fn()``, or ``fn(ctx)`` when it has a parameter named ctx; parameters with defaults
-    (the ``lambda i=i: ...`` idiom) are left alone."""
-    wants_ctx, required, is_coroutine = _cached_call_shape(fn)
-    if required:
-        raise TypeError(
-            f"step.do(name, fn): fn takes no parameters but ctx; it requires {list(required)}"
-        )
-    if wants_ctx:
-        return off_loop(lambda ctx: fn(ctx=ctx), with_ctx=True, blocking=not is_coroutine)
-    return off_loop(fn, with_ctx=False, blocking=not is_coroutine)
-
-
-def off_loop(
-    fn: Callable[..., Any], *, with_ctx: bool, blocking: bool
-) -> Callable[[dict[str, Any]], Any]:
-    """Call ``fn`` with or without ctx; a plain (blocking) function runs in a thread so it
-    cannot stall the worker's event loop, heartbeats included."""
-    if not blocking:
-        return fn if with_ctx else (lambda ctx: fn())
-    if with_ctx:
-        return lambda ctx: asyncio.to_thread(fn, ctx)
-    return lambda ctx: asyncio.to_thread(fn)
-
-
-async def _invoke(call: Callable[[dict[str, Any]], Any], ctx: dict[str, Any]) -> Any:
-    result = call(ctx)
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 async def _iter_bytes(data: bytes) -> AsyncIterator[bytes]:

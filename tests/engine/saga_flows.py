@@ -81,3 +81,123 @@ class Exploding(WorkflowEntrypoint):
 
         config = {"retries": {"limit": 1, "delay": 10, "backoff": "constant"}}
         await step.do("explode", explode, config=config)
+
+
+class PySaga(WorkflowEntrypoint):
+    """The saga example of Cloudflare's Python Workers API page, with knobs for failures."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        options = event["payload"] or {}
+        log = seen(event.instance_id)
+        try:
+
+            @step.with_rollback("create order")
+            async def create_order() -> Any:
+                return {"id": "o1"}
+
+            @create_order.undo
+            async def undo_create_order(err: Any, order: Any) -> None:
+                log.append(("undo create", str(err), order))
+
+            order = await create_order()
+
+            @step.with_rollback("charge payment", config=FAST)
+            async def charge_payment() -> Any:
+                if options.get("charge_fails"):
+                    raise NonRetryableError("card declined")
+                return {"charge": order["id"]}
+
+            @charge_payment.undo(config={"retries": {"limit": 1, "delay": 10}})
+            def undo_charge_payment(err: Any, charge: Any) -> None:  # a plain function too
+                log.append(("undo charge", str(err), charge))
+                if options.get("undo_fails"):
+                    raise RuntimeError("refund failed")
+
+            await charge_payment()
+
+            @step.do("send confirmation")
+            async def send_confirmation() -> None:
+                raise NonRetryableError("mail down")
+
+            await send_confirmation()
+        except Exception as e:
+            await step.rollback_all(e, continue_on_error=bool(options.get("continue")))
+            raise
+
+
+class LegacyDependencies(WorkflowEntrypoint):
+    """step.do(name, depends=[...], concurrent=False, config=None), the flag off."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        @step.do("base")
+        async def base() -> int:
+            return 2
+
+        @step.do("square", depends=[base], concurrent=True)
+        async def square(value: int, ctx: Any) -> Any:
+            return {"value": value * value, "step": ctx["step"]["name"]}
+
+        @step.do("sum", [base, square])
+        async def total(a: int, b: Any) -> int:
+            return a + int(b["value"])
+
+        result: dict[str, Any] = {"sum": await total(), "square": await square()}
+
+        @step.do("missing")
+        async def missing(base: int) -> int:
+            return base
+
+        @step.do("mismatch", depends=[base])
+        async def mismatch(a: int, b: int) -> int:
+            return a + b
+
+        for key, function in (("missing", missing), ("mismatch", mismatch)):
+            try:
+                await function()
+            except TypeError as exc:
+                result[key] = str(exc)
+        result["direct"] = await step.do("direct", lambda: "ran")
+        return result
+
+
+class Waker(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        from datetime import datetime, timedelta
+
+        await step.sleep("short", 50)
+        # The docs' own example: a naive datetime, which is local time.
+        await step.sleep_until("later", datetime.now() + timedelta(milliseconds=300))
+        return "awake"
+
+
+class EventShape(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        return {
+            "keys": sorted(event),
+            "payload": [event["payload"], event.payload, event.get("payload")],
+            "timestamp": [event["timestamp"].isoformat(), event.timestamp.isoformat()],
+            "instanceId": [event["instanceId"], event.instanceId, event.instance_id],
+            "workflowName": [event["workflowName"], event.workflowName, event.workflow_name],
+        }
+
+
+class BadCalls(WorkflowEntrypoint):
+    """Each wrong call's TypeError, as run() sees it."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        calls = [
+            lambda: step.do("x", lambda: 1, bogus=1),
+            lambda: step.do("x", depends=[]),
+            lambda: step.sleep("x"),
+            step.sleep_until,
+            lambda: step.wait_for_event("x", "go", timeot="1 hour"),
+            step.with_rollback,
+            lambda: step.rollback_all(None, True),
+        ]
+        messages = []
+        for call in calls:
+            try:
+                call()
+            except TypeError as exc:
+                messages.append(str(exc))
+        return messages

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stepstone.engine.replay import _direct_call
+from stepstone.engine.callables import direct_call as _direct_call
 
 CTX: dict[str, Any] = {"attempt": 1}
 
