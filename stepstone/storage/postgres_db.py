@@ -79,6 +79,21 @@ _LISTENER_WARN_AFTER = 5
 _CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 
+class _PoolFloorDuringOutage(logging.Filter):
+    """Demote asyncpg's traceback for each failed attempt to reconnect a pool's minimum of
+    connections to debug when the failure is the database being unreachable: the store's
+    health logs that episode once (issue 11: one line, not a traceback per attempt)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _TRANSIENT) and str(record.msg).startswith("Failed to restore the pool"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorDuringOutage())
+
+
 def _discard_if_broken(conn: Any, exc: BaseException) -> None:
     """Turn a client-side error on a dying connection into ``_Lost``, closing the connection.
 
