@@ -1,4 +1,5 @@
-"""``stepstone.toml``: the workflows a server or worker registers at start, and ``[env]``.
+"""The project a server or worker registers at start: a ``stepstone.toml`` (below), or a
+Cloudflare project's wrangler config (``stepstone.cloudflare.config``).
 
 ```toml
 account_id = "default"            # optional
