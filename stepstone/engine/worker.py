@@ -27,6 +27,7 @@ from stepstone.storage.base import (
     VersionRecord,
     WorkflowRecord,
 )
+from stepstone.storage.outage import StoreOutage
 
 log = logging.getLogger("stepstone.worker")
 
@@ -97,7 +98,7 @@ class Worker:
         self._periodic_tasks: list[asyncio.Task[None]] = []
         # Operator stops (terminate, restart, delete): the newest epoch each running instance
         # was stopped at, while its activation unwinds.
-        self._stop_epochs: dict[int, int] = {}
+        self._stop_epochs: dict[int, int | None] = {}
         # Claims taken away whose activation has ended, and when: a stop signal that arrives
         # late still hands their lease back (see release_stopped).
         self._stopped: dict[int, tuple[Claim, float]] = {}
@@ -176,8 +177,14 @@ class Worker:
             claim, task, _ = entry
             if epoch is not None and claim.epoch >= epoch:
                 return  # a claim made after the stop
-            if epoch is not None:
-                self._stop_epochs[instance_pk] = max(epoch, self._stop_epochs.get(instance_pk, 0))
+            if instance_pk in self._stop_epochs:
+                # Already unwinding (signals may repeat): a second cancel would cut short its
+                # wait for the user's code. Only the newest epoch matters for the hand-back.
+                known = self._stop_epochs[instance_pk]
+                if epoch is not None:
+                    self._stop_epochs[instance_pk] = epoch if known is None else max(known, epoch)
+                return
+            self._stop_epochs[instance_pk] = epoch
             task.cancel()
             return
         stopped = self._stopped.get(instance_pk)
@@ -249,6 +256,9 @@ class Worker:
                         timeout = min(timeout, max(0, next_wake - self.clock.now_ms()) / 1000)
             except asyncio.CancelledError:
                 raise
+            except StoreOutage as exc:  # the store's health logs an outage once
+                log.debug("worker loop: %s", exc)
+                timeout = settings.poll_ms / 1000
             except Exception:
                 log.exception("worker loop failed; retrying")
                 timeout = settings.poll_ms / 1000
@@ -338,6 +348,10 @@ class Worker:
             if current_task is not None:
                 current_task.uncancel()
             log.debug("activation of %s cancelled: taken away", instance.id)
+        except StoreOutage as exc:
+            # Logged once by the store's health; nothing can be recorded now. The lease runs
+            # out and the instance is taken up again, as after a crash.
+            log.debug("activation of %s dropped: %s", instance.id, exc)
         except Exception as exc:
             log.exception("activation of %s failed inside the engine", instance.id)
             error = dict(INTERNAL_ERROR, message=INTERNAL_ERROR["message"].format(exc))
@@ -378,6 +392,9 @@ class Worker:
                 )
             except asyncio.CancelledError:
                 raise
+            except StoreOutage as exc:
+                log.debug("lease renewal: %s", exc)
+                continue
             except Exception:
                 log.exception("lease renewal failed")
                 continue
@@ -388,7 +405,8 @@ class Worker:
                 if entry is None or entry[0] is not renewing.get(pk):
                     continue
                 _, task, activation = entry
-                if status is None:
+                if status is None and pk not in self._stop_epochs:
+                    self._stop_epochs[pk] = None  # taken away; the epoch is not known here
                     task.cancel()
                 elif activation is not None and status == "waitingForPause":
                     activation.pause_pending = True
@@ -399,6 +417,8 @@ class Worker:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except StoreOutage as exc:
+                log.debug("periodic job %r: %s", job, exc)
             except Exception:
                 log.exception("periodic job %r failed", job)
             await asyncio.sleep(seconds)
