@@ -20,7 +20,8 @@ it in a power cut only means the work is claimed or attempted again; such jobs a
 
 A write refused because the disk is full (``SQLITE_FULL``, ``ENOSPC``) fails as ``StoreFull``
 and begins an episode of the store's ``StoreHealth`` (logged once); it is rolled back whole, so
-nothing acknowledged is lost, and the next write that commits ends the episode.
+nothing acknowledged is lost. On a nearly full disk small writes still fit between refused
+ones, so a commit ends the episode only once ``ROOM_TO_RESUME`` is free again.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ EVENTUAL_SYNC_S = 0.01
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
 _SQLITE_FULL = 13
+# About a checkpoint's worth (the WAL's preallocated size, 5 MB at the defaults): space freed.
+ROOM_TO_RESUME = 4 << 20
 
 
 def disk_full(exc: BaseException) -> StoreFull | None:
@@ -312,6 +315,8 @@ class InlineWriter:
         self._lock = lock or threading.Lock()
         self._syncer = syncer
         self.health = health or StoreHealth("SQLite")
+        # The main database's file ("" in memory), whose disk a full episode waits on.
+        self._path: str = conn.execute("PRAGMA database_list").fetchone()[2] or ""
         self._after_commit: list[Callable[[], None]] = []
         self._batch: list[_Entry] = []
 
@@ -340,8 +345,15 @@ class InlineWriter:
                 if full is None:
                     raise
                 raise full from exc
-        self.health.recovered()
+        if self.health.failing is not None and self._room():
+            self.health.recovered()
         return result
+
+    def _room(self) -> bool:
+        if not self._path:
+            return True
+        stats = os.statvfs(os.path.dirname(self._path) or ".")
+        return stats.f_bavail * stats.f_frsize >= ROOM_TO_RESUME
 
     def _full(self, exc: BaseException) -> StoreFull | None:
         """``exc`` as ``StoreFull`` (noted in the health) if the disk is full, else None."""
