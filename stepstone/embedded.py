@@ -30,7 +30,7 @@ from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.worker import Worker, WorkerSettings
-from stepstone.errors import InvalidRequest, InvalidWorkflowDefinition
+from stepstone.errors import InvalidRequest
 from stepstone.loader import (
     WorkflowLoadError,
     load_class,
@@ -176,20 +176,12 @@ class WorkflowBinding:
         name: str,
         source: str = "binding",
         changes: ChangeSignal | None = None,
-        unloadable: Mapping[str, str] | None = None,
     ):
         self.ops = ops
         self.account_id = account_id
         self.name = name
         self._source = source
         self.changes = changes
-        # Workflow name -> why this process could not import its class at start.
-        self._unloadable = unloadable or {}
-
-    def _check_loadable(self) -> None:
-        problem = self._unloadable.get(self.name)
-        if problem is not None:
-            raise InvalidWorkflowDefinition(f"workflow {self.name!r} cannot run: {problem}")
 
     async def create(
         self,
@@ -199,7 +191,6 @@ class WorkflowBinding:
         params: Any = None,
         retention: Mapping[str, Any] | None = None,
     ) -> InstanceHandle:
-        self._check_loadable()
         request = _create_request(
             {**(options or {}), **_given(id=id, params=params, retention=retention)}
         )
@@ -215,7 +206,6 @@ class WorkflowBinding:
     async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
         if not 1 <= len(items) <= 100:
             raise InvalidRequest("create_batch takes 1 to 100 items")
-        self._check_loadable()
         requests = [_create_request(item) for item in items]
         _, records = await self.ops.create_instances(
             self.account_id,
@@ -273,18 +263,14 @@ class Env:
         account_id: str,
         values: Mapping[str, Any],
         bindings: Mapping[str, str] | None = None,
-        unloadable: Mapping[str, str] | None = None,
     ) -> None:
         self._ops = ops
         self._account_id = account_id
         self._values = dict(values)
         self._bindings = dict(bindings or {})
-        self._unloadable = unloadable if unloadable is not None else {}
 
     def _binding(self, workflow_name: str) -> WorkflowBinding:
-        return WorkflowBinding(
-            self._ops, self._account_id, workflow_name, unloadable=self._unloadable
-        )
+        return WorkflowBinding(self._ops, self._account_id, workflow_name)
 
     def __getitem__(self, key: str) -> Any:
         if key in self._values:
@@ -300,7 +286,7 @@ class Env:
             return self._values[name]
         if name in self._bindings:
             return self._binding(self._bindings[name])
-        return _LazyBinding(self._ops, self._account_id, name, self._unloadable)
+        return _LazyBinding(self._ops, self._account_id, name)
 
     def __contains__(self, key: object) -> bool:
         return key in self._values or key in self._bindings
@@ -309,10 +295,8 @@ class Env:
 class _LazyBinding(WorkflowBinding):
     """A binding named by attribute: resolves ``ORDER_WORKFLOW`` to ``order-workflow``."""
 
-    def __init__(
-        self, ops: Operations, account_id: str, attribute: str, unloadable: Mapping[str, str]
-    ) -> None:
-        super().__init__(ops, account_id, attribute, unloadable=unloadable)
+    def __init__(self, ops: Operations, account_id: str, attribute: str) -> None:
+        super().__init__(ops, account_id, attribute)
         self._attribute = attribute
         self._resolved = False
 
@@ -341,25 +325,23 @@ class _LazyBinding(WorkflowBinding):
         return await super().get(id)
 
 
-async def sync_project(
-    ops: Operations, project: ProjectConfig, unloadable: dict[str, str] | None = None
-) -> list[WorkflowRecord]:
+async def sync_project(ops: Operations, project: ProjectConfig) -> list[WorkflowRecord]:
     """Register the project's workflows, adding a version only where the definition changed.
 
     A workflow whose module this process cannot import does not stop the others: it is
     registered anyway (a fixed module runs its queued instances), the reason is logged and
-    put in ``unloadable``, and bindings answer 10202 with it.
+    put in ``ops.unloadable``, and creating its instances answers 10202 with it.
     """
     project.activate()
     records = []
     for wf in project.workflows:
         set_implicit_dependencies(wf.script_name, project.implicit_dependencies)
-        if ops.check_importable and unloadable is not None:
+        if ops.check_importable:
             try:
                 load_class(wf.script_name, wf.class_name)
             except WorkflowLoadError as exc:
                 log.error("workflow %r cannot run in this process: %s", wf.name, exc)
-                unloadable[wf.name] = str(exc)
+                ops.unloadable[wf.name] = str(exc)
         current = await ops.storage.get_workflow(project.account_id, wf.name)
         version = current.version if current is not None else None
         unchanged = (
@@ -373,7 +355,7 @@ async def sync_project(
             records.append(current)
             continue
         checked = ops.check_importable
-        ops.check_importable = checked and wf.name not in (unloadable or {})
+        ops.check_importable = checked and wf.name not in ops.unloadable
         try:
             records.append(await _put(ops, project, wf))
         finally:
@@ -408,8 +390,6 @@ class Engine:
         self.worker = worker
         self.changes = ChangeSignal()
         storage.add_change_listener(self.changes.fire)
-        # Workflow name -> why its class cannot be imported here (see ``sync_project``).
-        self.unloadable: dict[str, str] = {}
 
     def env(self) -> Env:
         """``env`` as the project's Worker and workflows see it: values and bindings."""
@@ -418,7 +398,6 @@ class Engine:
             self.project.account_id,
             self.project.env,
             self.project.bindings,
-            self.unloadable,
         )
 
     @classmethod
@@ -456,9 +435,7 @@ class Engine:
             worker = Worker(
                 storage,
                 load_version,
-                lambda workflow: Env(
-                    ops, workflow.account_id, project.env, project.bindings, engine.unloadable
-                ),
+                lambda workflow: Env(ops, workflow.account_id, project.env, project.bindings),
                 settings=worker_settings,
                 clock=clock,
                 periodic=[
@@ -468,7 +445,7 @@ class Engine:
             )
             ops.on_workflows_changed = worker.invalidate_workflows
             engine.worker = worker
-        await sync_project(engine.ops, project, engine.unloadable)
+        await sync_project(engine.ops, project)
         if engine.worker is not None:
             if storage.sole_worker_lock():
                 # No other worker can be using this database: leases left by a crashed
@@ -508,7 +485,6 @@ class Engine:
             self.project.account_id,
             name,
             changes=self.changes,
-            unloadable=self.unloadable,
         )
 
     async def close(self, drain_seconds: float = 0.0) -> None:

@@ -140,6 +140,9 @@ class Operations:
         self.clock = clock or SystemClock()
         self.check_importable = check_importable
         self.on_workflows_changed = on_workflows_changed
+        # Workflow name -> why this process's worker cannot import its class: creating an
+        # instance that no worker here can run is refused (10202) rather than left queued.
+        self.unloadable: dict[str, str] = {}
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -213,6 +216,9 @@ class Operations:
     ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
         """Create instances of the workflow's current version; see ``Storage.create_instances``."""
         workflow = await self.workflow(account_id, workflow_name)
+        problem = self.unloadable.get(workflow_name)
+        if problem is not None and trigger_source != "cron":
+            raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
         items = []
         for request in requests:
             instance_id = request.id if request.id is not None else str(uuid.uuid4())

@@ -172,6 +172,13 @@ def test_a_module_that_cannot_import_does_not_stop_the_others(served: Served) ->
     assert "does_not_exist" in answer.text
     listed = httpx.get(f"{served.api}/client/v4/accounts/default/workflows").json()["result"]
     assert {w["name"] for w in listed} == {"good", "broken"}
+    # The REST API refuses too, rather than queueing an instance no worker here can run.
+    instances = f"{served.api}/client/v4/accounts/default/workflows/broken/instances"
+    refused = httpx.post(instances, json={"id": "never"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["errors"][0]["code"] == 10202
+    assert "does_not_exist" in refused.json()["messages"][0]["message"]
+    assert httpx.get(f"{instances}/never").status_code == 404
 
 
 def test_responses_headers_redirects_and_wait_until(served: Served) -> None:
