@@ -17,9 +17,10 @@ from stepstone import __version__
 from stepstone.api.answers import Health, doc
 from stepstone.api.auth import AuthSettings
 from stepstone.api.envelope import error, expected_failure, ok
-from stepstone.api.guard import Guard
+from stepstone.api.guard import OPEN_PATHS, Guard
 from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
+from stepstone.api.openapi import allowed_methods, refine
 from stepstone.api.outage import OutageGuard, outage_answer
 from stepstone.api.routes import ALL
 from stepstone.embedded import Engine
@@ -113,7 +114,9 @@ def _install_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             wrong = InvalidRequest(f"{request.method} is not allowed on {request.url.path}")
             wrong.http_status = 405
-            return error(wrong)
+            refused = error(wrong)
+            refused.headers["allow"] = ", ".join(allowed_methods(app.routes, request.url.path))
+            return refused
         failure = InvalidRequest(str(exc.detail))
         failure.http_status = exc.status_code
         return error(failure)
@@ -156,7 +159,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "apiEmail": {"type": "apiKey", "in": "header", "name": "X-Auth-Email"},
         }
         schema["security"] = [{"bearer": []}, {"apiKey": [], "apiEmail": []}]
-        app.openapi_schema = schema
+        app.openapi_schema = refine(schema, OPEN_PATHS)
     return app.openapi_schema
 
 

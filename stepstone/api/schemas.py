@@ -4,9 +4,52 @@ booleans are strict: ``"yes"`` is not true and ``"5"`` is not 5, as JSON types a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
+
+from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.validation import MAX_INSTANCE_ID, NAME_RE
+
+
+def _whole(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 (as JSON Schema says), 5.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON means it: not a string of digits, not a boolean.
+JsonInt = Annotated[StrictInt, BeforeValidator(_whole)]
+# Ten thousand years: far past any plan's limit, and an expiry (now + retention) still fits
+# the 64-bit integers every store keeps times in.
+MAX_RETENTION_MS = 10_000 * 365 * 86_400_000
+_UNITS = ("ms", "millisecond", "second", "minute", "hour", "day", "week", "month", "year", "m")
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
+# What stepstone.authoring.durations reads, as a JSON Schema pattern: a number of at least 1
+# (four digits at most, so every match is within MAX_RETENTION_MS), then a unit in any case
+# with an optional lower-case plural s; with no unit it is milliseconds.
+DURATION_PATTERN = (
+    r"^\s*0*[1-9][0-9]{0,3}(\.[0-9]+)?\s*((" + "|".join(_any_case(u) for u in _UNITS) + r")s?)?\s*$"
+)
+_RETENTION: dict[str, Any] = {
+    "minimum": 1,
+    "maximum": MAX_RETENTION_MS,
+    "pattern": DURATION_PATTERN,
+}
 
 
 class _Body(BaseModel):
@@ -14,16 +57,33 @@ class _Body(BaseModel):
 
 
 class Retention(_Body):
-    success_retention: StrictInt | str | None = Field(
-        None, description="milliseconds, or a duration such as '1 day'"
+    success_retention: JsonInt | str | None = Field(
+        None,
+        description="milliseconds, or a duration such as '1 day'",
+        json_schema_extra=_RETENTION,
     )
-    error_retention: StrictInt | str | None = Field(
-        None, description="milliseconds, or a duration such as '7 days'"
+    error_retention: JsonInt | str | None = Field(
+        None,
+        description="milliseconds, or a duration such as '7 days'",
+        json_schema_extra=_RETENTION,
     )
+
+    @field_validator("success_retention", "error_retention")
+    @classmethod
+    def _bounded(cls, value: int | str | None) -> int | str | None:
+        """Past the bound an expiry would overflow the store; a value that is no duration at
+        all is left to ``ops.retention_ms``, which names what is wrong with it."""
+        try:
+            ms = parse_duration(value) if value is not None else 0
+        except InvalidDurationError:
+            return value
+        if ms > MAX_RETENTION_MS:
+            raise ValueError(f"a retention is at most {MAX_RETENTION_MS} ms (10,000 years)")
+        return value
 
 
 class Limits(_Body):
-    steps: StrictInt | None = Field(None, ge=1, le=25_000)
+    steps: JsonInt | None = Field(None, ge=1, le=25_000)
 
 
 class Schedule(_Body):
@@ -31,7 +91,7 @@ class Schedule(_Body):
 
 
 class Concurrency(_Body):
-    limit: StrictInt | None = None
+    limit: JsonInt | None = None
 
 
 class WorkflowPut(_Body):
@@ -48,7 +108,15 @@ class WorkflowPut(_Body):
 
 
 class InstanceCreate(_Body):
-    instance_id: str | None = Field(None, description="1-100 chars; a UUID when omitted")
+    instance_id: str | None = Field(
+        None,
+        description="1-100 chars; a UUID when omitted; cf_<64 hex> is reserved",
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": MAX_INSTANCE_ID,
+            "pattern": NAME_RE.pattern,
+        },
+    )
     params: Any = Field(
         None, description="the event payload: a JSON-encoded string or any JSON value"
     )
@@ -58,7 +126,7 @@ class InstanceCreate(_Body):
 
 class RestartFrom(_Body):
     name: str = Field(min_length=1, max_length=256, description="step name without -N suffix")
-    count: StrictInt = Field(1, ge=1)
+    count: JsonInt = Field(1, ge=1)
     type: Literal["do", "sleep", "waitForEvent"] = "do"
 
 
