@@ -5,17 +5,28 @@ docs/compatibility.md under "Live event stream". Each stored log event becomes o
 event ``{instanceId, eventId, timestamp, type, ...}``; the history after the cursor comes
 first, then live events, and the stream ends after ``workflow_completed``, ``workflow_errored``
 or ``workflow_terminated``. The dashboard serves the same stream behind its session cookie.
+
+A subscriber costs a bounded amount of memory however slowly it reads (issue 11): events are
+read in batches of at most ``BUFFER_BYTES`` (a large output alone), a frame is handed to the
+connection in pieces of ``PIECE_BYTES`` (so the connection's buffer never holds more than
+about one), and a large frame is encoded once for every subscriber of its instance
+(``_FrameCache``). A reader that takes more than ``SLOW_READER_S`` to accept a piece is dropped:
+it is sent ``{"type": "stream_dropped", "reason": "slow_reader"}`` (no ``id``, so a reconnect
+resumes after the last event it got) and the stream ends. One that reads nothing at all cannot
+see that; its connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from stepstone import views
 from stepstone.api import deps
@@ -63,6 +74,17 @@ POLL_SECONDS = 0.2
 EXISTS_CHECK_SECONDS = 1.0
 HEARTBEAT_SECONDS = 15.0
 BATCH = 500
+# Most event data one subscriber holds while its reader catches up (at least one event).
+BUFFER_BYTES = 256 << 10
+# What is handed to the connection at once; uvicorn waits for its buffer to drain (64 KiB)
+# before accepting more, so a slow reader holds about this much there.
+PIECE_BYTES = 64 << 10
+# How long a reader may take to accept one piece before it is dropped as too slow.
+SLOW_READER_S = 30.0
+# Frames at least this large are shared between the subscribers of one instance.
+SHARED_FRAME_BYTES = 64 << 10
+SHARED_FRAMES_BYTES = 32 << 20
+DROPPED = {"type": "stream_dropped", "reason": "slow_reader"}
 RECONNECT_MS = 1000
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -133,6 +155,46 @@ def start_after(cursor: int | None, last_event_id: str | None) -> int:
     return after
 
 
+def _within_budget(events: list[EventRecord]) -> tuple[list[EventRecord], bool]:
+    """The first of ``events`` that fit in ``BUFFER_BYTES`` (at least one), and whether any
+    were left out (they are read again next)."""
+    total = 0
+    for n, event in enumerate(events):
+        total += len(event.data or b"")
+        if total > BUFFER_BYTES and n > 0:
+            return events[:n], True
+    return events, False
+
+
+class _FrameCache:
+    """Large frames, encoded once for every subscriber of their instance (most recent kept,
+    up to ``SHARED_FRAMES_BYTES``): 200 readers of one large output hold one copy, not 200."""
+
+    def __init__(self) -> None:
+        self._frames: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._bytes = 0
+
+    def frame(self, instance_id: str, pk: int, event: EventRecord, redactor: Redactor) -> bytes:
+        if len(event.data or b"") < SHARED_FRAME_BYTES:
+            return sse_frame(wire_event(instance_id, event, redactor))
+        # Event ids may be reused after a restart deletes the log's tail: the key says more.
+        key = (pk, event.event_id, event.ts, event.type, len(event.data or b""))
+        frame = self._frames.get(key)
+        if frame is not None:
+            self._frames.move_to_end(key)
+            return frame
+        frame = sse_frame(wire_event(instance_id, event, redactor))
+        self._frames[key] = frame
+        self._bytes += len(frame)
+        while self._bytes > SHARED_FRAMES_BYTES and len(self._frames) > 1:
+            _, dropped = self._frames.popitem(last=False)
+            self._bytes -= len(dropped)
+        return frame
+
+
+_FRAMES = _FrameCache()
+
+
 async def instance_events(
     ops: Operations,
     record: InstanceRecord,
@@ -140,8 +202,9 @@ async def instance_events(
     types: Iterable[str] | None = None,
     *,
     poll_seconds: float = POLL_SECONDS,
-) -> AsyncIterator[dict[str, Any] | None]:
-    """Events after ``after``, then live ones, until a terminal event or the instance is gone.
+) -> AsyncIterator[bytes | None]:
+    """SSE frames of the events after ``after``, then of live ones, until a terminal event or
+    the instance is gone.
 
     Yields None when nothing happened for ``HEARTBEAT_SECONDS``, so a caller can keep an idle
     connection alive (and learn early that its client left).
@@ -153,18 +216,24 @@ async def instance_events(
     clock = asyncio.get_running_loop().time
     last_sent = last_check = clock()
     while True:
-        events = await ops.storage.load_events(record.pk, cursor, BATCH)
-        for event in events:
+        loaded = await ops.storage.load_events(record.pk, cursor, BATCH)
+        events, truncated = _within_budget(loaded)
+        more = truncated or len(loaded) == BATCH
+        # Each event is let go of once sent, not at the batch's end.
+        pending = deque(events)
+        del loaded, events
+        while pending:
+            event = pending.popleft()
             cursor = event.event_id
             redactor.see(event)
             if event.event_id <= after:
                 continue
             if wanted is None or event.type in wanted:
-                yield wire_event(record.id, event, redactor)
+                yield _FRAMES.frame(record.id, record.pk, event, redactor)
                 last_sent = clock()
             if event.type in TERMINAL_EVENTS:
                 return
-        if len(events) == BATCH:
+        if more:
             continue
         now = clock()
         if now - last_check >= EXISTS_CHECK_SECONDS:
@@ -188,13 +257,67 @@ def sse_frame(event: dict[str, Any] | None) -> bytes:
     if event is None:
         return b": keep-alive\n\n"
     data = orjson.dumps(event)
+    if "eventId" not in event:  # a notice about the stream, not an event: no id to resume at
+        return b"data: %s\n\n" % data
     return b"id: %d\ndata: %s\n\n" % (event["eventId"], data)
 
 
-async def sse_body(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[bytes]:
+async def sse_body(events: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    async for event in events:
-        yield sse_frame(event)
+    async for frame in events:
+        yield sse_frame(None) if frame is None else frame
+
+
+class EventStream(StreamingResponse):
+    """A stream whose reader must keep up: a piece it takes over ``SLOW_READER_S`` to accept
+    marks it too slow; it is then told so after the frame under way and the stream ends. A
+    piece that waits that long again means it reads nothing: the stream stops there."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        body = self.body_iterator
+        slow = False
+        try:
+            async for frame in body:
+                if slow:
+                    await self._drop(send)
+                    return
+                for start in range(0, len(frame), PIECE_BYTES):
+                    piece = {
+                        "type": "http.response.body",
+                        "body": frame[start : start + PIECE_BYTES],
+                        "more_body": True,
+                    }
+                    # uvicorn waits for its buffer to drain before it writes: a send cut
+                    # short wrote nothing, and the same piece may be sent again.
+                    for _ in range(2):
+                        try:
+                            async with asyncio.timeout(SLOW_READER_S):
+                                await send(piece)
+                            break
+                        except TimeoutError:
+                            if slow:
+                                return  # the reader drops the partial event at EOF
+                            slow = True
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _drop(send: Send) -> None:
+        message = {**DROPPED, "message": f"the reader fell over {SLOW_READER_S:g}s behind"}
+        try:
+            async with asyncio.timeout(SLOW_READER_S):
+                await send(
+                    {"type": "http.response.body", "body": sse_frame(message), "more_body": True}
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            pass  # it reads nothing at all: the server closes the connection
 
 
 async def sse_response(
@@ -203,7 +326,7 @@ async def sse_response(
     if await finished(ops, record, after):
         # 204 is how SSE tells an EventSource to stop reconnecting: the stream is over.
         return Response(status_code=204, headers=SSE_HEADERS)
-    return StreamingResponse(
+    return EventStream(
         sse_body(instance_events(ops, record, after, types)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
