@@ -10,7 +10,6 @@ and the worker releases the instance with its wake-up time.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -21,7 +20,8 @@ import orjson
 from stepstone.authoring.config import DYNAMIC_DELAY, parse_rollback_config, resolve_config
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.engine import history as h
-from stepstone.engine.callables import direct_call, invoke, off_loop
+from stepstone.engine.callables import direct_call, invoke
+from stepstone.engine.compensation import Compensation, Compensations
 from stepstone.engine.errors_codec import (
     encode_error,
     format_traceback,
@@ -50,7 +50,6 @@ MAX_SLEEP_MS = 365 * 86_400_000
 MIN_WAIT_TIMEOUT_MS = 1_000
 DELAY_FN_TIMEOUT_S = 5.0
 ENCODE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-ROLLBACK_PARAMS = frozenset({"ctx", "error", "output", "step_name"})
 
 
 def encode_json(value: Any, what: str) -> bytes:
@@ -67,62 +66,7 @@ def _dump(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value)
 
 
-class _Rollback:
-    """A registered compensation and what its forward step did.
-
-    Only a step that started (has an attempt on record, or made one in this activation) is
-    compensated; ``order`` is its start order, so the newest start is undone first.
-    """
-
-    __slots__ = (
-        "config",
-        "ctx",
-        "error",
-        "handler",
-        "key",
-        "order",
-        "output",
-        "started",
-        "stream",
-    )
-
-    def __init__(
-        self,
-        key: tuple[str, str],
-        handler: Callable[..., Any],
-        config: Any,
-        ctx: dict[str, Any],
-    ) -> None:
-        self.key = key
-        self.handler = handler
-        self.config = config
-        self.ctx = ctx
-        self.started = False
-        self.order = 0
-        # The forward step's own result, kept as recorded: JSON bytes, or a stream summary.
-        self.output: bytes | None = None
-        self.stream: dict[str, Any] | None = None
-        self.error: dict[str, Any] | None = None
-
-    def observe(self, record: h.StepRecord) -> None:
-        """Take what the record says the forward step did."""
-        if not record.attempts:
-            return
-        self.started = True
-        self.order = record.first_event_id
-        if record.done and record.success:
-            self.output, self.stream = record.output, record.stream
-        elif record.done:
-            self.error = record.error
-        else:
-            self.error = record.attempts[-1].error
-
-    def began(self, order: int) -> None:
-        if not self.started:
-            self.started, self.order = True, order
-
-
-class ReplayStep:
+class ReplayStep(Compensations):
     """The ``step`` object of one activation."""
 
     # step.do's signature depends on the activation's implicit_dependencies, as workerd's
@@ -136,8 +80,8 @@ class ReplayStep:
         self._counters: dict[tuple[str, str], int] = {}
         self._functions: dict[str, StepFunction] = {}
         self._do_count = 0
-        self.rollbacks: list[_Rollback] = []
-        self.sagas: list[_Rollback] = []
+        self.rollbacks: list[Compensation] = []
+        self.sagas: list[Compensation] = []
         self.in_rollback_phase = False
         self._undoing = False
 
@@ -228,61 +172,6 @@ class ReplayStep:
             return function
 
         return decorator
-
-    async def rollback_all(
-        self, error: BaseException | None = None, *, continue_on_error: bool = False
-    ) -> None:
-        """Run the undo functions of the ``with_rollback`` steps that started, newest first.
-
-        Each undo is a recorded step with its own retries. The first that fails for good is
-        raised; with ``continue_on_error`` the others still run and every failure is raised
-        together as an ``ExceptionGroup``. Compensated steps leave the stack, so a second call
-        runs only what started since.
-        """
-        if self.in_rollback_phase or self._undoing:
-            raise RuntimeError("step.rollback_all() cannot run while a rollback is in progress")
-        chosen: dict[tuple[str, str], _Rollback] = {}
-        for entry in self.sagas:
-            if entry.started:
-                chosen.setdefault(entry.key, entry)
-        self.sagas = [entry for entry in self.sagas if not entry.started]
-        if self.activation.replay_only:
-            return
-        failures: list[Exception] = []
-        self._undoing = True
-        try:
-            for entry in sorted(chosen.values(), key=lambda r: r.order, reverse=True):
-                failure = await self._undo(entry, error)
-                if failure is None:
-                    continue
-                if not continue_on_error:
-                    raise failure
-                failures.append(failure)
-        finally:
-            self._undoing = False
-        if failures:
-            raise ExceptionGroup(
-                f"step.rollback_all(): {len(failures)} undo function(s) failed", failures
-            )
-
-    async def _undo(self, entry: _Rollback, error: BaseException | None) -> Exception | None:
-        saga: SagaStepFunction = entry.handler  # type: ignore[assignment]
-        undo = saga.undo_fn
-        if undo is None:
-            return None
-        done = self.activation.history.steps.get((h.ROLLBACK, entry.key[1]))
-        if done is not None and done.done:
-            return None if done.success else recreate_error(done.error)
-        if error is None and entry.error is not None:
-            error = recreate_error(entry.error)
-        value = await self._forward_output(entry)
-        entry.config = saga.resolved_undo_config()
-        call = off_loop(lambda: undo(error, value), with_ctx=False, blocking=not _is_async(undo))
-        try:
-            await self._compensate(entry, done, call)
-        except Exception as exc:
-            return exc
-        return None
 
     async def sleep(self, name: str, duration: Any) -> None:
         ms = _duration(duration, f'step.sleep("{name}")')
@@ -416,10 +305,10 @@ class ReplayStep:
         await self._check_replay_order(key)
         record = act.history.steps.get(key)
         ctx_base = {"step": {"name": name, "count": count}}
-        entry: _Rollback | None = None
+        entry: Compensation | None = None
         if rollback is not None or saga is not None:
             handler: Callable[..., Any] = rollback if rollback is not None else saga  # type: ignore[assignment]
-            entry = _Rollback(key, handler, rollback_cfg, ctx_base)
+            entry = Compensation(key, handler, rollback_cfg, ctx_base)
             if record is not None:
                 entry.observe(record)
             (self.rollbacks if saga is None else self.sagas).append(entry)
@@ -443,7 +332,7 @@ class ReplayStep:
         live_delay: Any,
         call: Callable[[dict[str, Any]], Any],
         ctx_base: dict[str, Any],
-        entry: _Rollback | None,
+        entry: Compensation | None,
         kind_prefix: str = "",
     ) -> Any:
         """Run the attempts of a step (or of a rollback, ``kind_prefix="rollback_"``).
@@ -644,77 +533,13 @@ class ReplayStep:
             )
         return encoded
 
-    # --- rollback phase ---------------------------------------------------------------------
+    # --- rollbacks ---------------------------------------------------------------------------
 
-    def eligible_rollbacks(self) -> list[_Rollback]:
-        """Compensations of the steps that started, newest start first, one per step."""
-        chosen: dict[tuple[str, str], _Rollback] = {}
-        for entry in self.rollbacks:
-            if entry.started:
-                chosen.setdefault(entry.key, entry)
-        return sorted(chosen.values(), key=lambda r: r.order, reverse=True)
-
-    async def run_rollbacks(self, trigger_error: dict[str, Any]) -> dict[str, Any]:
-        """Run the rollback handlers of started steps, newest first; return the outcome."""
-        act = self.activation
-        self.in_rollback_phase = True
-        for entry in self.eligible_rollbacks():
-            rb_key = (h.ROLLBACK, entry.key[1])
-            done = act.history.steps.get(rb_key)
-            if done is not None and done.done:
-                if not done.success:
-                    return {"outcome": "failed", "error": done.error}
-                continue
-            handler = entry.handler
-            args = {
-                "ctx": entry.ctx,
-                "error": recreate_error(trigger_error),
-                "output": await self._forward_output(entry),
-                "step_name": entry.key[1],
-            }
-            params = list(inspect.signature(handler).parameters)
-            unknown = [p for p in params if p not in ROLLBACK_PARAMS]
-            if unknown:
-                raise TypeError(f"Received unexpected parameter {unknown[0]}")
-
-            def call(
-                ctx: dict[str, Any], handler: Any = handler, args: Any = args, params: Any = params
-            ) -> Any:
-                return handler(**{p: (ctx if p == "ctx" else args[p]) for p in params})
-
-            try:
-                await self._compensate(entry, done, call)
-            except (asyncio.CancelledError, InstanceFailed):
-                raise
-            except Exception as exc:
-                return {"outcome": "failed", "error": encode_error(exc)}
-        return {"outcome": "complete", "error": None}
-
-    async def _forward_output(self, entry: _Rollback) -> Any:
+    async def _forward_output(self, entry: Compensation) -> Any:
         """What the forward step returned (as replay would return it), or None if it failed."""
         if entry.stream is not None:
             return await _stream_value(self.activation, entry.key[1], entry.stream)
         return None if entry.output is None else orjson.loads(entry.output)
-
-    async def _compensate(
-        self, entry: _Rollback, done: h.StepRecord | None, call: Callable[[dict[str, Any]], Any]
-    ) -> None:
-        """Run one compensation as a recorded step with its own retries."""
-        act = self.activation
-        act.executing += 1
-        try:
-            await self._execute(
-                (h.ROLLBACK, entry.key[1]),
-                done,
-                entry.config.recorded(),
-                entry.config.delay,
-                call,
-                entry.ctx,
-                None,
-                kind_prefix="rollback_",
-            )
-        finally:
-            act.executing -= 1
 
     # --- naming, replay order, parking ------------------------------------------------------
 
@@ -802,10 +627,6 @@ public_names(
         "wait_for_event": "step.wait_for_event",
     },
 )
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
 def _context_config(config: dict[str, Any]) -> dict[str, Any]:

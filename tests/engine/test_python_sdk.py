@@ -9,15 +9,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from stepstone import Engine
+from stepstone import Engine, loader
 from stepstone.engine import history as h
-from stepstone.engine.activation import Activation
-from tests.engine import saga_flows
+from tests.engine import legacy_flows, saga_flows
 from tests.engine.conftest import steps_of
 
 FLOWS = {
     "py-saga": saga_flows.PySaga,
-    "legacy": saga_flows.LegacyDependencies,
+    "legacy": legacy_flows.LegacyDependencies,
     "waker": saga_flows.Waker,
     "event-shape": saga_flows.EventShape,
     "bad-calls": saga_flows.BadCalls,
@@ -25,7 +24,7 @@ FLOWS = {
 
 
 @pytest.fixture
-async def sdk(engine: Engine) -> AsyncIterator[Engine]:
+async def sdk(engine: Engine, legacy_mode: None) -> AsyncIterator[Engine]:
     saga_flows.SEEN.clear()
     for name, cls in FLOWS.items():
         await engine.register(name, cls)
@@ -94,13 +93,18 @@ async def test_continue_on_error_runs_every_undo_and_raises_them_together(sdk: E
 
 
 @pytest.fixture
-def legacy_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the worker gets from python_workflows_implicit_dependencies being off."""
-    monkeypatch.setitem(Activation.__init__.__kwdefaults__, "implicit_dependencies", False)
+def legacy_mode() -> Iterator[None]:
+    """legacy_flows' project has python_workflows_implicit_dependencies off, as a wrangler
+    config says it (stepstone.cloudflare.config); the worker hands that to its activations."""
+    loader.set_implicit_dependencies(legacy_flows.__name__, False)
+    try:
+        yield
+    finally:
+        loader.set_implicit_dependencies(legacy_flows.__name__, True)
 
 
 async def test_legacy_depends_pass_results_in_order_with_workerds_type_errors(
-    sdk: Engine, legacy_mode: None
+    sdk: Engine,
 ) -> None:
     output = (await (await sdk.workflow("legacy").create(id="legacy")).wait(10))["output"]
     assert output == {
