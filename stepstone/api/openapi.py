@@ -63,7 +63,17 @@ RETRY_AFTER = {
 }
 
 
+def _filter_rule() -> dict[str, Any]:
+    """Subscribe's ``filter``: comma-separated known event types, blanks between commas
+    ignored. Imported here: the subscribe routes import the app module, which imports this."""
+    from stepstone.api.routes.subscribe import EVENT_TYPES
+
+    one = r"\s*(" + "|".join(sorted(EVENT_TYPES)) + r")?\s*"
+    return {"type": "string", "pattern": f"^{one}(,{one})*$"}
+
+
 def refine(schema: dict[str, Any], open_paths: frozenset[str]) -> dict[str, Any]:
+    QUERY_PARAMETERS.setdefault(("/subscribe", "filter"), _filter_rule())
     envelope = {"$ref": "#/components/schemas/Envelope_NoneType_"}
     if "Envelope_NoneType_" not in schema.get("components", {}).get("schemas", {}):
         envelope = {"type": "object"}
