@@ -2,7 +2,9 @@
 
 URLs follow the SQLAlchemy convention: ``sqlite:///relative/path.db``,
 ``sqlite:////absolute/path.db``, ``sqlite:///path.db?synchronous=NORMAL``, ``memory://`` and
-``postgresql://user@host:port/dbname``.
+``postgresql://user@host:port/dbname``, or with several hosts for failover,
+``postgresql://user@h1:5432,h2:5433/dbname?target_session_attrs=read-write``
+(``postgres_hosts``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,12 @@ def open_storage(url: str) -> Storage:
         return SqliteStorage(url, path, synchronous)
     if scheme in ("postgresql", "postgres"):
         from stepstone.storage.postgres import PostgresStorage
+        from stepstone.storage.postgres_hosts import InvalidPostgresURL, postgres_dsn
 
-        return PostgresStorage(url)
+        try:
+            return PostgresStorage(postgres_dsn(url))
+        except InvalidPostgresURL as exc:
+            raise InvalidDatabaseURL(str(exc)) from None
     raise InvalidDatabaseURL(f"unsupported database URL scheme {scheme!r}; examples: {_EXAMPLES}")
 
 

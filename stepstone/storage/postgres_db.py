@@ -26,6 +26,7 @@ import asyncpg
 
 from stepstone.storage.migrations import migration_files
 from stepstone.storage.outage import StoreHealth, StoreUnreachable
+from stepstone.storage.postgres_hosts import commit_watch
 
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[T]]
@@ -62,6 +63,10 @@ _TRANSIENT = (
     asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 starting up
     asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    # Failover: no listed host takes writes yet (the standby is not promoted), or this
+    # connection's server was made read-only to fence it; a new connection finds the primary.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 # Not outages: the database answered, and the transaction is simply tried again.
@@ -139,6 +144,7 @@ class Database:
         self._retry_for = retry_for
         self._pool: Any = None
         self.health = health or StoreHealth("PostgreSQL")
+        self._watch = commit_watch(self.health)
 
     async def start(self) -> None:
         async def create() -> None:
@@ -169,6 +175,10 @@ class Database:
             yield conn
         except _CLIENT_ERRORS as exc:
             _discard_if_broken(conn, exc)
+            raise
+        except asyncpg.exceptions.ReadOnlySQLTransactionError:
+            # Its server no longer takes writes (fenced): the retry must connect anew.
+            conn.terminate()
             raise
         except asyncio.CancelledError:
             # Cancelled mid-statement (a worker stopping): the connection's state is unknown,
@@ -203,7 +213,10 @@ class Database:
                 # The episode was logged once by the health; each retry only at debug.
                 log.debug("database connection problem (%r); retrying in %.2fs", exc, delay)
             else:
-                self.health.recovered()
+                # Reads succeed while commits wait for a synchronous standby: only the end of
+                # the wait (CommitWatch) ends that episode.
+                if not self._watch.stalled:
+                    self.health.recovered()
                 return result
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY_DELAY)
@@ -241,7 +254,10 @@ class Database:
         async def attempt() -> T:
             async with self._connection() as conn:
                 try:
-                    return await self._transaction(conn, job, begin)
+                    if not durable:  # commits without waiting for any standby
+                        return await self._transaction(conn, job, begin)
+                    with self._watch.pending():
+                        return await self._transaction(conn, job, begin)
                 except _Ambiguous as ambiguous:
                     if ambiguous.xid is None or await self._committed(ambiguous.xid):
                         result: T = ambiguous.result
@@ -264,7 +280,8 @@ class Database:
             nonlocal tries
             tries += 1
             async with self._connection() as conn:
-                return await job(conn, tries > 1)
+                with self._watch.pending():
+                    return await job(conn, tries > 1)
 
         return await self._retrying(attempt)
 
