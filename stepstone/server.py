@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -16,6 +18,7 @@ import uvicorn
 from stepstone import auth as tokens
 from stepstone.api.app import create_app
 from stepstone.api.auth import AuthSettings
+from stepstone.cli.server_cmds import redact, sqlite_file
 from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.embedded import Engine
@@ -26,6 +29,8 @@ DEFAULT_DATA_DIR = ".stepstone"
 # On SIGTERM (a deploy), steps already running get this long to finish and be recorded.
 DRAIN_SECONDS = 10.0
 SHUTDOWN_GRACE_SECONDS = 5
+# The start-up line names this many workflows, then says how many more there are.
+SHOWN_WORKFLOWS = 8
 
 _INSECURE_BANNER = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -64,27 +69,102 @@ async def prepare_auth(engine: Engine, data_dir: Path, *, insecure_no_auth: bool
     return settings
 
 
+class StartupFailed(Exception):
+    """The process cannot start; the message says why and what to do, in one line."""
+
+
+def check_port(host: str, port: int, option: str) -> None:
+    """Fail now, in one line, if ``host:port`` cannot be listened on.
+
+    uvicorn would log the bind error and exit only after the store is open; this check comes
+    first and names the fix. (A port taken in between still fails, through ``_serve``.)
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupFailed(
+                    f"port {port} on {host} is in use (another stepstone serve?);"
+                    f" stop that process or pass {option} with a free port"
+                ) from None
+            raise StartupFailed(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host"
+            ) from None
+
+
+def describe_store(db: str) -> str:
+    """The store as the start-up line names it; a relative SQLite file with its full path,
+    so that another folder's commands can be pointed at the same one."""
+    file = sqlite_file(db)
+    if file is not None and not file.is_absolute():
+        return f"{redact(db)} ({file.resolve()})"
+    return redact(db)
+
+
+async def describe_workflows(engine: Engine) -> str:
+    records, total = await engine.storage.list_workflows(None, None, 0, SHOWN_WORKFLOWS)
+    if total == 0:
+        return "no workflows yet (add them to the project file, or PUT /workflows/{name})"
+    names = [
+        f"{r.name} (cannot import)" if r.name in engine.ops.unloadable else r.name for r in records
+    ]
+    more = f" and {total - len(names)} more" if total > len(names) else ""
+    return f"{total} workflow{'' if total == 1 else 's'}: {', '.join(names)}{more}"
+
+
+def describe_worker(concurrency: int, max_running: int | None) -> str:
+    text = f"concurrency {concurrency}"
+    if max_running is not None:
+        text += f", at most {max_running} running across all workers"
+    return text
+
+
+def browsable(host: str) -> str:
+    """An address a browser on this machine can open for a server bound to ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def announce(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to ``serve_until_signal``.
+    """A uvicorn server that leaves signals to ``serve_until_signal``, and says when it is up.
 
     uvicorn's own handling re-raises the captured SIGTERM once ``serve()`` returns, which kills
     the process before the engine drains its running steps.
     """
 
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None):
+        super().__init__(config)
+        self.on_started = on_started
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
-
-class ServerFailed(Exception):
-    """A server could not start (uvicorn exits the process on, say, a port in use)."""
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
 
 async def _serve(server: uvicorn.Server) -> None:
+    config = server.config
     try:
         await server.serve()
-    except SystemExit as exc:
-        raise ServerFailed(f"the HTTP server exited with code {exc.code}") from None
+    except SystemExit:
+        # uvicorn has logged why; the line above it is the cause.
+        raise StartupFailed(
+            f"the HTTP server on {config.host}:{config.port} could not start (see above)"
+        ) from None
 
 
 async def serve_until_signal(engine: Engine, servers: Sequence[uvicorn.Server]) -> None:
@@ -144,7 +224,9 @@ def run_server(
     """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM.
 
     A wrangler project's Worker (its ``main``) is served too, on ``worker_host:worker_port``.
+    Raises ``StartupFailed`` when it cannot start (a port in use, say).
     """
+    check_port(host, port, "--port")
 
     async def main() -> None:
         engine = await Engine.open(
@@ -160,6 +242,16 @@ def run_server(
             if insecure_no_auth:
                 print(_INSECURE_BANNER.format(bind=f"http://{host}:{port}"), file=sys.stderr)
             app = create_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
+            root = f"http://{browsable(host)}:{port}"
+            worker_text = (
+                f"worker {describe_worker(concurrency, max_running)}"
+                if run_worker
+                else "no worker (--no-worker)"
+            )
+            up_line = (
+                f"Stepstone is up on {root}; dashboard {root}/dashboard;"
+                f" store {describe_store(db)}; {await describe_workflows(engine)}; {worker_text}"
+            )
             # Event streams (subscribe, the dashboard's live pages) stay open until their
             # instance ends; without a bound, a shutdown would wait for all of them.
             server = _Server(
@@ -171,11 +263,13 @@ def run_server(
                     access_log=access_log,
                     lifespan="on",
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-                )
+                ),
+                on_started=lambda: announce(up_line),
             )
             servers = [server]
             worker_app = None
             if engine.project.main_module is not None:
+                check_port(worker_host or host, worker_port, "--worker-port")
                 worker_app = WorkerApp(
                     engine.project.main_module,
                     engine.env(),
@@ -210,12 +304,7 @@ def run_server(
         finally:
             await engine.close(drain_seconds=DRAIN_SECONDS)
 
-    try:
-        asyncio.run(main())
-    except ServerFailed as exc:
-        # uvicorn has logged why (e.g. the address is in use).
-        print(f"stepstone serve: {exc}", file=sys.stderr)
-        sys.exit(1)
+    asyncio.run(main())
 
 
 def run_worker(
@@ -226,7 +315,8 @@ def run_worker(
     lease_seconds: float = 30.0,
     max_running: int | None = None,
 ) -> None:
-    """Run a worker with no HTTP until SIGINT/SIGTERM, then stop it cleanly."""
+    """Run a worker with no HTTP until SIGINT/SIGTERM, then stop it cleanly; say, in one
+    line, when it is up."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -240,7 +330,11 @@ def run_worker(
             run_worker=True,
             worker_settings=_worker_settings(concurrency, lease_seconds, max_running),
         )
-        log.info("worker running on %s; SIGINT or SIGTERM stops it", db)
+        announce(
+            f"Stepstone worker is up; store {describe_store(db)};"
+            f" {await describe_workflows(engine)}; {describe_worker(concurrency, max_running)};"
+            " SIGINT or SIGTERM stops it"
+        )
         try:
             await stop.wait()
         finally:

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 import typer
 
@@ -121,6 +124,57 @@ async def open_store(db: str) -> Storage:
     return storage
 
 
+def sqlite_file(db: str) -> Path | None:
+    """The file a ``sqlite://`` URL names (relative to the working directory, as the store
+    opens it); None for any other store."""
+    parts = urlsplit(db)
+    if parts.scheme.lower() != "sqlite":
+        return None
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    return None if path in ("", ":memory:") else Path(unquote(path))
+
+
+def explain_open_failure(db: str, exc: BaseException) -> str | None:
+    """Why the store at ``db`` could not be opened and what to do, in one line; None when
+    ``exc`` is not a failure to open it (then it is a bug, and its traceback is wanted)."""
+    import sqlite3
+
+    import asyncpg
+
+    where = redact(db)
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        parts = urlsplit(db)
+        name = unquote(parts.path.lstrip("/")) or "postgres"
+        flags = f"-h {parts.hostname or 'localhost'} -p {parts.port or 5432}"
+        if parts.username:
+            flags += f" -U {unquote(parts.username)}"
+        return (
+            f"PostgreSQL has no database {name!r} ({where}); create it with"
+            f" `createdb {flags} {name}` (or CREATE DATABASE in psql), then start again"
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"PostgreSQL refused {where}: {exc}; check the user and password in --db"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"PostgreSQL could not open the store {where}: {exc}"
+    if sqlite_file(db) is not None and isinstance(exc, OSError | sqlite3.Error):
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot open the SQLite database {where}: {reason}"
+    return None
+
+
+@contextmanager
+def explained_startup(db: str, *known: type[Exception]) -> Iterator[None]:
+    """Turn a store that cannot be opened, or one of the ``known`` start-up failures (their
+    message is the explanation), into one line and exit 1, never a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, known) else explain_open_failure(db, exc)
+        if message is None:
+            raise
+        fail(message)
+
+
 def redact(url: str) -> str:
     """A database URL safe to print: the password hidden."""
     scheme, sep, rest = url.partition("://")
@@ -165,24 +219,25 @@ def serve(
     """
     config = resolve_config(config)
     check_db(db)
-    from stepstone.server import run_server
+    from stepstone.server import StartupFailed, run_server
 
-    run_server(
-        config=config,
-        db=db,
-        host=host,
-        port=port,
-        run_worker=not no_worker,
-        insecure_no_auth=insecure_no_auth,
-        concurrency=concurrency,
-        max_running=max_running,
-        lease_seconds=lease_seconds,
-        data_dir=None if data_dir is None else str(data_dir),
-        access_log=not no_access_log,
-        worker_host=worker_host,
-        worker_port=worker_port,
-        test_scheduled=test_scheduled,
-    )
+    with explained_startup(db, StartupFailed):
+        run_server(
+            config=config,
+            db=db,
+            host=host,
+            port=port,
+            run_worker=not no_worker,
+            insecure_no_auth=insecure_no_auth,
+            concurrency=concurrency,
+            max_running=max_running,
+            lease_seconds=lease_seconds,
+            data_dir=None if data_dir is None else str(data_dir),
+            access_log=not no_access_log,
+            worker_host=worker_host,
+            worker_port=worker_port,
+            test_scheduled=test_scheduled,
+        )
 
 
 def worker(
@@ -195,15 +250,16 @@ def worker(
     """Run a worker: executes instances, fires cron schedules, sweeps expired instances."""
     config = resolve_config(config)
     check_db(db)
-    from stepstone.server import run_worker
+    from stepstone.server import StartupFailed, run_worker
 
-    run_worker(
-        config=config,
-        db=db,
-        concurrency=concurrency,
-        max_running=max_running,
-        lease_seconds=lease_seconds,
-    )
+    with explained_startup(db, StartupFailed):
+        run_worker(
+            config=config,
+            db=db,
+            concurrency=concurrency,
+            max_running=max_running,
+            lease_seconds=lease_seconds,
+        )
 
 
 def migrate(db: DbOption = DEFAULT_DB) -> None:
@@ -213,7 +269,8 @@ def migrate(db: DbOption = DEFAULT_DB) -> None:
         storage = await open_store(db)
         await storage.close()
 
-    asyncio.run(main())
+    with explained_startup(db):
+        asyncio.run(main())
     render.info(f"Database {redact(db)} is up to date")
 
 
