@@ -228,10 +228,16 @@ async def instance_events(
             redactor.see(event)
             if event.event_id <= after:
                 continue
+            terminal = event.type in TERMINAL_EVENTS
+            frame = None
             if wanted is None or event.type in wanted:
-                yield _FRAMES.frame(record.id, record.pk, event, redactor)
+                frame = _FRAMES.frame(record.id, record.pk, event, redactor)
+            # While the frame waits on a slow reader, only the frame (shared if large) is held.
+            del event
+            if frame is not None:
+                yield frame
                 last_sent = clock()
-            if event.type in TERMINAL_EVENTS:
+            if terminal:
                 return
         if more:
             continue
