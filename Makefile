@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run run-cloudflare test check lint format bench screenshots clean
+# The dashboard's browser tests drive this binary (Debian's chromium, never a downloaded one).
+CHROMIUM := $(or $(STEPSTONE_CHROMIUM),$(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
+
+.PHONY: install run run-cloudflare test test-prerequisites check lint format bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +35,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: check
+# `make test` runs every tier, so what a tier needs is checked first and its absence is an
+# error naming the fix, never a silent skip (STEPSTONE_SKIP_BROWSER=1 skips on purpose).
+test-prerequisites:
+	@test -n "$(STEPSTONE_SKIP_BROWSER)" || test -x "$(CHROMIUM)" || { \
+	  echo "make test: Debian's chromium is missing ($(CHROMIUM)); the dashboard's browser" \
+	    "tests need it: apt-get install -y chromium (.ci/run does), or set" \
+	    "STEPSTONE_CHROMIUM=/path/to/chromium, or STEPSTONE_SKIP_BROWSER=1 to skip them" >&2; \
+	  exit 1; }
+
+test: test-prerequisites check
 	$(BIN)/pytest
 
 screenshots: install

@@ -17,6 +17,7 @@ from stepstone import __version__
 from stepstone.api.answers import Health, doc
 from stepstone.api.auth import AuthSettings
 from stepstone.api.envelope import error, expected_failure, ok
+from stepstone.api.front_door import FrontDoor
 from stepstone.api.guard import OPEN_PATHS, Guard
 from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
@@ -94,6 +95,8 @@ def create_app(
     )
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
     app.add_middleware(OutageGuard, storage=engine.storage)
+    # A browser at / or asking for /favicon.ico needs neither a token nor the store.
+    app.add_middleware(FrontDoor)
     return app
 
 
