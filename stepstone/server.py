@@ -18,7 +18,7 @@ import uvicorn
 from stepstone import auth as tokens
 from stepstone.api.app import create_app
 from stepstone.api.auth import AuthSettings
-from stepstone.cli.server_cmds import redact, sqlite_file
+from stepstone.cli.server_cmds import describe_store
 from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.embedded import Engine
@@ -93,15 +93,6 @@ def check_port(host: str, port: int, option: str) -> None:
             raise StartupFailed(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host"
             ) from None
-
-
-def describe_store(db: str) -> str:
-    """The store as the start-up line names it; a relative SQLite file with its full path,
-    so that another folder's commands can be pointed at the same one."""
-    file = sqlite_file(db)
-    if file is not None and not file.is_absolute():
-        return f"{redact(db)} ({file.resolve()})"
-    return redact(db)
 
 
 async def describe_workflows(engine: Engine) -> str:

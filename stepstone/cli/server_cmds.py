@@ -134,6 +134,15 @@ def sqlite_file(db: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(unquote(path))
 
 
+def describe_store(db: str) -> str:
+    """The store as messages name it; a relative SQLite file with its full path, so that
+    commands run in another folder can be pointed at the same one."""
+    file = sqlite_file(db)
+    if file is not None and not file.is_absolute():
+        return f"{redact(db)} ({file.resolve()})"
+    return redact(db)
+
+
 def explain_open_failure(db: str, exc: BaseException) -> str | None:
     """Why the store at ``db`` could not be opened and what to do, in one line; None when
     ``exc`` is not a failure to open it (then it is a bug, and its traceback is wanted)."""
