@@ -48,7 +48,11 @@ def templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters.update(
-        when=present.when, duration=present.duration, seg=present.seg, pretty=present.pretty
+        when=present.when,
+        duration=present.duration,
+        seg=present.seg,
+        pretty=present.pretty,
+        breakable=present.breakable,
     )
     return Jinja2Templates(env=env)
 

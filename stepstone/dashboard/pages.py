@@ -14,7 +14,7 @@ from stepstone import views
 from stepstone.api.guard import segment
 from stepstone.api.query import decode_cursor, encode_cursor, parse_date
 from stepstone.api.routes import subscribe
-from stepstone.dashboard import present
+from stepstone.dashboard import present, timeline
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX, render
 from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
@@ -201,6 +201,8 @@ async def instances(
     base_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in filters.items() if v)
     counts = await ops.storage.count_instances(workflow.pk)
     versions, version_total = await ops.storage.list_versions(workflow.pk, 0, 5)
+    retrying = await timeline.retry_notes(ops, records)
+    graph = await timeline.recorded_graph(ops, workflow)
     return page(
         request,
         who,
@@ -217,6 +219,8 @@ async def instances(
         paged=bool(cursor),
         base_query=base_query,
         counts=views.instance_counts(counts),
+        retrying=retrying,
+        graph=graph,
     )
 
 
@@ -236,16 +240,29 @@ async def instance(
     workflow, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )
-    history = await ops.history(record)
+    events = await ops.storage.load_events(record.pk)
+    history = h.fold(events)
     details = views.instance_details(record, history, simple=True)
-    steps = present.timeline(history)
+    stretches = timeline.pauses(events)
+    terminal = record.status in TERMINAL
+    now = ops.now()
+    steps = present.timeline(
+        history,
+        ended_on=(record.ended_on or history.ended_at or now) if terminal else None,
+        paused=lambda start, end: timeline.paused_within(stretches, start, end),
+        now=now,
+    )
     context = {
         "workflow": workflow,
         "record": record,
         "details": details,
         "steps": steps,
         "last_event_id": history.last_event_id,
-        "terminal": record.status in TERMINAL,
+        "terminal": terminal,
+        "chart": timeline.chart(record, history, steps, stretches, now),
+        "pauses": stretches,
+        "retry": timeline.retry_note(history),
+        "terminated_by": history.terminated_by,
         "restart_points": [s for s in steps if s.restart_value],
         "waiting_for": [s.event_type for s in steps if s.status == "waiting" and s.event_type],
         "base": instance_url(workflow.account_id, workflow.name, record.id),

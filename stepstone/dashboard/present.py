@@ -8,19 +8,29 @@ durations, retry delays and wake-up times, which the fold keeps but the API does
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+from markupsafe import Markup, escape
 
 from stepstone import views
 from stepstone.authoring.durations import format_duration
 from stepstone.engine import history as h
+from stepstone.ops import ABORTED_BY_RESTART, ABORTED_BY_TERMINATE
 
 _COUNTER = re.compile(r"^(.*)-(\d+)$")
 KIND_LABELS = {h.DO: "step", h.SLEEP: "sleep", h.WAIT: "wait for event", h.ROLLBACK: "rollback"}
+# The API keeps Cloudflare's wording for these attempt errors; a person reads what happened.
+PLAIN_ERRORS = (
+    (h.INTERNAL_ATTEMPT_ERROR, "worker lost (the process stopped)"),
+    (ABORTED_BY_TERMINATE, "stopped: the instance was terminated"),
+    (ABORTED_BY_RESTART, "stopped: the instance was restarted"),
+)
+_BREAKS = re.compile(r"([.:/])")
 
 
 def when(ms: int | None) -> str:
@@ -32,6 +42,36 @@ def when(ms: int | None) -> str:
 
 def duration(ms: int | None) -> str:
     return "—" if ms is None else format_duration(ms)
+
+
+def api_error_text(error: dict[str, Any] | None) -> str:
+    """An error as the API shows it: ``name: message``."""
+    error = error or {}
+    return f"{error.get('name', 'Error')}: {error.get('message', '')}"
+
+
+def error_text(error: dict[str, Any] | None) -> str:
+    for known, plain in PLAIN_ERRORS:
+        if error == known:
+            return plain
+    return api_error_text(error)
+
+
+def is_lost(error: dict[str, Any] | None) -> bool:
+    return error == h.INTERNAL_ATTEMPT_ERROR
+
+
+def breakable(name: str) -> Markup:
+    """A dotted name (``module.Class``) that may wrap only between its parts: each part is
+    kept whole by the stylesheet (``.part``), so a narrow screen never splits a word."""
+    parts = [p for p in _BREAKS.split(name) if p]
+    out = []
+    for part in parts:
+        if _BREAKS.fullmatch(part):
+            out.append(f"{escape(part)}<wbr>")
+        else:
+            out.append(f'<span class="part">{escape(part)}</span>')
+    return Markup("".join(out))
 
 
 def seg(value: str) -> str:
@@ -60,6 +100,14 @@ class AttemptView:
     traceback: str | None = None
 
     @property
+    def error_text(self) -> str:
+        return error_text(self.error)
+
+    @property
+    def api_error_text(self) -> str:
+        return api_error_text(self.error)
+
+    @property
     def duration_ms(self) -> int | None:
         return None if self.end is None else self.end - self.start
 
@@ -86,6 +134,14 @@ class StepView:
     stream_bytes: int | None = None
     has_output: bool = False
     restart_value: str | None = None
+    # Of the time from its start to its end (or to now), how much the instance spent paused.
+    paused_ms: int = 0
+    # When it was cut short: the instance ended (terminated, errored) before it finished.
+    stopped_at: int | None = None
+
+    @property
+    def error_text(self) -> str:
+        return error_text(self.error)
 
     @property
     def label(self) -> str:
@@ -96,9 +152,11 @@ class StepView:
         return None if self.end is None else self.end - self.start
 
 
-def _status(step: h.StepRecord) -> str:
+def _status(step: h.StepRecord, ended: bool) -> str:
     if step.done:
         return "complete" if step.success else "errored"
+    if ended:
+        return "stopped"
     if step.kind == h.SLEEP:
         return "sleeping"
     if step.kind == h.WAIT:
@@ -122,22 +180,35 @@ def parse_restart_value(value: str) -> tuple[str, int, str]:
     return kind, int(count), name
 
 
-def timeline(history: h.InstanceHistory) -> list[StepView]:
+def timeline(
+    history: h.InstanceHistory,
+    ended_on: int | None = None,
+    paused: Callable[[int, int], int] | None = None,
+    now: int | None = None,
+) -> list[StepView]:
+    """``ended_on`` is the end of an instance that has ended (terminated, errored, complete):
+    a step still open then was cut short, not still sleeping or waiting. ``paused(start, end)``
+    says how long the instance was paused within a stretch."""
     out = []
     for step in history.ordered():
+        stopped = ended_on is not None and not step.done
         view = StepView(
             kind=step.kind,
             name=step.name,
             entry=views.step_entry(step),
             start=step.start,
             end=step.end,
-            status=_status(step),
+            status=_status(step, ended_on is not None),
             wake_at=step.wake_at if step.kind in (h.SLEEP, h.WAIT) else None,
             event_type=step.event_type,
             error=step.error,
             sensitive=step.sensitive,
             restart_value=restart_value(step),
+            stopped_at=ended_on if stopped else None,
         )
+        until = step.end if step.end is not None else (ended_on if stopped else now)
+        if paused is not None and until is not None:
+            view.paused_ms = paused(step.start, until)
         for attempt in step.attempts:
             view.attempts.append(
                 AttemptView(
