@@ -86,3 +86,11 @@ CannotRestart = _api_error("CannotRestart", 10407, "instance.cannot_restart", 40
 InvalidAction = _api_error("InvalidAction", 10408, "instance.invalid_action", 409)
 CannotSendEvent = _api_error("CannotSendEvent", 10409, "instance.cannot_send_event", 409)
 InvalidParams = _api_error("InvalidParams", 10410, "instance.invalid_params", 400)
+# Cloudflare's 2026 codes: 10209 (wrangler 4.164's WORKFLOW_JURISDICTION_IMMUTABLE_CODE) and
+# 10415 (createBatch's object form); 10411 is Stepstone's number for miniflare's
+# instance.step_output_corrupt, whose numeric code Cloudflare does not publish.
+JurisdictionImmutable = _api_error(
+    "JurisdictionImmutable", 10209, "workflow.jurisdiction_immutable", 409
+)
+StepOutputCorrupt = _api_error("StepOutputCorrupt", 10411, "instance.step_output_corrupt", 500)
+DuplicateInBatch = _api_error("DuplicateInBatch", 10415, "instance.duplicate_in_batch", 409)
