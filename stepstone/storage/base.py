@@ -37,6 +37,9 @@ class WorkflowDefinition:
     error_retention_ms: int | None = None
     schedules: tuple[str, ...] = ()
     language: str = "python"
+    # Cloudflare's ``concurrency.limit``: at most this many instances of the workflow hold a
+    # live lease at once; the rest stay queued. None: no cap beyond the workers' own.
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class VersionRecord:
     error_retention_ms: int | None
     schedules: tuple[str, ...]
     language: str
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +362,10 @@ class Storage(Protocol):
         expired holder is fenced out. Queued and waiting instances become ``running``.
         ``max_running`` caps the live leases of all workers together, claims included; claims
         that pass it are serialised so that concurrent workers cannot overshoot it.
+        A workflow whose current version has a ``concurrency_limit`` gets no more live leases
+        than that, however many workers claim at once (claims of one capped workflow are
+        serialised); its instances wait, oldest first, for a slot. A claim that involves no
+        capped workflow costs what it did before there were limits.
         """
 
     async def renew_leases(
@@ -417,7 +425,13 @@ class Storage(Protocol):
         nothing unless the row is still at ``epoch`` and leased by ``owner``."""
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
-        """The earliest ``runnable_at`` among instances not leased, or None."""
+        """The earliest ``runnable_at`` among instances not leased, or None; instances of a
+        workflow whose leases fill its ``concurrency_limit`` are left out (a slot opens only
+        with a release, which wakes the workers)."""
+
+    async def concurrency_usage(self, workflow_pk: int, now: int) -> tuple[int, int]:
+        """``(running, queued)`` as a concurrency limit sees them: live leases, and instances
+        runnable now but not leased (waiting for a slot, or for a worker)."""
 
     async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
         """Drop leases (all, or those whose owner starts with the prefix) so they can be

@@ -58,7 +58,7 @@ from stepstone.storage.postgres_worker import (
 T = TypeVar("T")
 _VERSION_COLUMNS = (
     "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
-    " error_retention_ms, schedules, language"
+    " error_retention_ms, schedules, language, concurrency_limit"
 )
 _WORKFLOW_SELECT = (
     "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on, w.triggered_on,"
@@ -144,6 +144,7 @@ class PostgresStorage(WorkerWrites):
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
+        self._caps_seen: set[int] = set()
         # Half the pool: claims, creates and reads keep connections of their own.
         self._progress = GroupCommitter(
             self._db, progress_one, progress_many, max_inflight=max(1, max_connections // 2)
@@ -231,18 +232,20 @@ class PostgresStorage(WorkerWrites):
             # An upsert, so workers starting together on a new database do not collide.
             workflow_pk = await conn.fetchval(
                 "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
-                " modified_on) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (account_id, name)"
-                " DO UPDATE SET version_id = excluded.version_id,"
-                " modified_on = excluded.modified_on RETURNING pk",
+                " modified_on, concurrency_limit) VALUES ($1, $2, $3, $4, $5, $5, $6)"
+                " ON CONFLICT (account_id, name) DO UPDATE SET version_id = excluded.version_id,"
+                " modified_on = excluded.modified_on,"
+                " concurrency_limit = excluded.concurrency_limit RETURNING pk",
                 account_id,
                 name,
                 str(uuid.uuid4()),
                 version_id,
                 now,
+                definition.concurrency_limit,
             )
             await conn.execute(
                 f"INSERT INTO versions ({_VERSION_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 version_id,
                 workflow_pk,
                 definition.class_name,
@@ -253,6 +256,7 @@ class PostgresStorage(WorkerWrites):
                 definition.error_retention_ms,
                 orjson.dumps(list(definition.schedules)),
                 definition.language,
+                definition.concurrency_limit,
             )
 
         await self._write(job, wakes=True)

@@ -25,6 +25,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
+from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -76,6 +77,7 @@ _APPEND_BATCH = (
 FLUSH_LINGER_S = 0.002
 # Any fixed key, distinct from the migrations' one.
 _CLAIM_LOCK = 0x5735_C1A1
+_CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 
 
 async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
@@ -149,6 +151,8 @@ class WorkerWrites:
     _inflight: tuple[frozenset[int], asyncio.Future[None]] | None
     _progress: GroupCommitter[Sequence[NewEvent]]
     _releases: GroupCommitter[Ending]
+    # Workflow pks with a concurrency limit, as the last claim saw them.
+    _caps_seen: set[int]
 
     def _fire_wake(self) -> None:
         for callback in self._wake_listeners:
@@ -181,19 +185,11 @@ class WorkerWrites:
     ) -> list[Claim]:
         if limit <= 0 or (workflow_pks is not None and not workflow_pks):
             return []
-        returning = ", ".join("i." + c for c in INSTANCE_FIELDS)
-        sql = (
-            "WITH picked AS (SELECT pk FROM instances WHERE runnable_at <= $3"
-            " AND (lease_expires IS NULL OR lease_expires < $3)"
-            " AND ($5::bigint[] IS NULL OR workflow_pk = ANY($5::bigint[]))"
-            " ORDER BY priority, runnable_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            " UPDATE instances i SET lease_owner = $1, lease_expires = $2, epoch = i.epoch + 1,"
-            " status = CASE WHEN i.status IN ('queued', 'waiting') THEN 'running'"
-            " ELSE i.status END, started_on = COALESCE(i.started_on, $3), modified_on = $3"
-            f" FROM picked WHERE i.pk = picked.pk RETURNING {returning}, i.epoch, i.wake_seq,"
-            " txid_current()"
-        )
         scope = None if workflow_pks is None else list(workflow_pks)
+        in_scope = None if scope is None else set(scope)
+        # The capped workflows the last claim saw; their locks come first, in a statement of
+        # their own, so the claim's snapshot holds every claim committed under them.
+        locked = sorted(pk for pk in self._caps_seen if in_scope is None or pk in in_scope)
 
         async def job(conn: Any) -> tuple[int | None, list[Claim]]:
             allowed = limit
@@ -208,9 +204,20 @@ class WorkerWrites:
                 allowed = min(limit, max(0, max_running - running))
                 if allowed == 0:
                     return None, []
-            rows = await conn.fetch(sql, owner, now + lease_ms, now, allowed, scope)
-            claims = [Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows]
-            return (rows[0][21] if rows else None), claims
+            if locked:
+                await conn.execute(PG_LOCK_CAPS, locked)
+            rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
+            claims = [
+                Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
+            ]
+            seen = next(r[21] for r in rows if r[21] is not None)
+            # A workflow capped since the last look was left alone this time; the next claim
+            # locks it (taking it now, after the others, could deadlock with another claimer).
+            if in_scope is None:
+                self._caps_seen = set(seen)
+            else:
+                self._caps_seen = (self._caps_seen - in_scope) | set(seen)
+            return (rows[0][22] if claims else None), claims
 
         claims = await self._db.write_reporting_xid(job, durable=False)
         claims.sort(key=lambda c: c.instance.pk)
@@ -427,14 +434,32 @@ class WorkerWrites:
         scope = None if workflow_pks is None else list(workflow_pks)
         value = await self._db.read(
             lambda c: c.fetchval(
-                "SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"
+                "WITH full_ AS (SELECT w.pk FROM workflows w WHERE w.concurrency_limit IS NOT NULL"
+                " AND ($1::bigint[] IS NULL OR w.pk = ANY($1::bigint[]))"
+                " AND (SELECT count(*) FROM instances l WHERE l.workflow_pk = w.pk"
+                " AND l.lease_owner IS NOT NULL) >= w.concurrency_limit)"
+                " SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"
                 " AND lease_owner IS NULL"
                 " AND ($1::bigint[] IS NULL OR workflow_pk = ANY($1::bigint[]))"
+                " AND workflow_pk <> ALL(ARRAY(SELECT pk FROM full_))"
                 " ORDER BY runnable_at LIMIT 1",
                 scope,
             )
         )
         return None if value is None else int(value)
+
+    async def concurrency_usage(self, workflow_pk: int, now: int) -> tuple[int, int]:
+        row = await self._db.read(
+            lambda c: c.fetchrow(
+                "SELECT (SELECT count(*) FROM instances WHERE workflow_pk = $1"
+                " AND lease_owner IS NOT NULL AND lease_expires >= $2),"
+                " (SELECT count(*) FROM instances WHERE workflow_pk = $1 AND runnable_at <= $2"
+                " AND (lease_expires IS NULL OR lease_expires < $2))",
+                workflow_pk,
+                now,
+            )
+        )
+        return int(row[0]), int(row[1])
 
     async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
         async def job(conn: Any) -> int:

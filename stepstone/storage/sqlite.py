@@ -40,6 +40,7 @@ from stepstone.storage.base import (
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
+from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -54,7 +55,7 @@ _INSTANCE_COLUMNS = (
 )
 _VERSION_COLUMNS = (
     "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
-    " error_retention_ms, schedules, language"
+    " error_retention_ms, schedules, language, concurrency_limit"
 )
 
 
@@ -287,18 +288,27 @@ class SqliteStorage:
             if row is None:
                 cur = conn.execute(
                     "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
-                    " modified_on) VALUES (?, ?, ?, ?, ?, ?)",
-                    (account_id, name, str(uuid.uuid4()), version_id, now, now),
+                    " modified_on, concurrency_limit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        account_id,
+                        name,
+                        str(uuid.uuid4()),
+                        version_id,
+                        now,
+                        now,
+                        definition.concurrency_limit,
+                    ),
                 )
                 workflow_pk = cur.lastrowid
             else:
                 workflow_pk = row[0]
                 conn.execute(
-                    "UPDATE workflows SET version_id = ?, modified_on = ? WHERE pk = ?",
-                    (version_id, now, workflow_pk),
+                    "UPDATE workflows SET version_id = ?, modified_on = ?, concurrency_limit = ?"
+                    " WHERE pk = ?",
+                    (version_id, now, definition.concurrency_limit, workflow_pk),
                 )
             conn.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     version_id,
                     workflow_pk,
@@ -310,6 +320,7 @@ class SqliteStorage:
                     definition.error_retention_ms,
                     orjson.dumps(list(definition.schedules)),
                     definition.language,
+                    definition.concurrency_limit,
                 ),
             )
 
@@ -699,6 +710,7 @@ class SqliteStorage:
             f"{scope} ORDER BY priority, runnable_at LIMIT ?)"
             f" RETURNING {_INSTANCE_COLUMNS}, epoch, wake_seq"
         )
+        capped_update = sql[: sql.index(" WHERE pk IN (")]
 
         def job(conn: sqlite3.Connection) -> list[Claim]:
             allowed = limit
@@ -713,7 +725,20 @@ class SqliteStorage:
                 allowed = min(limit, max(0, max_running - running))
                 if allowed == 0:
                     return []
-            rows = conn.execute(sql, [*args, allowed]).fetchall()
+            caps = sqlite_caps(conn, workflow_pks)
+            if caps:
+                # The write transaction serialises these counts with the claim, as above.
+                rooms = {pk: cap - sqlite_running(conn, pk, now) for pk, cap in caps.items()}
+                picked, picked_args = sqlite_candidates(workflow_pks, caps, rooms, now, allowed)
+                if not picked:
+                    return []
+                rows = conn.execute(
+                    f"{capped_update} WHERE pk IN ({picked})"
+                    f" RETURNING {_INSTANCE_COLUMNS}, epoch, wake_seq",
+                    [*args[:4], *picked_args],
+                )
+            else:
+                rows = conn.execute(sql, [*args, allowed])
             claims = [Claim(_instance(r[:19]), owner, r[19], r[20]) for r in rows]
             claims.sort(key=lambda c: c.instance.pk)
             return claims
@@ -906,20 +931,40 @@ class SqliteStorage:
         await self._write(job, durable=False, wakes=True)
 
     async def next_wake_at(self, workflow_pks: Sequence[int] | None) -> int | None:
-        scope, args = "", []
-        if workflow_pks is not None:
-            if not workflow_pks:
-                return None
-            scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
-            args = list(workflow_pks)
-        row = self._read(
-            lambda c: c.execute(
+        if workflow_pks is not None and not workflow_pks:
+            return None
+
+        def read(conn: sqlite3.Connection) -> Any:
+            scope, args = "", list(workflow_pks or ())
+            if workflow_pks is not None:
+                scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
+            full = [
+                pk
+                for pk, cap in sqlite_caps(conn, workflow_pks).items()
+                if sqlite_running(conn, pk, None) >= cap
+            ]
+            if full:
+                scope += f" AND workflow_pk NOT IN ({','.join('?' * len(full))})"
+                args.extend(full)
+            return conn.execute(
                 "SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"
                 f" AND lease_owner IS NULL{scope} ORDER BY runnable_at LIMIT 1",
                 args,
             ).fetchone()
-        )
+
+        row = self._read(read)
         return None if row is None or row[0] is None else int(row[0])
+
+    async def concurrency_usage(self, workflow_pk: int, now: int) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            queued = conn.execute(
+                "SELECT count(*) FROM instances WHERE workflow_pk = ? AND runnable_at <= ?"
+                " AND (lease_expires IS NULL OR lease_expires < ?)",
+                (workflow_pk, now, now),
+            ).fetchone()[0]
+            return sqlite_running(conn, workflow_pk, now), int(queued)
+
+        return self._read(read)
 
     async def expire_leases(self, owner_prefix: str | None, now: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
