@@ -33,6 +33,7 @@ from stepstone.cli.client import (
     seg,
     usage,
 )
+from stepstone.errors import StepNotFound
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -76,6 +77,18 @@ class StepType(StrEnum):
 class OutputType(StrEnum):
     step = "step"
     waitForEvent = "waitForEvent"
+
+
+def other_kind_hint(steps: list[dict[str, Any]], step_name: str, asked: OutputType) -> str | None:
+    """When ``step_name`` is in the instance as another kind of step, what to ask instead."""
+    kinds = {entry.get("type") for entry in steps if entry.get("name") == step_name}
+    if asked == OutputType.step and OutputType.waitForEvent.value in kinds:
+        return f"{step_name!r} is a waitForEvent: add --type waitForEvent"
+    if asked == OutputType.waitForEvent and OutputType.step.value in kinds:
+        return f"{step_name!r} is a step.do: use --type step (the default)"
+    if "sleep" in kinds:
+        return f"{step_name!r} is a sleep, which has no output (see `instances describe`)"
+    return None
 
 
 def normalize_date(value: str, *, end: bool) -> str:
@@ -208,11 +221,15 @@ def step(
                 allow_binary=True,
             )
         except ApiError as exc:
-            if exc.status == 404 and not re.search(r"-\d+$", step_name):
-                raise CliError(
-                    f"{exc}; step names carry their counter suffix, e.g. '{step_name}-1'"
-                ) from None
-            raise
+            if exc.code != StepNotFound.code:
+                raise
+            detail = client.call("GET", client.instances(name, instance_id))
+            hint = other_kind_hint(detail.get("steps") or [], step_name, step_type)
+            if hint is None and not re.search(r"-\d+$", step_name):
+                hint = f"step names carry their counter suffix, e.g. '{step_name}-1'"
+            if hint is None:
+                raise
+            raise CliError(f"{exc}; {hint}") from None
     if isinstance(result, Binary):
         if output is not None:
             output.write_bytes(result.content)
