@@ -30,7 +30,8 @@ PLAIN_ERRORS = (
     (ABORTED_BY_TERMINATE, "stopped: the instance was terminated"),
     (ABORTED_BY_RESTART, "stopped: the instance was restarted"),
 )
-_BREAKS = re.compile(r"([.:/])")
+_BREAKS = re.compile(r"([.:/_])")
+_HUMPS = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def when(ms: int | None) -> str:
@@ -62,15 +63,18 @@ def is_lost(error: dict[str, Any] | None) -> bool:
 
 
 def breakable(name: str) -> Markup:
-    """A dotted name (``module.Class``) that may wrap only between its parts: each part is
-    kept whole by the stylesheet (``.part``), so a narrow screen never splits a word."""
-    parts = [p for p in _BREAKS.split(name) if p]
+    """A dotted name (``module.Class``) that may wrap only between its words: after a dot,
+    colon, slash or underscore, or between the humps of a CamelCase name. Each word is kept
+    whole by the stylesheet (``.part``), so a narrow screen never splits one."""
     out = []
-    for part in parts:
-        if _BREAKS.fullmatch(part):
-            out.append(f"{escape(part)}<wbr>")
-        else:
-            out.append(f'<span class="part">{escape(part)}</span>')
+    for piece in _BREAKS.split(name):
+        if not piece:
+            continue
+        if _BREAKS.fullmatch(piece):
+            out.append(f"{escape(piece)}<wbr>")
+            continue
+        humps = [h for h in _HUMPS.split(piece) if h]
+        out.append("<wbr>".join(f'<span class="part">{escape(h)}</span>' for h in humps))
     return Markup("".join(out))
 
 
@@ -149,7 +153,9 @@ class StepView:
 
     @property
     def duration_ms(self) -> int | None:
-        return None if self.end is None else self.end - self.start
+        """Start to end, or to where the instance's end cut it short; None while it runs."""
+        end = self.end if self.end is not None else self.stopped_at
+        return None if end is None else end - self.start
 
 
 def _status(step: h.StepRecord, ended: bool) -> str:

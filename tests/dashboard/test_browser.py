@@ -215,3 +215,114 @@ def test_phone_layout(browser: Any, live: LiveServer) -> None:
     assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
     shot(page, "instance-phone.png")
     context.close()
+
+
+def _same_origin_only(page: Any, live: LiveServer) -> list[str]:
+    """Every URL the page asks for that is not this server (a CDN, a font host): none wanted."""
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith((live.base + "/", "data:"))
+            else elsewhere.append(request.url)
+        ),
+    )
+    return elsewhere
+
+
+def test_timeline_and_step_graph_render_offline(browser: Any, live: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    from tests.dashboard import truth_flows
+
+    expect.set_options(timeout=WAIT_MS)
+    live.run(live.engine.register("pipeline", truth_flows.Pipeline))
+    live.run(live.engine.register("napper", truth_flows.Napper))
+    live.run(live.engine.workflow("pipeline").create(id="run-1"))
+    live.wait_done("pipeline", "run-1")
+    nap = live.engine.workflow("napper")
+    live.run(nap.create(id="nap-1", params={"sleep": "1 hour"}))
+    live.wait_step("napper", "nap-1", "nap-1")
+    handle = live.run(nap.get("nap-1"))
+    live.run(handle.pause())
+    live.wait_status("napper", "nap-1", {"paused"})
+    live.run(handle.resume())
+    live.wait_status("napper", "nap-1", {"waiting"})
+    live.run(handle.terminate())
+    live.wait_done("napper", "nap-1")
+
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    elsewhere = _same_origin_only(page, live)
+    sign_in(page, live)
+    workflows = f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows"
+    page.goto(f"{workflows}/pipeline/instances/run-1")
+    chart = page.locator("#chart")
+    expect(chart).to_be_visible()
+    lanes = chart.locator("svg.lane")
+    expect(lanes).to_have_count(5)
+    # Drawn, not just present: the failed attempt, its retry delay and the retry sit left to
+    # right on the first lane, and every bar has width on screen.
+    fetch = lanes.nth(0)
+    failed = fetch.locator("rect.attempt.fail").bounding_box()
+    retry = fetch.locator("rect.retry").bounding_box()
+    succeeded = fetch.locator("rect.attempt.ok").bounding_box()
+    assert failed and retry and succeeded
+    assert failed["x"] < retry["x"] < succeeded["x"]
+    assert min(failed["width"], retry["width"], succeeded["width"]) > 0
+    lane_box = fetch.bounding_box()
+    assert lane_box and lane_box["width"] > 400
+    sleep = lanes.nth(3).locator("rect.gap").bounding_box()
+    assert sleep and sleep["x"] > succeeded["x"]
+    shot(page, "instance-timeline.png")
+
+    page.goto(f"{workflows}/napper/instances/nap-1")
+    expect(page.locator("li.step.stopped", has_text="nap-1")).to_contain_text("Stopped at")
+    expect(page.locator("#termination")).to_contain_text("by api")
+    expect(page.locator("ol.pauses")).to_contain_text("resumed")
+    expect(page.locator("#chart rect.pause-bar")).to_have_count(1)
+    shot(page, "instance-stopped.png")
+
+    page.goto(f"{workflows}/pipeline")
+    graph = page.locator("ol.stages")
+    expect(graph).to_be_visible()
+    expect(page.locator("#graph-source")).to_contain_text("run-1")
+    pair = graph.locator("li.stage").nth(2).locator("li.node")  # after "start" and fetch
+    expect(pair).to_have_count(2)
+    left, right = pair.nth(0).bounding_box(), pair.nth(1).bounding_box()
+    assert left and right and left["y"] == right["y"] and left["x"] < right["x"]
+    shot(page, "workflow-graph.png")
+    assert elsewhere == [], f"the pages fetched from elsewhere: {elsewhere}"
+    context.close()
+
+
+def test_long_class_names_never_break_mid_word_on_a_phone(browser: Any, live: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    from tests.dashboard import truth_flows
+
+    expect.set_options(timeout=WAIT_MS)
+    live.run(
+        live.engine.register(
+            "long-name", truth_flows.AnExceptionallyLongWorkflowClassNameThatWouldWrapMidWord
+        )
+    )
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    sign_in(page, live)
+    for url in ("/dashboard/workflows", f"/dashboard/accounts/{ACCOUNT}/workflows/long-name"):
+        page.goto(live.base + url)
+        name = page.locator("code.dotted").first
+        expect(name).to_be_visible()
+        # A part laid out on two lines would have two boxes: each stays on one.
+        boxes = name.locator(".part").evaluate_all(
+            "parts => parts.map(p => p.getClientRects().length)"
+        )
+        assert boxes and all(n == 1 for n in boxes), boxes
+        lines = name.evaluate("e => e.getClientRects().length")
+        assert lines > 1, "the name fits on one line: this phone test shows nothing"
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+    shot(page, "long-class-name-phone.png")
+    context.close()
