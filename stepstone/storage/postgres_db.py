@@ -145,6 +145,8 @@ class Database:
         self._pool: Any = None
         self.health = health or StoreHealth("PostgreSQL")
         self._watch = commit_watch(self.health)
+        if self._watch.probe is None:
+            self._watch.probe = self._probe_commit
 
     async def start(self) -> None:
         async def create() -> None:
@@ -159,7 +161,12 @@ class Database:
 
         await self._retrying(create)
 
+    async def _probe_commit(self) -> None:
+        await self.write(lambda conn: conn.fetchval("SELECT 1"))
+
     async def close(self) -> None:
+        if self._watch.probe == self._probe_commit:
+            await self._watch.stop_probing()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from urllib.parse import parse_qs
 
 from stepstone.storage.outage import StoreHealth, StoreUnreachable
@@ -108,6 +108,10 @@ class CommitWatch:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stalled = False
+        # A write that commits nothing but still waits like any commit (it takes a
+        # transaction id); run while stalled and no other write is left to prove otherwise.
+        self.probe: Callable[[], Awaitable[object]] | None = None
+        self._probing: asyncio.Task[None] | None = None
 
     @contextmanager
     def pending(self) -> Iterator[None]:
@@ -123,15 +127,34 @@ class CommitWatch:
             yield
         except BaseException:
             del self._started[key]
-            # Gave up or was cancelled: proves nothing about commits. The next success of
-            # any operation ends the episode, as after any outage.
-            if self.stalled and not self._overdue(loop.time()):
-                self.stalled = False
+            # Gave up or was cancelled (a request the API cut short): proves nothing about
+            # commits, and reads succeed either way, so a probe finds out.
+            if self.stalled and not self._started:
+                self._start_probing()
             raise
         del self._started[key]
         if self.stalled and not self._overdue(loop.time()):
             self.stalled = False
             self._health.recovered()
+
+    def _start_probing(self) -> None:
+        if self.probe is None or (self._probing is not None and not self._probing.done()):
+            return
+        self._probing = asyncio.get_running_loop().create_task(
+            self._probe_while_stalled(), name="stepstone-commit-probe"
+        )
+
+    async def _probe_while_stalled(self) -> None:
+        while self.stalled and self.probe is not None:
+            with suppress(Exception):  # the store's retries and health account for failures
+                await self.probe()
+
+    async def stop_probing(self) -> None:
+        task, self._probing = self._probing, None
+        if task is not None and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
     def _overdue(self, now: float) -> bool:
         return any(now - began >= self._stall_after for began in self._started.values())
