@@ -350,6 +350,7 @@ async def sync_project(ops: Operations, project: ProjectConfig) -> list[Workflow
             and version.script_name == wf.script_name
             and version.schedules == wf.schedules
             and version.limits_steps == wf.limits_steps
+            and version.concurrency_limit == wf.concurrency_limit
         )
         if unchanged and current is not None:
             records.append(current)
@@ -371,6 +372,7 @@ async def _put(ops: Operations, project: ProjectConfig, wf: WorkflowConfig) -> W
         script_name=wf.script_name,
         limits_steps=wf.limits_steps,
         schedules=wf.schedules,
+        concurrency_limit=wf.concurrency_limit,
     )
 
 

@@ -58,6 +58,8 @@ from stepstone.validation import (
 
 MAX_PAYLOAD_BYTES = 1 << 20
 MAX_STEPS_LIMIT = 25_000
+# Cloudflare sets no maximum for concurrency.limit; this keeps it a 32-bit integer.
+MAX_CONCURRENCY_LIMIT = 2**31 - 1
 MAX_BATCH = 100
 MAX_SCHEDULES = 100
 RESTART_TYPES = {"do": h.DO, "sleep": h.SLEEP, "waitForEvent": h.WAIT}
@@ -160,6 +162,7 @@ class Operations:
         success_retention: Any = None,
         error_retention: Any = None,
         schedules: Sequence[str] = (),
+        concurrency_limit: int | None = None,
     ) -> WorkflowRecord:
         check_workflow_name(name)
         for field, value in (("class_name", class_name), ("script_name", script_name)):
@@ -171,6 +174,14 @@ class Operations:
             or not 1 <= limits_steps <= MAX_STEPS_LIMIT
         ):
             raise InvalidWorkflowDefinition(f"limits.steps must be from 1 to {MAX_STEPS_LIMIT}")
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or not 1 <= concurrency_limit <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise InvalidWorkflowDefinition(
+                f"concurrency.limit must be an integer from 1 to {MAX_CONCURRENCY_LIMIT}"
+            )
         definition = WorkflowDefinition(
             class_name=class_name,
             script_name=script_name,
@@ -178,6 +189,7 @@ class Operations:
             success_retention_ms=retention_ms(success_retention, "success_retention"),
             error_retention_ms=retention_ms(error_retention, "error_retention"),
             schedules=validate_schedules(schedules),
+            concurrency_limit=concurrency_limit,
         )
         if self.check_importable:
             try:

@@ -9,6 +9,7 @@ class_name = "OrderWorkflow"
 script_name = "examples.order"    # an importable module, relative to this file's folder
 schedules = ["0 2 * * *"]         # optional cron expressions
 limits = { steps = 1000 }         # optional
+concurrency = { limit = 10 }      # optional: at most 10 instances running, the rest queued
 [env]
 PAYMENTS_URL = "http://127.0.0.1:9000"
 ```
@@ -38,7 +39,7 @@ class WorkflowConfig:
     limits_steps: int | None = None
     # wrangler's ``binding``: the name under which ``env`` holds this workflow's binding.
     binding: str | None = None
-    # wrangler's ``concurrency = {limit = N}`` (issue 13): parsed and kept, not yet enforced.
+    # ``concurrency = {limit = N}``: at most N instances of this workflow run at once.
     concurrency_limit: int | None = None
 
 
@@ -65,6 +66,19 @@ class ProjectConfig:
     def bindings(self) -> dict[str, str]:
         """Binding name -> workflow name, for the workflows that declare a binding."""
         return {wf.binding: wf.name for wf in self.workflows if wf.binding}
+
+
+def _concurrency_limit(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"limit"}:
+        raise ProjectConfigError(f"{where}: concurrency must be a table like {{ limit = 10 }}")
+    limit = value.get("limit")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 2**31 - 1
+    ):
+        raise ProjectConfigError(f"{where}: concurrency.limit must be a positive integer")
+    return limit
 
 
 # Looked for, in this order, in the working directory when no --config is given.
@@ -105,7 +119,14 @@ def load_project(path: str | Path) -> ProjectConfig:
         where = f"{file}: workflows[{index}]"
         if not isinstance(item, dict):
             raise ProjectConfigError(f"{where} is not a table")
-        extra = set(item) - {"name", "class_name", "script_name", "schedules", "limits"}
+        extra = set(item) - {
+            "name",
+            "class_name",
+            "script_name",
+            "schedules",
+            "limits",
+            "concurrency",
+        }
         if extra:
             raise ProjectConfigError(f"{where}: unknown keys {sorted(extra)}")
         try:
@@ -123,6 +144,7 @@ def load_project(path: str | Path) -> ProjectConfig:
                 script_name=str(script_name),
                 schedules=tuple(schedules),
                 limits_steps=limits.get("steps") if isinstance(limits, dict) else None,
+                concurrency_limit=_concurrency_limit(item.get("concurrency"), where),
             )
         )
     env = raw.get("env", {})

@@ -91,7 +91,12 @@ class Schedule(_Body):
 
 
 class Concurrency(_Body):
-    limit: JsonInt | None = None
+    limit: JsonInt | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="at most this many instances run at once; the rest wait queued",
+    )
 
 
 class WorkflowPut(_Body):
@@ -104,7 +109,7 @@ class WorkflowPut(_Body):
     limits: Limits | None = None
     schedules: list[Schedule] | None = None
     default_retention: Retention | None = None
-    concurrency: Concurrency | None = Field(None, description="accepted and ignored")
+    concurrency: Concurrency | None = None
 
 
 class InstanceCreate(_Body):

@@ -213,6 +213,7 @@ class _Reader:
         if not BINDING_RE.match(binding):
             raise self.fail(f"{where}binding", f"{binding!r} is not a valid identifier")
         script = self.text(item, "script_name", where, required=False)
+        external = script is not None and script != project_name
         if script is None or script == project_name:
             # The class lives in this Worker: its ``main`` module.
             if main_module is None:
@@ -231,7 +232,12 @@ class _Reader:
         self.ignored += [f"{where}concurrency.{k}" for k in sorted(set(concurrency) - {"limit"})]
         limit = concurrency.get("limit")
         if limit is not None:
-            limit = self.positive(limit, f"{where}concurrency.limit")
+            limit = self.positive(limit, f"{where}concurrency.limit", 2**31 - 1)
+            if external:
+                # As wrangler: the limit belongs to the Worker that defines the class.
+                raise self.fail(
+                    f"{where}concurrency", "cannot be set on a workflow of another Worker"
+                )
         return WorkflowConfig(
             name=name,
             class_name=class_name,

@@ -43,7 +43,14 @@ async def get_workflow(request: Request, account_id: str, workflow_name: str) ->
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
     )
     counts = await ops.storage.count_instances(record.pk)
-    return ok(views.workflow(record, counts, ops.now()))
+    answer = views.workflow(record, counts, ops.now())
+    limit = record.version.concurrency_limit
+    if limit is not None:
+        # Stepstone's addition, only on a capped workflow (Cloudflare's answer has no such
+        # field, and its clients ignore it): what the CLI and dashboard show.
+        running, waiting = await ops.storage.concurrency_usage(record.pk, ops.now())
+        answer["concurrency"] = {"limit": limit, "running": running, "queued": waiting}
+    return ok(answer)
 
 
 @router.put(
@@ -64,6 +71,7 @@ async def put_workflow(
         success_retention=retention.success_retention if retention else None,
         error_retention=retention.error_retention if retention else None,
         schedules=[s.cron for s in body.schedules or ()],
+        concurrency_limit=body.concurrency.limit if body.concurrency else None,
     )
     return ok(views.workflow_put(record))
 
