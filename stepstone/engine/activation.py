@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +16,9 @@ from stepstone.engine import history as h
 from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.replay import MAX_JSON_BYTES, ReplayStep, encode_json
-from stepstone.engine.signals import InstanceFailed, LeaseLost
+from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.storage.base import Claim, DeliveredEvent, Fenced, NewEvent, Release, Storage
+from stepstone.storage.outage import StoreOutage
 
 DEFAULT_STEP_LIMIT = 10_000
 DEFAULT_STORAGE_CAP = 1 << 30
@@ -44,6 +45,18 @@ class _Raised:
 @dataclass(frozen=True, slots=True)
 class _Suspended:
     wake_at: int
+
+
+@contextlib.contextmanager
+def _holding() -> Iterator[None]:
+    """A write of the activation's: a lost claim or a store outage ends the activation, never
+    the instance (neither is the workflow's failure)."""
+    try:
+        yield
+    except Fenced:
+        raise LeaseLost() from None
+    except StoreOutage as outage:
+        raise StoreLost(str(outage)) from outage
 
 
 class Activation:
@@ -112,20 +125,16 @@ class Activation:
         return 1 << 50 | self._order
 
     async def write(self, events: Sequence[NewEvent]) -> None:
-        try:
+        with _holding():
             current = await self.storage.record_progress(self.claim, events)
-        except Fenced:
-            raise LeaseLost() from None
         self.pause_pending = current == "waitingForPause"
 
     def write_nowait(self, events: Sequence[NewEvent]) -> None:
         self.storage.record_progress_nowait(self.claim, events)
 
     async def consume_event(self, event_type: str, completion: NewEvent) -> DeliveredEvent | None:
-        try:
+        with _holding():
             return await self.storage.consume_event(self.claim, event_type, completion)
-        except Fenced:
-            raise LeaseLost() from None
 
     async def store_stream(
         self, step_name: str, chunks: AsyncIterator[bytes], form: str
@@ -140,10 +149,8 @@ class Activation:
                     f"Step {step_name} exceeded the instance storage limit of "
                     f"{self.storage_cap} bytes",
                 )
-            try:
+            with _holding():
                 await self.storage.record_stream_chunk(self.claim, step_name, count, chunk)
-            except Fenced:
-                raise LeaseLost() from None
             count += 1
         self.history.stream_bytes += total
         return {"bytes": total, "chunks": count, "form": form}
@@ -240,7 +247,7 @@ class Activation:
         error = task.exception()
         if error is None:
             return _Returned(task.result())
-        if isinstance(error, LeaseLost | InstanceFailed):
+        if isinstance(error, LeaseLost | StoreLost | InstanceFailed):
             raise error
         return _Raised(error)
 
@@ -314,10 +321,8 @@ class Activation:
         return outcome
 
     async def _set_status(self, status: str) -> None:
-        try:
+        with _holding():
             await self.storage.set_active_status(self.claim, status)
-        except Fenced:
-            raise LeaseLost() from None
 
     async def _terminate_with_rollback(self, step: ReplayStep) -> Release:
         # Replay without executing anything new, only to learn which rollbacks were registered.

@@ -19,3 +19,9 @@ class InstanceFailed(BaseException):
 
 class LeaseLost(BaseException):
     """This worker no longer holds the instance (terminated, restarted, deleted, taken over)."""
+
+
+class StoreLost(BaseException):
+    """The store failed under a write (unreachable, disk full): the activation ends without
+    recording anything, and the instance is taken up again once the store is back. It must
+    not reach ``except Exception`` in workflow code, or an outage would read as a step error."""

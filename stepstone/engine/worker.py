@@ -17,7 +17,7 @@ import orjson
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.engine.activation import Activation
 from stepstone.engine.clock import Clock, SystemClock
-from stepstone.engine.signals import LeaseLost
+from stepstone.engine.signals import LeaseLost, StoreLost
 from stepstone.storage.base import (
     Claim,
     Fenced,
@@ -348,7 +348,7 @@ class Worker:
             if current_task is not None:
                 current_task.uncancel()
             log.debug("activation of %s cancelled: taken away", instance.id)
-        except StoreOutage as exc:
+        except (StoreOutage, StoreLost) as exc:
             # Logged once by the store's health; nothing can be recorded now. The lease runs
             # out and the instance is taken up again, as after a crash.
             log.debug("activation of %s dropped: %s", instance.id, exc)
