@@ -23,6 +23,8 @@ SCALE = 1000.0
 # Even a 2 ms attempt on an hour-long axis stays visible and hoverable.
 MIN_WIDTH = 3.0
 TICKS = 5
+# Lanes drawn at most: past this a chart is no longer readable, and the cards below list all.
+MAX_LANES = 200
 # How many of a workflow's newest completed instances are looked at to find one of the current
 # version; the graph says so when none of them is.
 GRAPH_SEARCH = 50
@@ -136,6 +138,7 @@ class Chart:
     ticks: list[str]
     pauses: list[Bar]
     ended: Bar | None
+    hidden: int = 0  # steps past MAX_LANES, not drawn
 
     @property
     def span_ms(self) -> int:
@@ -179,7 +182,7 @@ def chart(
     finish = max(ended or now, begin + 1)
     axis = _Axis(begin, finish)
     rows = []
-    for index, step in enumerate(steps, start=1):
+    for index, step in enumerate(steps[:MAX_LANES], start=1):
         row = Row(step.name, step.label, step.status, f"step-{index}")
         step_end = step.end if step.end is not None else finish
         if step.kind in (h.SLEEP, h.WAIT):
@@ -219,7 +222,7 @@ def chart(
         end_bar = axis.bar(ended, ended, f"end {record.status}", title)
     span = finish - begin
     ticks = [present.duration(span * i // (TICKS - 1)) for i in range(TICKS)]
-    return Chart(begin, finish, rows, ticks, bands, end_bar)
+    return Chart(begin, finish, rows, ticks, bands, end_bar, max(0, len(steps) - MAX_LANES))
 
 
 # --- the recorded step graph ---------------------------------------------------------------------

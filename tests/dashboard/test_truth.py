@@ -236,6 +236,19 @@ def test_the_timeline_draws_attempts_retries_and_gaps_on_one_axis(dash: LiveServ
         assert target.startswith(("/", "#", "?")), target
 
 
+def test_a_long_history_draws_a_bounded_chart_and_says_so(dash: LiveServer) -> None:
+    from stepstone.dashboard.timeline import MAX_LANES
+
+    dash.run(dash.engine.register("many", flows.Many))
+    dash.run(dash.engine.workflow("many").create(id="long-1", params={"steps": MAX_LANES + 3}))
+    dash.wait_status("many", "long-1", {"complete"}, timeout=60)
+    with sign_in(dash, dash.token) as client:
+        page = instance_page(client, "many", "long-1")
+    assert page.count('<svg class="lane"') == MAX_LANES
+    assert element(page, "chart-hidden").startswith("3 later steps are not drawn")
+    assert f'<strong class="name">tick-{MAX_LANES + 3}</strong>' in page
+
+
 def test_the_workflow_page_draws_the_steps_a_completed_instance_recorded(
     dash: LiveServer,
 ) -> None:

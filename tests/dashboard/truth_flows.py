@@ -100,3 +100,12 @@ async def _hang(url: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_hang(sys.argv[1]))
+
+
+class Many(WorkflowEntrypoint):
+    """More steps than the timeline draws lanes for."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        for _ in range(event.payload["steps"]):
+            await step.do("tick", lambda: 1)
+        return "done"
