@@ -98,6 +98,7 @@ def test_the_api_shows_errors_as_name_and_message_only(live: LiveServer) -> None
             e for e in all_events(http, url("exploding", "tb")) if e["type"] == "attempt_errored"
         ]
         assert [e["error"] for e in errored] == [ERROR, ERROR]
+        assert all("traceback" not in e for e in errored), errored
 
 
 def test_the_dashboard_shows_the_traceback_folded_under_each_failed_attempt(

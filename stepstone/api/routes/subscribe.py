@@ -132,7 +132,8 @@ def wire_event(instance_id: str, event: EventRecord, redactor: Redactor) -> dict
         elif "stream" in data:
             data = {"output": stream_placeholder(data["stream"]), "stream": data["stream"]}
     for key, value in data.items():
-        out.setdefault(key, value)
+        if key not in views.PRIVATE_EVENT_FIELDS:
+            out.setdefault(key, value)
     return out
 
 
