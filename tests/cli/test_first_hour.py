@@ -427,5 +427,20 @@ def test_the_sdk_reads_a_byte_stream_step_only_through_the_raw_response(
         assert raw.headers["content-type"] == "application/octet-stream"
         expected = b"".join(bytes([i]) * 1000 + b"\xff\xfe" for i in range(3))
         assert raw.read() == expected
+        with pytest.raises(AttributeError):
+            raw.parse()
+        with sdk.workflows.instances.with_streaming_response.step(
+            "s-1", name="produce-1", **where
+        ) as streamed:
+            assert b"".join(streamed.iter_bytes()) == expected
+
+        server.run("workflows", "trigger", "greeter", "--id", "g-1")
+        server.wait_status("greeter", "g-1", "complete")
+        plain = sdk.workflows.instances.with_raw_response.step(
+            "g-1", name="greet-1", **{**where, "workflow_name": "greeter"}
+        )
+        assert plain.headers["content-type"].startswith("application/json")
+        parsed = plain.parse()
+        assert parsed is not None and parsed.output["greeting"] == "hello world"
     finally:
         server.stop()
