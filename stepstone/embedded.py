@@ -30,7 +30,7 @@ from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.worker import Worker, WorkerSettings
-from stepstone.errors import InvalidRequest
+from stepstone.errors import InvalidRequest, StepstoneError
 from stepstone.loader import (
     WorkflowLoadError,
     load_class,
@@ -203,7 +203,23 @@ class WorkflowBinding:
         )
         return InstanceHandle(self, records[0].id)
 
-    async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
+    async def create_batch(
+        self,
+        items: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Cloudflare's ``createBatch``.
+
+        A list (deprecated, as in Cloudflare) creates what it can, skips ids that exist and
+        returns the handles. An object, ``{"count": N, "params": ..., "retention": ...}`` or
+        ``{"instances": [...]}`` (also as keywords), returns ``{"created": [handles],
+        "errors": [{index, id, code, message}]}``: an id repeated in the batch (10415), one
+        that exists (10405), a reserved or invalid id (10401) is reported, never skipped.
+        """
+        if items is None or isinstance(items, Mapping):
+            return await self._create_batch_object({**(items or {}), **options})
+        if options:
+            raise InvalidRequest("create_batch takes a list or an options object, not both")
         if not 1 <= len(items) <= 100:
             raise InvalidRequest("create_batch takes 1 to 100 items")
         requests = [_create_request(item) for item in items]
@@ -216,6 +232,40 @@ class WorkflowBinding:
         )
         return [InstanceHandle(self, r.id) for r in records]
 
+    async def _create_batch_object(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - {"count", "instances", *_CREATE_OPTIONS} - {"id"}
+        if unknown:
+            raise InvalidRequest(f"unknown create_batch options {sorted(unknown)}")
+        count, instances = options.get("count"), options.get("instances")
+        if (count is None) == (instances is None):
+            raise InvalidRequest("create_batch takes either count or instances")
+        entries: list[CreateRequest | tuple[str | None, StepstoneError]] = []
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+                raise InvalidRequest("count must be an integer from 1 to 100")
+            shared = {k: v for k, v in options.items() if k != "count"}
+            entries = [_create_request(shared)] * count
+        else:
+            if set(options) != {"instances"}:
+                raise InvalidRequest("with instances, params and retention go in each entry")
+            if isinstance(instances, str | bytes) or not isinstance(instances, Sequence):
+                raise InvalidRequest("instances must be a list of create options")
+            for item in instances:
+                try:
+                    if not isinstance(item, Mapping):
+                        raise InvalidRequest("each of instances is an options object")
+                    entries.append(_create_request(item))
+                except StepstoneError as exc:
+                    given = item.get("id") if isinstance(item, Mapping) else None
+                    entries.append((given if isinstance(given, str) else None, exc))
+        _, records, errors = await self.ops.create_batch(
+            self.account_id, self.name, entries, trigger_source=self._source
+        )
+        return {
+            "created": [InstanceHandle(self, r.id) for r in records],
+            "errors": [e.as_dict() for e in errors],
+        }
+
     async def get(self, id: str) -> InstanceHandle:
         await self.ops.instance(self.account_id, self.name, id)
         return InstanceHandle(self, id)
@@ -225,8 +275,11 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+_CREATE_OPTIONS = frozenset({"id", "params", "retention", "locationHint", "location_hint"})
+
+
 def _create_request(options: Mapping[str, Any]) -> CreateRequest:
-    unknown = set(options) - {"id", "params", "retention", "locationHint", "location_hint"}
+    unknown = set(options) - _CREATE_OPTIONS
     if unknown:
         raise InvalidRequest(f"unknown create options {sorted(unknown)}")
     retention = options.get("retention") or {}
@@ -316,9 +369,13 @@ class _LazyBinding(WorkflowBinding):
         await self._resolve()
         return await super().create(options, **kwargs)
 
-    async def create_batch(self, items: Sequence[Mapping[str, Any]]) -> list[InstanceHandle]:
+    async def create_batch(
+        self,
+        items: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
         await self._resolve()
-        return await super().create_batch(items)
+        return await super().create_batch(items, **options)
 
     async def get(self, id: str) -> InstanceHandle:
         await self._resolve()

@@ -27,6 +27,8 @@ from stepstone.engine.lifecycle import (
 )
 from stepstone.errors import (
     CannotRestart,
+    DuplicateInBatch,
+    InstanceAlreadyExists,
     InstanceNotFound,
     InvalidEventType,
     InvalidInstanceId,
@@ -34,6 +36,7 @@ from stepstone.errors import (
     InvalidRequest,
     InvalidWorkflowDefinition,
     InvalidWorkflowName,
+    StepstoneError,
     WorkflowNotFound,
 )
 from stepstone.loader import WorkflowLoadError, load_class
@@ -62,6 +65,9 @@ MAX_STEPS_LIMIT = 25_000
 MAX_CONCURRENCY_LIMIT = 2**31 - 1
 MAX_BATCH = 100
 MAX_SCHEDULES = 100
+# Ids the object form of createBatch refuses besides cf_<64 hex>: they name REST routes
+# (.../instances/batch, .../instances/terminate), so such an instance could not be addressed.
+RESERVED_BATCH_IDS = frozenset({"batch", "terminate", "terminateAll"})
 RESTART_TYPES = {"do": h.DO, "sleep": h.SLEEP, "waitForEvent": h.WAIT}
 _COUNTER_SUFFIX = re.compile(r"-\d+$")
 # Cloudflare's wording for an engine stopped by its user (workflows-shared ABORT_REASONS),
@@ -79,6 +85,23 @@ class CreateRequest:
     success_retention_ms: int | None = None
     error_retention_ms: int | None = None
     schedule: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchError:
+    """Why entry ``index`` of a createBatch object form was not created."""
+
+    index: int
+    id: str | None
+    code: int
+    message: str
+
+    @classmethod
+    def of(cls, index: int, instance_id: str | None, error: StepstoneError) -> BatchError:
+        return cls(index, instance_id, error.code, error.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "code": self.code, "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +278,83 @@ class Operations:
             workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
         )
         return workflow, records
+
+    async def create_batch(
+        self,
+        account_id: str,
+        workflow_name: str,
+        entries: Sequence[CreateRequest | tuple[str | None, StepstoneError]],
+        *,
+        trigger_source: str = "api",
+    ) -> tuple[WorkflowRecord, list[InstanceRecord], list[BatchError]]:
+        """createBatch's object form: each entry is created or reported, never skipped.
+
+        An entry the front-end could not parse arrives as ``(its id, its error)``. Invalid
+        and reserved ids are 10401, an id repeated in the batch 10415 (its first occurrence is
+        created), an id that exists already 10405. What can be created is written in one
+        transaction, each instance with its own row and event, so one bad entry never stops
+        the others.
+        """
+        if not 1 <= len(entries) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instances; got {len(entries)}")
+        workflow = await self.workflow(account_id, workflow_name)
+        problem = self.unloadable.get(workflow_name)
+        if problem is not None:
+            raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
+        errors: list[BatchError] = []
+        items: list[tuple[int, NewInstance]] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            if isinstance(entry, tuple):
+                errors.append(BatchError.of(index, *entry))
+                continue
+            instance_id = entry.id if entry.id is not None else str(uuid.uuid4())
+            problem = instance_id_problem(instance_id)
+            if problem is None and instance_id in RESERVED_BATCH_IDS:
+                problem = f"{instance_id!r} is reserved: it names an instances route"
+            if problem:
+                bad = InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+                errors.append(BatchError.of(index, instance_id, bad))
+                continue
+            if instance_id in seen:
+                errors.append(BatchError.of(index, instance_id, DuplicateInBatch()))
+                continue
+            seen.add(instance_id)
+            try:
+                check_payload_size(entry.params)
+            except StepstoneError as exc:
+                errors.append(BatchError.of(index, instance_id, exc))
+                continue
+            items.append(
+                (
+                    index,
+                    NewInstance(
+                        id=instance_id,
+                        params=entry.params,
+                        trigger_source=trigger_source,
+                        success_retention_ms=entry.success_retention_ms,
+                        error_retention_ms=entry.error_retention_ms,
+                    ),
+                )
+            )
+        records: list[InstanceRecord] = []
+        if items:
+            records = await self.storage.create_instances(
+                workflow.pk,
+                workflow.version.id,
+                [item for _, item in items],
+                self.now(),
+                skip_existing=True,
+            )
+        created = {r.id: r for r in records}
+        records = [created[item.id] for _, item in items if item.id in created]
+        errors.extend(
+            BatchError.of(index, item.id, InstanceAlreadyExists())
+            for index, item in items
+            if item.id not in created
+        )
+        errors.sort(key=lambda e: e.index)
+        return workflow, records, errors
 
     async def instance(
         self, account_id: str, workflow_name: str, instance_id: str

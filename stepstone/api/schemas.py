@@ -129,6 +129,34 @@ class InstanceCreate(_Body):
     location_hint: str | None = Field(None, description="accepted and ignored")
 
 
+class BatchItem(InstanceCreate):
+    """An entry of createBatch's object form: the REST fields, or the binding's names."""
+
+    id: str | None = Field(None, description="the binding's name for instance_id")
+    retention: Retention | None = Field(None, description="the binding's instance_retention")
+
+
+class BatchCount(_Body):
+    """createBatch's object form ``{count, params?, retention?}``: count new ids, shared
+    options. Other fields are refused, so a body cannot mean two forms at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: JsonInt = Field(ge=1, le=100, description="instances, each with a new id")
+    params: Any = Field(None, description="every instance's payload")
+    retention: Retention | None = Field(None, description="every instance's retention")
+    instance_retention: Retention | None = Field(None, description="alias of retention")
+    location_hint: str | None = Field(None, description="accepted and ignored")
+
+
+class BatchInstances(_Body):
+    """createBatch's object form ``{instances: [...]}``, each entry reported on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[BatchItem] = Field(min_length=1, max_length=100)
+
+
 class RestartFrom(_Body):
     name: str = Field(min_length=1, max_length=256, description="step name without -N suffix")
     count: JsonInt = Field(1, ge=1)

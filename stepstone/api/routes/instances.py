@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
 from stepstone import views
@@ -16,7 +17,13 @@ from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok
 from stepstone.api.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
-from stepstone.api.schemas import BatchDelete, InstanceCreate, StatusChange
+from stepstone.api.schemas import (
+    BatchCount,
+    BatchDelete,
+    BatchInstances,
+    InstanceCreate,
+    StatusChange,
+)
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.errors import (
@@ -25,6 +32,7 @@ from stepstone.errors import (
     InvalidParams,
     InvalidRequest,
     StepNotFound,
+    StepstoneError,
 )
 from stepstone.ops import (
     MAX_BATCH,
@@ -175,14 +183,32 @@ async def create_answer(
     return ok(views.instance_created(records[0], workflow))
 
 
+class BatchCreateError(BaseModel):
+    index: int
+    id: str | None
+    code: int
+    message: str
+
+
+class BatchCreateOut(BaseModel):
+    created: list[a.InstanceCreatedOut]
+    errors: list[BatchCreateError]
+
+
 @router.post(
     INSTANCES + "/batch",
-    summary="Create up to 100 instances; existing ids skipped",
-    responses=doc(list[a.InstanceCreatedOut]),
+    summary="Create up to 100 instances: an array (existing ids skipped), or {count} / "
+    "{instances} (each entry created or reported in errors)",
+    responses=doc(list[a.InstanceCreatedOut] | BatchCreateOut),
 )
 async def create_batch(
-    request: Request, account_id: str, workflow_name: str, body: list[InstanceCreate]
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    body: list[InstanceCreate] | BatchCount | BatchInstances,
 ) -> Response:
+    if not isinstance(body, list):
+        return await _create_batch_object(request, body)
     if not 1 <= len(body) <= MAX_BATCH:
         raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instances; got {len(body)}")
     workflow, records = await deps.ops(request).create_instances(
@@ -190,6 +216,45 @@ async def create_batch(
     )
     result = [views.instance_created(r, workflow) for r in records]
     return ok(result, {"count": len(result), "per_page": len(result), "total_count": len(result)})
+
+
+def _batch_entries(
+    body: BatchCount | BatchInstances,
+) -> list[CreateRequest | tuple[str | None, StepstoneError]]:
+    """The object form's entries, each parsed on its own so a bad one is only reported."""
+    if isinstance(body, BatchCount):
+        shared = InstanceCreate.model_validate(
+            {"params": body.params, "instance_retention": body.retention or body.instance_retention}
+        )
+        return [_create_request(shared)] * body.count
+    entries: list[CreateRequest | tuple[str | None, StepstoneError]] = []
+    for item in body.instances:
+        try:
+            if item.id is not None and item.instance_id is not None:
+                raise InvalidRequest("an entry has id or instance_id, not both")
+            merged = InstanceCreate.model_validate(
+                {
+                    "instance_id": item.instance_id if item.id is None else item.id,
+                    "params": item.params,
+                    "instance_retention": item.instance_retention or item.retention,
+                }
+            )
+            entries.append(_create_request(merged))
+        except StepstoneError as exc:
+            entries.append((item.instance_id if item.id is None else item.id, exc))
+    return entries
+
+
+async def _create_batch_object(request: Request, body: BatchCount | BatchInstances) -> Response:
+    workflow, records, errors = await deps.ops(request).create_batch(
+        *_where(request), _batch_entries(body)
+    )
+    return ok(
+        {
+            "created": [views.instance_created(r, workflow) for r in records],
+            "errors": [e.as_dict() for e in errors],
+        }
+    )
 
 
 @router.post(
