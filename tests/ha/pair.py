@@ -278,10 +278,14 @@ class Pair:
         self.wait_streaming()
 
     def wait_streaming(self, timeout: float = 30) -> None:
-        """Until the primary counts the standby as its synchronous one."""
+        """Until the standby streams, and is the synchronous one if the policy names it."""
         deadline = time.monotonic() + timeout
-        query = "SELECT sync_state FROM pg_stat_replication WHERE application_name = '%s'"
-        while self.primary.sql(query % STANDBY_NAME) not in ("sync", "quorum"):
+        states = "'sync', 'quorum'" if self.policy else "'async'"
+        query = (
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            f" AND application_name = '{STANDBY_NAME}' AND sync_state IN ({states})"
+        )
+        while self.primary.sql(query) == "0":
             if time.monotonic() > deadline:
                 raise RuntimeError("the standby did not start streaming synchronously")
             time.sleep(0.1)
@@ -293,6 +297,7 @@ class Pair:
         """What an operator does to let commits go on without the standby (or to stop that)."""
         self.primary.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{policy}'")
         self.primary.sql("SELECT pg_reload_conf()")
+        self.policy = policy
 
     def drop(self) -> None:
         if self.link is not None:
