@@ -1,0 +1,12 @@
+"""Test workflows in-process: a fake clock, step mocks and failures, and recorded steps to
+inspect (docs/testing.md). The pytest plugin offers ``stepstone_harness`` as a fixture."""
+
+from stepstone.testing.harness import (
+    AttemptView,
+    HarnessError,
+    HarnessInstance,
+    StepView,
+    WorkflowHarness,
+)
+
+__all__ = ["AttemptView", "HarnessError", "HarnessInstance", "StepView", "WorkflowHarness"]
