@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from stepstone.cli import instances, server_cmds, tokens, workflows
+from stepstone.cli import export, instances, replay, server_cmds, tokens, workflows
 
 app = typer.Typer(
     name="stepstone",
@@ -23,6 +23,8 @@ app.add_typer(instances.app, name="instances")
 # wrangler spells it `workflows instances ...`; both work.
 workflows.app.add_typer(instances.app, name="instances")
 app.add_typer(tokens.app, name="tokens")
+replay.register(app)
+export.register(instances.app)
 
 
 def main() -> None:

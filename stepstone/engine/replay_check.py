@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -41,6 +41,29 @@ from stepstone.storage.base import Claim, InstanceRecord, Storage
 # Bounds a run() that awaits something other than steps (real I/O between steps).
 CHECK_TIMEOUT_S = 10.0
 OWNER = "stepstone-replay-check"
+
+
+class CheckEnv:
+    """``self.env`` during a check: the configured values; a binding is refused, since code
+    outside steps must not act on other instances (and a check must change nothing)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        raise KeyError(f"{key!r}: a replay check offers the configured values only")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        raise AttributeError(f"{name!r}: a replay check offers the configured values only")
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
 
 
 class _WriteRefused(BaseException):
@@ -241,7 +264,7 @@ async def check_instance(
     step_limit: int | None = None,
 ) -> ReplayVerdict:
     """Replay ``item`` against ``entry_class``; ``storage`` serves byte streams not in it."""
-    entry = entry_class(None, env)
+    entry = entry_class(None, CheckEnv({}) if env is None else env)
     act = _CheckActivation(
         item,
         entry,
