@@ -41,6 +41,7 @@ from stepstone.errors import (
 )
 from stepstone.loader import WorkflowLoadError, load_class
 from stepstone.storage.base import (
+    JURISDICTIONS,
     Conflict,
     EventRecord,
     InstanceQuery,
@@ -186,8 +187,13 @@ class Operations:
         error_retention: Any = None,
         schedules: Sequence[str] = (),
         concurrency_limit: int | None = None,
+        jurisdiction: str | None = None,
     ) -> WorkflowRecord:
         check_workflow_name(name)
+        if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+            raise InvalidWorkflowDefinition(
+                f"jurisdiction must be one of {', '.join(JURISDICTIONS)}; got {jurisdiction!r}"
+            )
         for field, value in (("class_name", class_name), ("script_name", script_name)):
             if not isinstance(value, str) or not 1 <= len(value) <= 255:
                 raise InvalidWorkflowDefinition(f"{field} must be a string of 1 to 255 characters")
@@ -213,6 +219,7 @@ class Operations:
             error_retention_ms=retention_ms(error_retention, "error_retention"),
             schedules=validate_schedules(schedules),
             concurrency_limit=concurrency_limit,
+            jurisdiction=jurisdiction,
         )
         if self.check_importable:
             try:

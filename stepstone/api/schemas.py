@@ -110,6 +110,9 @@ class WorkflowPut(_Body):
     schedules: list[Schedule] | None = None
     default_retention: Retention | None = None
     concurrency: Concurrency | None = None
+    jurisdiction: Literal["eu", "fedramp", "us"] | None = Field(
+        None, description="stored and returned; cannot change once set (10209)"
+    )
 
 
 class InstanceCreate(_Body):

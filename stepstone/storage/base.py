@@ -19,6 +19,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stepstone.errors import JurisdictionImmutable
+
+JURISDICTIONS = ("eu", "fedramp", "us")
+
+
+def check_jurisdiction(stored: str | None, given: str | None) -> None:
+    """Refuse a registration that would change a workflow's jurisdiction once set."""
+    if stored is not None and given is not None and given != stored:
+        raise JurisdictionImmutable(
+            f"this workflow's jurisdiction is {stored!r}; it cannot change to {given!r}"
+        )
+
 
 class Fenced(Exception):
     """The claim no longer holds the instance; nothing was written."""
@@ -40,6 +52,9 @@ class WorkflowDefinition:
     # Cloudflare's ``concurrency.limit``: at most this many instances of the workflow hold a
     # live lease at once; the rest stay queued. None: no cap beyond the workers' own.
     concurrency_limit: int | None = None
+    # eu, fedramp or us. A workflow's jurisdiction is set once: a later registration naming
+    # another raises ``JurisdictionImmutable`` (10209); one naming none keeps it.
+    jurisdiction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +82,10 @@ class WorkflowRecord:
     modified_on: int
     triggered_on: int | None
     version: VersionRecord
+    jurisdiction: str | None = None
+    # What ended instances keep when nothing else sets a retention (``stepstone.retention``):
+    # None is DEFAULT_RETENTION_MS; workflows older than that default keep 30 days.
+    retention_fallback_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage.base import (
     Claim,
     Conflict,
@@ -31,6 +32,7 @@ from stepstone.storage.base import (
     VersionRecord,
     WorkflowDefinition,
     WorkflowRecord,
+    check_jurisdiction,
 )
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
@@ -43,7 +45,6 @@ from stepstone.storage.postgres_progress import (
 )
 from stepstone.storage.postgres_reads import ReadBatcher
 from stepstone.storage.postgres_worker import (
-    DEFAULT_RETENTION_MS,
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
     TERMINAL,
@@ -62,7 +63,8 @@ _VERSION_COLUMNS = (
 )
 _WORKFLOW_SELECT = (
     "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on, w.triggered_on,"
-    f" {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))}"
+    f" {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))},"
+    " w.jurisdiction, w.retention_fallback_ms"
     " FROM workflows w JOIN versions v ON v.id = w.version_id"
 )
 _TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
@@ -93,7 +95,7 @@ def _version(row: Sequence[Any]) -> VersionRecord:
 
 
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:
-    return WorkflowRecord(*row[:7], _version(row[7:]))  # type: ignore[call-arg]
+    return WorkflowRecord(*row[:7], _version(row[7:-2]), row[-2], row[-1])  # type: ignore[call-arg]
 
 
 def _token(row: Sequence[Any]) -> TokenRecord:
@@ -230,19 +232,33 @@ class PostgresStorage(WorkerWrites):
 
         async def job(conn: Any) -> None:
             # An upsert, so workers starting together on a new database do not collide.
-            workflow_pk = await conn.fetchval(
+            # The jurisdiction is read under the row's lock before it may be set; a change
+            # raises and rolls the registration back.
+            stored = await conn.fetchrow(
+                "SELECT jurisdiction FROM workflows WHERE account_id = $1 AND name = $2 FOR UPDATE",
+                account_id,
+                name,
+            )
+            check_jurisdiction(stored["jurisdiction"] if stored else None, definition.jurisdiction)
+            workflow_pk, jurisdiction = await conn.fetchrow(
                 "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
-                " modified_on, concurrency_limit) VALUES ($1, $2, $3, $4, $5, $5, $6)"
+                " modified_on, concurrency_limit, jurisdiction)"
+                " VALUES ($1, $2, $3, $4, $5, $5, $6, $7)"
                 " ON CONFLICT (account_id, name) DO UPDATE SET version_id = excluded.version_id,"
                 " modified_on = excluded.modified_on,"
-                " concurrency_limit = excluded.concurrency_limit RETURNING pk",
+                " concurrency_limit = excluded.concurrency_limit,"
+                " jurisdiction = COALESCE(workflows.jurisdiction, excluded.jurisdiction)"
+                " RETURNING pk, jurisdiction",
                 account_id,
                 name,
                 str(uuid.uuid4()),
                 version_id,
                 now,
                 definition.concurrency_limit,
+                definition.jurisdiction,
             )
+            # A concurrent first registration may have won the insert.
+            check_jurisdiction(jurisdiction, definition.jurisdiction)
             await conn.execute(
                 f"INSERT INTO versions ({_VERSION_COLUMNS})"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage.base import (
     Claim,
     DeliveredEvent,
@@ -29,7 +30,6 @@ from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
-DEFAULT_RETENTION_MS = 30 * 86_400_000
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
 NEAR_WAKE_MS = 60_000
 log = logging.getLogger("stepstone.storage")
@@ -125,10 +125,11 @@ async def notify_control(conn: Any, stops: Sequence[tuple[int, int | None]]) -> 
 
 
 async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
-    """When a finished instance expires: instance, then version, then account, then default."""
+    """When a finished instance expires: instance, version, account, workflow fallback, default."""
     column = "success_retention_ms" if status == "complete" else "error_retention_ms"
     value = await conn.fetchval(
-        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, $1::bigint)"
+        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, w.retention_fallback_ms,"
+        " $1::bigint)"
         " FROM instances i JOIN versions v ON v.id = i.version_id"
         " JOIN workflows w ON w.pk = i.workflow_pk"
         " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = $2",

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage.base import (
     Claim,
     Conflict,
@@ -36,6 +37,7 @@ from stepstone.storage.base import (
     VersionRecord,
     WorkflowDefinition,
     WorkflowRecord,
+    check_jurisdiction,
 )
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
@@ -44,7 +46,6 @@ from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqli
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
-DEFAULT_RETENTION_MS = 30 * 86_400_000
 # How long an attempt's start may wait in memory for the write that usually follows it.
 LINGER_S = 0.001
 
@@ -97,10 +98,10 @@ def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
 
 
 def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -> int:
-    """When a finished instance expires: instance, then version, then account, then default."""
+    """When a finished instance expires: instance, version, account, workflow fallback, default."""
     column = "success_retention_ms" if status == "complete" else "error_retention_ms"
     row = conn.execute(
-        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, ?)"
+        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, w.retention_fallback_ms, ?)"
         " FROM instances i JOIN versions v ON v.id = i.version_id"
         " JOIN workflows w ON w.pk = i.workflow_pk"
         " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = ?",
@@ -283,12 +284,14 @@ class SqliteStorage:
 
         def job(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "SELECT pk FROM workflows WHERE account_id = ? AND name = ?", (account_id, name)
+                "SELECT pk, jurisdiction FROM workflows WHERE account_id = ? AND name = ?",
+                (account_id, name),
             ).fetchone()
             if row is None:
                 cur = conn.execute(
                     "INSERT INTO workflows (account_id, name, id, version_id, created_on,"
-                    " modified_on, concurrency_limit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " modified_on, concurrency_limit, jurisdiction)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         account_id,
                         name,
@@ -297,11 +300,18 @@ class SqliteStorage:
                         now,
                         now,
                         definition.concurrency_limit,
+                        definition.jurisdiction,
                     ),
                 )
                 workflow_pk = cur.lastrowid
             else:
                 workflow_pk = row[0]
+                check_jurisdiction(row[1], definition.jurisdiction)
+                if row[1] is None and definition.jurisdiction is not None:
+                    conn.execute(
+                        "UPDATE workflows SET jurisdiction = ? WHERE pk = ?",
+                        (definition.jurisdiction, workflow_pk),
+                    )
                 conn.execute(
                     "UPDATE workflows SET version_id = ?, modified_on = ?, concurrency_limit = ?"
                     " WHERE pk = ?",
@@ -332,7 +342,8 @@ class SqliteStorage:
     def _workflow_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> Any:
         return conn.execute(
             "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on,"
-            f" w.triggered_on, {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))}"
+            f" w.triggered_on, {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))},"
+            " w.jurisdiction, w.retention_fallback_ms"
             f" FROM workflows w JOIN versions v ON v.id = w.version_id {where}",
             args,
         ).fetchall()
@@ -348,7 +359,9 @@ class SqliteStorage:
             created_on,
             modified_on,
             triggered_on,
-            _version(row[7:]),
+            _version(row[7:-2]),
+            row[-2],
+            row[-1],
         )
 
     async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
@@ -12,6 +14,7 @@ from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import WorkflowPut
+from stepstone.storage.base import WorkflowRecord
 
 router = APIRouter(tags=["workflows"])
 
@@ -32,7 +35,10 @@ async def list_workflows(
         account, search, (page - 1) * per_page, per_page
     )
     now = ops.now()
-    result = [views.workflow(r, await ops.storage.count_instances(r.pk), now) for r in records]
+    result = [
+        _jurisdiction(views.workflow(r, await ops.storage.count_instances(r.pk), now), r)
+        for r in records
+    ]
     return ok(result, page_info(len(result), per_page, total, page))
 
 
@@ -43,7 +49,7 @@ async def get_workflow(request: Request, account_id: str, workflow_name: str) ->
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
     )
     counts = await ops.storage.count_instances(record.pk)
-    answer = views.workflow(record, counts, ops.now())
+    answer = _jurisdiction(views.workflow(record, counts, ops.now()), record)
     limit = record.version.concurrency_limit
     if limit is not None:
         # Stepstone's addition, only on a capped workflow (Cloudflare's answer has no such
@@ -72,8 +78,17 @@ async def put_workflow(
         error_retention=retention.error_retention if retention else None,
         schedules=[s.cron for s in body.schedules or ()],
         concurrency_limit=body.concurrency.limit if body.concurrency else None,
+        jurisdiction=body.jurisdiction,
     )
-    return ok(views.workflow_put(record))
+    return ok(_jurisdiction(views.workflow_put(record), record))
+
+
+def _jurisdiction(answer: dict[str, Any], record: WorkflowRecord) -> dict[str, Any]:
+    """A workflow's answer names its jurisdiction once it has one, as wrangler's
+    ``workflows describe`` reads it (and compares it before a deploy)."""
+    if record.jurisdiction is not None:
+        answer["jurisdiction"] = record.jurisdiction
+    return answer
 
 
 @router.delete(
