@@ -19,11 +19,13 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.api.auth import AuthSettings
+from stepstone.api.outage import RETRY_AFTER_S, api_error
 from stepstone.dashboard import present
 from stepstone.dashboard.access import DashboardState, SignInNeeded
 from stepstone.dashboard.sessions import SessionStore
 from stepstone.embedded import Engine
 from stepstone.errors import StepstoneError
+from stepstone.storage.outage import StoreOutage
 
 PREFIX = "/dashboard"
 # Nothing inline and nothing from elsewhere: the page's own script and stylesheet only.
@@ -110,9 +112,18 @@ def _install_handlers(app: FastAPI) -> None:
         title = "Not found" if exc.status_code == 404 else "Request refused"
         return _error_page(request, exc.status_code, title, str(exc.detail))
 
+    async def on_outage(request: Request, exc: Exception) -> Response:
+        # The store's health has logged the episode once; a page per request is enough here.
+        assert isinstance(exc, StoreOutage)
+        problem = api_error(exc)
+        page = _error_page(request, problem.http_status, "The store is unavailable", str(problem))
+        page.headers["retry-after"] = str(RETRY_AFTER_S.get(exc.kind, 5))
+        return page
+
     app.add_exception_handler(SignInNeeded, on_sign_in)
     app.add_exception_handler(StepstoneError, on_stepstone)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(StoreOutage, on_outage)
 
 
 def _error_page(request: Request, status: int, title: str, detail: str) -> Response:

@@ -14,9 +14,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.conftest import ACCOUNT, LiveServer, start_server
+from tests.dashboard.conftest import csrf_of, sign_in
 
 FULL = {"code": 10008, "message": "workflows.api.error.storage_full"}
 PADDING = "x" * 4096
@@ -76,7 +78,11 @@ def _until_full(live: LiveServer, prefix: str, acknowledged: list[str]) -> None:
     raise AssertionError("the disk never filled")
 
 
-def _episode(live: LiveServer, disk: Path, prefix: str, acknowledged: list[str]) -> None:
+def _episode(
+    live: LiveServer, browser: httpx.Client, disk: Path, prefix: str, acknowledged: list[str]
+) -> None:
+    home = f"/dashboard/accounts/{ACCOUNT}/workflows/echo"
+    csrf = csrf_of(browser.get(home).text)
     ballast = _fill(disk)
     _until_full(live, prefix, acknowledged)
     for n in range(10):  # every write of the episode refused the same way
@@ -87,6 +93,10 @@ def _episode(live: LiveServer, disk: Path, prefix: str, acknowledged: list[str])
         assert client.get(f"/accounts/{ACCOUNT}/workflows/echo/instances").status_code == 200
         ready = client.get(f"{live.base}/readyz")
         assert ready.status_code == 200 and ready.json()["result"]["storage"] == "full"
+    # The dashboard's own writes get a page saying why, not a 500 with a logged traceback.
+    page = browser.post(f"{home}/trigger", data={"csrf": csrf, "params": "{}"})
+    assert page.status_code == 507, page.text
+    assert "disk under the store is full" in page.text and int(page.headers["retry-after"]) > 0
     ballast.unlink()
     status, body, _ = _create(live, f"{prefix}-after")
     assert status == 200, body
@@ -101,9 +111,9 @@ def test_a_full_disk_answers_507_once_logged_and_loses_nothing(
     live, stop = start_server(url)
     try:
         live.register("echo", "Echo")
-        with caplog.at_level(logging.DEBUG, logger="stepstone"):
-            _episode(live, small_disk, "first", acknowledged)
-            _episode(live, small_disk, "second", acknowledged)
+        with caplog.at_level(logging.DEBUG), sign_in(live, live.token) as browser:
+            _episode(live, browser, small_disk, "first", acknowledged)
+            _episode(live, browser, small_disk, "second", acknowledged)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         stop()
