@@ -40,6 +40,8 @@ from stepstone.errors import (
     WorkflowNotFound,
 )
 from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.observability import metrics
+from stepstone.observability.tracing import stamp
 from stepstone.storage.base import (
     JURISDICTIONS,
     Conflict,
@@ -282,8 +284,9 @@ class Operations:
                 )
             )
         records = await self.storage.create_instances(
-            workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
+            workflow.pk, workflow.version.id, stamp(items), self.now(), skip_existing=skip_existing
         )
+        metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         return workflow, records
 
     async def create_batch(
@@ -349,10 +352,11 @@ class Operations:
             records = await self.storage.create_instances(
                 workflow.pk,
                 workflow.version.id,
-                [item for _, item in items],
+                stamp([item for _, item in items]),
                 self.now(),
                 skip_existing=True,
             )
+            metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         created = {r.id: r for r in records}
         records = [created[item.id] for _, item in items if item.id in created]
         errors.extend(
@@ -445,7 +449,9 @@ class Operations:
                 events=[NewEvent("workflow_terminated", now, data)],
             )
 
-        return await self._transition(account_id, workflow_name, instance_id, plan)
+        status = await self._transition(account_id, workflow_name, instance_id, plan)
+        metrics.instance_ended(workflow_name, status)
+        return status
 
     async def restart(
         self,

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -23,6 +24,8 @@ from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
+from stepstone.observability import logs, tracing
+from stepstone.observability.http import MetricsOnly, parse_addr
 
 log = logging.getLogger("stepstone.server")
 DEFAULT_DATA_DIR = ".stepstone"
@@ -147,6 +150,41 @@ class _Server(uvicorn.Server):
             self.on_started()
 
 
+def _log_config(log_format: str) -> dict[str, Any] | None:
+    # None: uvicorn leaves logging as logs.configure set it (JSON lines).
+    return None if log_format == "json" else uvicorn.config.LOGGING_CONFIG
+
+
+def prepare_observability(log_format: str, metrics_addr: str | None) -> tuple[str, int] | None:
+    """Logs and traces set up, and the metrics address checked, before the store opens."""
+    logs.configure(log_format)
+    tracing.configure_from_env()
+    if metrics_addr is None:
+        return None
+    try:
+        host, port = parse_addr(metrics_addr)
+    except ValueError as exc:
+        raise StartupFailed(str(exc)) from None
+    check_port(host, port, "--metrics-addr")
+    return host, port
+
+
+def metrics_server(engine: Engine, where: tuple[str, int], log_format: str) -> _Server:
+    """``GET /metrics`` alone, without a token, on ``--metrics-addr``."""
+    return _Server(
+        uvicorn.Config(
+            MetricsOnly(engine.storage),
+            host=where[0],
+            port=where[1],
+            log_level="warning",
+            log_config=_log_config(log_format),
+            access_log=False,
+            lifespan="off",
+        ),
+        on_started=lambda: announce(f"Metrics on http://{browsable(where[0])}:{where[1]}/metrics"),
+    )
+
+
 async def _serve(server: uvicorn.Server) -> None:
     config = server.config
     try:
@@ -211,6 +249,8 @@ def run_server(
     worker_host: str | None = None,
     worker_port: int = DEFAULT_WORKER_PORT,
     test_scheduled: bool = False,
+    metrics_addr: str | None = None,
+    log_format: str = "text",
 ) -> None:
     """Serve the API (and a worker unless ``run_worker`` is False) until SIGINT/SIGTERM.
 
@@ -218,6 +258,7 @@ def run_server(
     Raises ``StartupFailed`` when it cannot start (a port in use, say).
     """
     check_port(host, port, "--port")
+    metrics_where = prepare_observability(log_format, metrics_addr)
 
     async def main() -> None:
         engine = await Engine.open(
@@ -251,6 +292,7 @@ def run_server(
                     host=host,
                     port=port,
                     log_level="info",
+                    log_config=_log_config(log_format),
                     access_log=access_log,
                     lifespan="on",
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
@@ -258,6 +300,8 @@ def run_server(
                 on_started=lambda: announce(up_line),
             )
             servers = [server]
+            if metrics_where is not None:
+                servers.append(metrics_server(engine, metrics_where, log_format))
             worker_app = None
             if engine.project.main_module is not None:
                 check_port(worker_host or host, worker_port, "--worker-port")
@@ -305,9 +349,12 @@ def run_worker(
     concurrency: int = 100,
     lease_seconds: float = 30.0,
     max_running: int | None = None,
+    metrics_addr: str | None = None,
+    log_format: str = "text",
 ) -> None:
-    """Run a worker with no HTTP until SIGINT/SIGTERM, then stop it cleanly; say, in one
-    line, when it is up."""
+    """Run a worker (with no HTTP but ``GET /metrics`` on ``metrics_addr``) until SIGINT/SIGTERM,
+    then stop it cleanly; say, in one line, when it is up."""
+    metrics_where = prepare_observability(log_format, metrics_addr)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -326,8 +373,18 @@ def run_worker(
             f" {await describe_workflows(engine)}; {describe_worker(concurrency, max_running)};"
             " SIGINT or SIGTERM stops it"
         )
+        scraped = None
+        if metrics_where is not None:
+            scraped = metrics_server(engine, metrics_where, log_format)
+        serving = asyncio.create_task(_serve(scraped)) if scraped is not None else None
         try:
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            waited = [stopping, *([serving] if serving else [])]
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if scraped is not None and serving is not None:
+                scraped.should_exit = True
+                await serving
         finally:
             await engine.close(drain_seconds=DRAIN_SECONDS)
 

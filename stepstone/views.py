@@ -21,7 +21,7 @@ from stepstone.storage.base import InstanceRecord, VersionRecord, WorkflowRecord
 REDACTED = "[REDACTED]"
 # Fields of the recorded event data that are for people (logs, dashboard), never for the API:
 # an attempt_errored event keeps the attempt's Python traceback there.
-PRIVATE_EVENT_FIELDS = frozenset({"traceback"})
+PRIVATE_EVENT_FIELDS = frozenset({"traceback", "traceparent"})
 # Step outputs in instance details are previews; GET .../step serves the whole value.
 STEP_OUTPUT_PREVIEW_CHARS = 1024
 DEFAULT_STEPS_LIMIT = 10_000

@@ -31,6 +31,8 @@ from stepstone.errors import (
     RouteNotFound,
     StepstoneError,
 )
+from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
+from stepstone.observability.store_gauges import StoreGauges
 from stepstone.storage.base import Conflict
 from stepstone.storage.outage import StoreOutage
 
@@ -74,6 +76,10 @@ def create_app(
     async def healthz() -> Response:
         return ok({"status": "ok"})
 
+    # Behind the Guard: a token with a read permission scrapes it (docs/operations.md).
+    app.add_api_route(
+        METRICS_PATH, metrics_route(StoreGauges(engine.storage)), include_in_schema=False
+    )
     _install_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Inside the Guard: the hot reads are served only to callers it let through.
@@ -97,6 +103,7 @@ def create_app(
     app.add_middleware(OutageGuard, storage=engine.storage)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.
     app.add_middleware(FrontDoor)
+    app.add_middleware(RequestMetrics)
     return app
 
 

@@ -117,6 +117,7 @@ ROUTES: dict[Callable[..., Any], _Route] = {
 class _Hot:
     def __init__(self, route: APIRoute, spec: _Route, earlier: list[APIRoute]) -> None:
         self.regex = route.path_regex
+        self.route = route
         self.spec = spec
         self.earlier = [r.path_regex for r in earlier]
 
@@ -196,6 +197,7 @@ class HotReads:
             query = _query(scope["query_string"])
             if query is None:
                 return None
+            scope["route"] = hot.route  # the route template the request metrics are labelled by
             return hot, tuple(segment(value) for value in match.groups()), query
         return None
 

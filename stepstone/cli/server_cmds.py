@@ -83,6 +83,32 @@ TestScheduledOption = Annotated[
         " its scheduled handler.",
     ),
 ]
+MetricsAddrOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-addr",
+        help="Also serve GET /metrics, without a token, on this host:port (or port);"
+        " see docs/operations.md.",
+        show_default=False,
+    ),
+]
+LogFormatOption = Annotated[
+    str,
+    typer.Option("--log-format", help="text (human-readable) or json (one object a line)."),
+]
+
+
+def check_observability(metrics_addr: str | None, log_format: str) -> None:
+    from stepstone.observability.http import parse_addr
+    from stepstone.observability.logs import LOG_FORMATS
+
+    if log_format not in LOG_FORMATS:
+        usage(f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}", "--log-format")
+    if metrics_addr is not None:
+        try:
+            parse_addr(metrics_addr)
+        except ValueError as exc:
+            usage(str(exc), "--metrics-addr")
 
 
 def resolve_config(config: str | None) -> str | None:
@@ -221,6 +247,8 @@ def serve(
     worker_host: WorkerHostOption = None,
     worker_port: WorkerPortOption = DEFAULT_WORKER_PORT,
     test_scheduled: TestScheduledOption = False,
+    metrics_addr: MetricsAddrOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run the REST API server (and, unless --no-worker, a worker in the same process).
 
@@ -228,6 +256,7 @@ def serve(
     """
     config = resolve_config(config)
     check_db(db)
+    check_observability(metrics_addr, log_format)
     from stepstone.server import StartupFailed, run_server
 
     with explained_startup(db, StartupFailed):
@@ -246,6 +275,8 @@ def serve(
             worker_host=worker_host,
             worker_port=worker_port,
             test_scheduled=test_scheduled,
+            metrics_addr=metrics_addr,
+            log_format=log_format,
         )
 
 
@@ -255,10 +286,13 @@ def worker(
     concurrency: ConcurrencyOption = 100,
     max_running: MaxRunningOption = None,
     lease_seconds: LeaseOption = 30.0,
+    metrics_addr: MetricsAddrOption = None,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run a worker: executes instances, fires cron schedules, sweeps expired instances."""
     config = resolve_config(config)
     check_db(db)
+    check_observability(metrics_addr, log_format)
     from stepstone.server import StartupFailed, run_worker
 
     with explained_startup(db, StartupFailed):
@@ -268,6 +302,8 @@ def worker(
             concurrency=concurrency,
             max_running=max_running,
             lease_seconds=lease_seconds,
+            metrics_addr=metrics_addr,
+            log_format=log_format,
         )
 
 

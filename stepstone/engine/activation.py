@@ -17,6 +17,7 @@ from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.replay import MAX_JSON_BYTES, ReplayStep, encode_json
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
+from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, Fenced, NewEvent, Release, Storage
 from stepstone.storage.outage import StoreOutage
 
@@ -181,7 +182,9 @@ class Activation:
         instance = self.claim.instance
         if instance.status == "waitingForPause":
             return Release("paused")
-        self.history = h.fold(await self.storage.load_events(instance.pk))
+        events = await self.storage.load_events(instance.pk)
+        self.history = h.fold(events)
+        probe = ActivationProbe(self.workflow_name, instance.id, events)
         self.unrequested = {k for k in self.history.steps if k[0] != h.ROLLBACK}
         if self.history.started_at is None:
             self.write_nowait([self.event("workflow_started", {}, None)])
@@ -195,6 +198,7 @@ class Activation:
             return self._failed(failed.error)
         finally:
             await self._stop_tasks()
+            probe.end()
 
     async def _stop_tasks(self) -> None:
         """Cancel what still runs of the user's code and wait (bounded) until it has ended.

@@ -37,6 +37,7 @@ from stepstone.engine.python_api import (
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
 from stepstone.errors import WorkflowFatalError, WorkflowTimeoutError
+from stepstone.observability.probes import AttemptProbe
 from stepstone.validation import event_type_problem, step_name_problem
 
 if TYPE_CHECKING:
@@ -390,6 +391,7 @@ class ReplayStep(Compensations):
             # power cut could take back.
             await act.storage.sync()
             ctx = {**ctx_base, "attempt": attempt, "config": shown_config}
+            probe = AttemptProbe(act.workflow_name, kind_prefix + key[0], key[1], attempt)
             try:
                 async with asyncio.timeout(timeout_ms / 1000) as scope:
                     value = await invoke(call, ctx)
@@ -399,6 +401,7 @@ class ReplayStep(Compensations):
                 if isinstance(exc, TimeoutError) and scope.expired():
                     exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
                 error = encode_error(exc)
+                probe.end(exc)
                 self._log_failure(key, kind_prefix, attempt, error, trace)
                 if entry is not None:
                     entry.error = error
@@ -414,6 +417,7 @@ class ReplayStep(Compensations):
                     )
                     return await self._fail_step(key, error, kind_prefix)
                 delay = await self._retry_delay(key, retries, live_delay, ctx, exc, attempt)
+                probe.retried()
                 # One clock reading, so the record's retryAt is exactly its time + the delay.
                 now = act.now()
                 retry_at = now + delay
@@ -437,6 +441,7 @@ class ReplayStep(Compensations):
                 if delay > 0:
                     await self._park(retry_at)
                 continue
+            probe.end()
             completed = (
                 {"stream": payload}
                 if isinstance(payload, dict)

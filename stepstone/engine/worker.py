@@ -18,6 +18,7 @@ from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.engine.activation import Activation
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.signals import LeaseLost, StoreLost
+from stepstone.observability import metrics
 from stepstone.storage.base import (
     Claim,
     Fenced,
@@ -108,6 +109,7 @@ class Worker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        metrics.track_worker(self)
         self.storage.add_wake_listener(self.wake)
         self.storage.add_control_listener(self.control)
         self._main = asyncio.create_task(self._run(), name="stepstone-worker")
@@ -126,6 +128,7 @@ class Worker:
         recorded as failed and retried by whichever worker takes the instance next.
         """
         self._stopping = True
+        metrics.untrack_worker(self)
         for task in (self._main, self._heartbeat, *self._periodic_tasks):
             if task is not None:
                 task.cancel()
@@ -217,6 +220,10 @@ class Worker:
     @property
     def active_count(self) -> int:
         return len(self._active)
+
+    @property
+    def slot_limit(self) -> int:
+        return self.settings.concurrency
 
     # --- main loop --------------------------------------------------------------------------
 
@@ -334,9 +341,13 @@ class Worker:
             current = self._active.get(instance.pk)
             if current is not None and current[0] is claim:
                 self._active[instance.pk] = (claim, current[1], activation)
+            due = instance.created_on if instance.started_on is None else None
+            metrics.claimed(workflow.name, due, self.clock.now_ms())
             release = await activation.run()
             await self.storage.release_instance(claim, release, self.clock.now_ms())
+            metrics.instance_ended(workflow.name, release.status)
         except (LeaseLost, Fenced):
+            metrics.LEASE_TAKEOVERS.inc()
             taken_away = True
             log.debug("instance %s was taken away from this worker", instance.id)
         except asyncio.CancelledError:

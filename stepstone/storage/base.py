@@ -96,6 +96,8 @@ class NewInstance:
     schedule: bytes | None = None
     success_retention_ms: int | None = None
     error_retention_ms: int | None = None
+    # The creator's W3C trace context, kept in the workflow_queued event (never shown).
+    traceparent: str | None = None
 
     def as_created(self, pk: int, workflow_pk: int, version_id: str, now: int) -> InstanceRecord:
         """The record of this instance as ``create_instances`` stores it: queued, not begun."""

@@ -456,7 +456,10 @@ class PostgresStorage(WorkerWrites):
                 [i.success_retention_ms for i in unique],
                 [i.error_retention_ms for i in unique],
                 [
-                    orjson.dumps({"versionId": version_id, "trigger": {"source": i.trigger_source}})
+                    orjson.dumps(
+                        {"versionId": version_id, "trigger": {"source": i.trigger_source}}
+                        | ({"traceparent": i.traceparent} if i.traceparent else {})
+                    )
                     for i in unique
                 ],
             )

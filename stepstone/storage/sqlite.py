@@ -494,6 +494,7 @@ class SqliteStorage:
                 )
                 data = orjson.dumps(
                     {"versionId": version_id, "trigger": {"source": item.trigger_source}}
+                    | ({"traceparent": item.traceparent} if item.traceparent else {})
                 )
                 conn.execute(
                     "INSERT INTO instance_events (instance_pk, ts, type, data)"

@@ -1,0 +1,55 @@
+"""What the engine calls around an activation and a step attempt: one object each that keeps
+the span, the log context and the start time, so each call site is one line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import orjson
+
+from stepstone.observability import logs, metrics, tracing
+from stepstone.storage.base import EventRecord
+
+
+def queued_traceparent(events: Sequence[EventRecord]) -> str | None:
+    """The creator's trace context, from the (latest) ``workflow_queued`` event."""
+    for event in reversed(events):
+        if event.type == "workflow_queued":
+            data = orjson.loads(event.data) if event.data else {}
+            value = data.get("traceparent") if isinstance(data, dict) else None
+            return value if isinstance(value, str) else None
+    return None
+
+
+class ActivationProbe:
+    __slots__ = ("_log", "_span")
+
+    def __init__(self, workflow: str, instance_id: str, events: Sequence[EventRecord]) -> None:
+        self._log = logs.in_instance(workflow, instance_id)
+        activations = sum(1 for e in events if e.type == "workflow_started") + 1
+        self._span = tracing.activation(
+            workflow, instance_id, queued_traceparent(events), activations
+        )
+
+    def end(self, error: BaseException | None = None) -> None:
+        self._span.end(error)
+        logs.left_instance(self._log)
+
+
+class AttemptProbe:
+    __slots__ = ("_span", "_started", "workflow")
+
+    def __init__(self, workflow: str, kind: str, name: str, attempt: int) -> None:
+        self.workflow = workflow
+        logs.in_step(name, attempt)
+        self._span = tracing.step_attempt(kind, name, attempt)
+        self._started = time.perf_counter()
+
+    def end(self, error: BaseException | None = None) -> None:
+        metrics.attempt_done(self.workflow, "success" if error is None else "error", self._started)
+        self._span.end(error)
+        logs.in_step_done()
+
+    def retried(self) -> None:
+        metrics.STEP_RETRIES.labels(self.workflow).inc()
