@@ -19,6 +19,7 @@ import orjson
 
 from stepstone.authoring.config import DYNAMIC_DELAY, parse_rollback_config, resolve_config
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.engine import children
 from stepstone.engine import history as h
 from stepstone.engine.callables import direct_call, invoke
 from stepstone.engine.compensation import Compensation, Compensations
@@ -174,6 +175,31 @@ class ReplayStep(Compensations):
 
         return decorator
 
+    async def run_workflow(
+        self,
+        name: str,
+        workflow: str,
+        params: Any = None,
+        *,
+        id: str | None = None,
+        timeout: Any = children.DEFAULT_TIMEOUT,
+        config: Any = None,
+        detached: bool = False,
+    ) -> Any:
+        """Run an instance of another registered workflow as one step and return its output
+        (a Stepstone extension: see docs/authoring.md). ``detached`` children survive the
+        parent's termination."""
+        return await children.run_workflow(
+            self,
+            name,
+            workflow,
+            params,
+            instance_id=id,
+            timeout=timeout,
+            config=config,
+            detached=detached,
+        )
+
     async def sleep(self, name: str, duration: Any) -> None:
         ms = _duration(duration, f'step.sleep("{name}")')
         if ms > MAX_SLEEP_MS:
@@ -274,6 +300,16 @@ class ReplayStep(Compensations):
         self._functions[func.__name__] = function
         return function
 
+    def count_step(self) -> None:
+        """Count a step.do (or a child workflow) against the instance's step limit."""
+        act = self.activation
+        self._do_count += 1
+        if self._do_count > act.step_limit:
+            raise InstanceFailed(
+                "WorkflowFatalError",
+                f"The limit of {act.step_limit} steps has been reached for this instance",
+            )
+
     def find_step_function(self, param: str) -> StepFunction | None:
         return self._functions.get(param)
 
@@ -296,12 +332,7 @@ class ReplayStep(Compensations):
         rollback_cfg = (
             parse_rollback_config(rollback_config, name) if rollback is not None else None
         )
-        self._do_count += 1
-        if self._do_count > act.step_limit:
-            raise InstanceFailed(
-                "WorkflowFatalError",
-                f"The limit of {act.step_limit} steps has been reached for this instance",
-            )
+        self.count_step()
         key, count = self._begin(h.DO, name)
         await self._check_replay_order(key)
         record = act.history.steps.get(key)
@@ -630,6 +661,7 @@ public_names(
         "sleep": "step.sleep",
         "sleep_until": "step.sleep_until",
         "wait_for_event": "step.wait_for_event",
+        "run_workflow": "step.run_workflow",
     },
 )
 

@@ -245,6 +245,22 @@ class DeliveredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceLink:
+    """The other end of a parent/child link (``step.run_workflow``): a Stepstone extension."""
+
+    workflow: str
+    id: str
+    status: str
+    detached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLinks:
+    parent: InstanceLink | None = None
+    children: tuple[InstanceLink, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRecord:
     id: str
     name: str
@@ -431,6 +447,17 @@ class Storage(Protocol):
     ) -> DeliveredEvent | None:
         """Take the oldest buffered event of ``event_type`` and record ``completion`` with
         the event added to its data, in one fenced transaction; None if none is buffered."""
+
+    async def link_child(
+        self, claim: Claim, child_pk: int, *, detached: bool = False
+    ) -> str | None:
+        """Record, fenced on the parent's claim, that ``child_pk`` is its child; return the
+        child's status (None if it is gone). From this commit on, the transaction that ends the
+        child (complete, errored, terminated) also makes the parent runnable, as a delivered
+        event does. Idempotent."""
+
+    async def instance_links(self, instance_pk: int) -> InstanceLinks:
+        """The instance's parent and children, oldest child first."""
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
         """End an activation, fenced; return the status stored.

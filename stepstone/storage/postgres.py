@@ -19,10 +19,12 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.storage import postgres_children
 from stepstone.storage.base import (
     Claim,
     Conflict,
     EventRecord,
+    InstanceLinks,
     InstanceQuery,
     InstanceRecord,
     NewEvent,
@@ -674,6 +676,17 @@ class PostgresStorage(WorkerWrites):
         if epoch is not None:
             # Local workers need not wait for the notification's round trip.
             self._fire_control([(instance_pk, epoch)])
+
+    async def link_child(
+        self, claim: Claim, child_pk: int, *, detached: bool = False
+    ) -> str | None:
+        async def fn(conn: Any, row: Any) -> str | None:
+            return await postgres_children.link_child(conn, claim.instance.pk, child_pk, detached)
+
+        return await self._fenced(claim, fn)
+
+    async def instance_links(self, instance_pk: int) -> InstanceLinks:
+        return await self._db.read(lambda c: postgres_children.instance_links(c, instance_pk))
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(instance_ids))

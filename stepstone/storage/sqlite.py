@@ -21,12 +21,14 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.storage import sqlite_children
 from stepstone.storage.base import (
     Claim,
     Conflict,
     DeliveredEvent,
     EventRecord,
     Fenced,
+    InstanceLinks,
     InstanceQuery,
     InstanceRecord,
     NewEvent,
@@ -169,6 +171,7 @@ class SqliteStorage:
             syncer = WalSyncer(self._path + "-wal")
         self._writer = InlineWriter(conn, self._shared_lock, syncer, self.health)
         self._writer.on_commit(self._fire_wake)
+        sqlite_children.install(conn, self._fire_wake)
 
     async def close(self) -> None:
         if self._writer is None:
@@ -933,6 +936,17 @@ class SqliteStorage:
             for callback in self._change_listeners:
                 callback()
         return result
+
+    async def link_child(
+        self, claim: Claim, child_pk: int, *, detached: bool = False
+    ) -> str | None:
+        result: str | None = await self._write(
+            lambda conn: sqlite_children.link_child(conn, claim, child_pk, detached)
+        )
+        return result
+
+    async def instance_links(self, instance_pk: int) -> InstanceLinks:
+        return self._read(lambda conn: sqlite_children.instance_links(conn, instance_pk))
 
     async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
         def job(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,290 @@
+"""``step.run_workflow``: another registered workflow's instance as one step (an extension).
+
+The step is recorded as a ``step.do`` (Cloudflare's clients see a step with attempts): each
+attempt creates one child instance, links it to the parent and parks until the child ends,
+holding no memory meanwhile (like a sleep). The transaction that ends the child makes the
+parent runnable (the store's link trigger), so any worker takes the parent up, on PostgreSQL
+too, without polling. The child's output is the step's output; its error is the step's error,
+retried per the step's config by creating a fresh child.
+
+Each attempt's child id is deterministic (the parent, its run and the step; or the ``id``
+given), and the child is created and linked before the attempt is recorded: an activation
+that dies anywhere in between finds the same child again and never starts two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from stepstone.authoring.config import resolve_config
+from stepstone.authoring.durations import parse_duration
+from stepstone.engine import history as h
+from stepstone.engine.errors_codec import is_non_retryable, recreate_error
+from stepstone.engine.retry import backoff_delay_ms, should_retry
+from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
+from stepstone.errors import WorkflowFatalError
+from stepstone.storage.base import Fenced, NewInstance, WorkflowRecord
+from stepstone.storage.outage import StoreOutage
+from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
+
+if TYPE_CHECKING:
+    from stepstone.engine.activation import Activation
+    from stepstone.engine.replay import ReplayStep
+
+DEFAULT_TIMEOUT = "24 hours"
+MIN_TIMEOUT_MS = 1_000
+MAX_TIMEOUT_MS = 365 * 86_400_000
+TERMINAL = ("complete", "errored", "terminated")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def child_id(base: str, attempt: int) -> str:
+    """Attempt 1 uses ``base``; a retry's fresh child adds ``-r<attempt>``."""
+    if attempt == 1:
+        return base
+    suffix = f"-r{attempt}"
+    return base[: MAX_INSTANCE_ID - len(suffix)] + suffix
+
+
+def derived_base_id(act: Activation, step_key: str) -> str:
+    """A readable id unique to the parent's run (a restart gets fresh children) and step."""
+    instance = act.claim.instance
+    seed = f"{act.workflow_name}\0{instance.id}\0{instance.started_on}\0{step_key}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:16]
+    readable = _UNSAFE.sub("_", instance.id)[:60].lstrip("-") or "child"
+    return f"{readable}-{digest}"
+
+
+async def run_workflow(
+    step: ReplayStep,
+    name: str,
+    workflow: str,
+    params: Any,
+    *,
+    instance_id: str | None,
+    timeout: Any,
+    config: Any,
+    detached: bool,
+) -> Any:
+    from stepstone.engine.replay import (  # a cycle: replay exposes this function
+        MAX_JSON_BYTES,
+        _cached_value,
+        _duration,
+        _recorded_result,
+        encode_json,
+    )
+
+    act = step.activation
+    where = f"step.run_workflow({name!r})"
+    if step.in_rollback_phase:
+        raise WorkflowFatalError("Cannot execute steps during rollback phase")
+    if not isinstance(workflow, str) or not workflow:
+        raise WorkflowFatalError(f"{where}: the workflow is the name of a registered workflow")
+    if instance_id is not None:
+        problem = instance_id_problem(instance_id)
+        if problem:
+            raise WorkflowFatalError(f"{where}: invalid instance id {instance_id!r}: {problem}")
+    timeout_ms = _duration(timeout, f"{where} timeout")
+    if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
+        raise WorkflowFatalError(f"{where}: the timeout is between 1 second and 365 days")
+    resolved = resolve_config(config, name)
+    if callable(resolved.delay):
+        raise WorkflowFatalError(f"{where}: the retry delay is a duration, not a function")
+    encoded = encode_json(params, f"{where} params")
+    if len(encoded) > MAX_JSON_BYTES:
+        raise WorkflowFatalError(f"{where}: params are over 1MiB")
+    fresh = {**resolved.recorded(), "timeout": timeout}
+    step.count_step()
+    key, _ = step._begin(h.DO, name)
+    await step._check_replay_order(key)
+    record = act.history.steps.get(key)
+    if act.replay_only:
+        return _cached_value(act, record) if record is not None and record.done else None
+    if record is not None and record.done:
+        return await _recorded_result(act, record)
+    act.executing += 1
+    try:
+        child = _Child(step, key, record, fresh, workflow, encoded, detached)
+        child.base = instance_id if instance_id is not None else derived_base_id(act, key[1])
+        child.timeout_ms = timeout_ms
+        return await child.run()
+    finally:
+        act.executing -= 1
+
+
+class _Child:
+    def __init__(
+        self,
+        step: ReplayStep,
+        key: tuple[str, str],
+        record: h.StepRecord | None,
+        fresh_config: dict[str, Any],
+        workflow: str,
+        params: bytes,
+        detached: bool,
+    ) -> None:
+        self.step = step
+        self.act = step.activation
+        self.key = key
+        if record is None:
+            record = h.StepRecord(h.DO, key[1], 0, self.act.now())
+            self.act.history.steps[key] = record
+        self.record = record
+        self.started = bool(record.attempts) or record.config is not None
+        self.config = record.config or fresh_config
+        self.workflow = workflow
+        self.params = params
+        self.detached = detached
+        self.base = ""
+        self.timeout_ms = 0
+        self._target: WorkflowRecord | None = None
+
+    async def run(self) -> Any:
+        act, record = self.act, self.record
+        retries = self.config["retries"]
+        while True:
+            last = record.attempts[-1] if record.attempts else None
+            if last is None or last.end is not None:
+                if last is not None and last.retry_at is not None and act.now() < last.retry_at:
+                    await self.step._park(last.retry_at)
+                if act.holds_new_steps:
+                    await self.step._park(None)
+                last = await self._start(1 if last is None else last.attempt + 1)
+            attempt = last.attempt
+            target = await self._workflow()
+            with _holding():
+                instance = await act.storage.get_instance(target.pk, child_id(self.base, attempt))
+            if instance is None:
+                error = _error("ChildInstanceGone", "the child instance was deleted")
+            elif instance.status == "complete":
+                output = instance.output or b"null"
+                await act.write(
+                    [
+                        act.event("attempt_completed", {"attempt": attempt}, self.key),
+                        act.event("step_completed", {"output": orjson.Fragment(output)}, self.key),
+                    ]
+                )
+                record.done, record.success, record.output = True, True, output
+                return orjson.loads(output)
+            elif instance.status in TERMINAL:
+                error = _child_error(instance.status, instance.error, instance.id)
+            elif act.now() >= last.start + self.timeout_ms:
+                error = _error(
+                    "WorkflowTimeoutError",
+                    f"The child instance {instance.id} did not end within {self.timeout_ms}ms",
+                )
+            else:
+                await self.step._park(last.start + self.timeout_ms)
+            exc = recreate_error(error)
+            now = act.now()
+            data: dict[str, Any] = {"attempt": attempt, "error": error}
+            final = is_non_retryable(exc) or error["name"] == "WorkflowTerminated"
+            if final or not should_retry(attempt, retries["limit"]):
+                await act.write(
+                    [
+                        act.event("attempt_errored", data, self.key, ts=now),
+                        act.event("step_errored", {"error": error}, self.key, ts=now),
+                    ]
+                )
+                record.done, record.success, record.error = True, False, error
+                raise exc
+            delay = backoff_delay_ms(parse_duration(retries["delay"]), attempt, retries["backoff"])
+            data.update(retryDelayMs=delay, retryAt=now + delay)
+            await act.write([act.event("attempt_errored", data, self.key, ts=now)])
+            last.end, last.success, last.error, last.retry_at = now, False, error, now + delay
+
+    async def _start(self, attempt: int) -> h.AttemptRecord:
+        """Create and link the attempt's child, then record the attempt (in that order)."""
+        act = self.act
+        target = await self._workflow()
+        instance_id = child_id(self.base, attempt)
+        now = act.now()
+        with _holding():
+            await act.storage.create_instances(
+                target.pk,
+                target.version.id,
+                [NewInstance(instance_id, self.params, trigger_source="binding")],
+                now,
+                skip_existing=True,
+            )
+            created = await act.storage.get_instance(target.pk, instance_id)
+        if created is None:  # deleted at once: the next attempt's check reports it
+            raise InstanceFailed("WorkflowFatalError", f"child {instance_id} vanished")
+        with _holding():
+            await act.storage.link_child(act.claim, created.pk, detached=self.detached)
+        events = []
+        if not self.started:
+            events.append(
+                act.event("step_started", {"config": self.config, "hasRollback": False}, self.key)
+            )
+            self.started = True
+            self.record.config = self.config
+        child = {"workflow": self.workflow, "id": instance_id}
+        events.append(act.event("attempt_started", {"attempt": attempt, "child": child}, self.key))
+        await act.write(events)
+        started = h.AttemptRecord(attempt, now)
+        self.record.attempts.append(started)
+        return started
+
+    async def _workflow(self) -> WorkflowRecord:
+        if self._target is not None:
+            return self._target
+        act = self.act
+        with _holding():
+            account = await _account_of(act)
+            found = await act.storage.get_workflow(account, self.workflow)
+        if found is None:
+            error = _error(
+                "WorkflowNotFound", f"step.run_workflow: no workflow named {self.workflow!r}"
+            )
+            await act.write([act.event("step_errored", {"error": error}, self.key)])
+            self.record.done, self.record.success, self.record.error = True, False, error
+            raise recreate_error(error)
+        self._target = found
+        return found
+
+
+@contextlib.contextmanager
+def _holding() -> Iterator[None]:
+    """As the activation's own writes: a lost claim or a store outage ends the activation,
+    never reaching workflow code as a step error."""
+    try:
+        yield
+    except Fenced:
+        raise LeaseLost() from None
+    except StoreOutage as outage:
+        raise StoreLost(str(outage)) from outage
+
+
+async def _account_of(act: Activation) -> str:
+    """The parent's account: children are created beside it."""
+    pk = act.claim.instance.workflow_pk
+    offset = 0
+    while True:
+        page, total = await act.storage.list_workflows(None, act.workflow_name, offset, 100)
+        for workflow in page:
+            if workflow.pk == pk:
+                return workflow.account_id
+        offset += len(page)
+        if not page or offset >= total:
+            raise InstanceFailed("WorkflowFatalError", "the parent's workflow is gone")
+
+
+def _error(name: str, message: str) -> dict[str, Any]:
+    return {"name": name, "message": message}
+
+
+def _child_error(status: str, raw: bytes | None, instance_id: str) -> dict[str, Any]:
+    if status == "terminated":
+        return _error("WorkflowTerminated", f"The child instance {instance_id} was terminated")
+    if raw:
+        error = orjson.loads(raw)
+        if isinstance(error, dict) and "name" in error:
+            return {"name": str(error["name"]), "message": str(error.get("message") or "")}
+    return _error("Error", f"The child instance {instance_id} failed")

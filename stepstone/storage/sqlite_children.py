@@ -1,0 +1,85 @@
+"""Parent/child links on SQLite (``step.run_workflow``, a Stepstone extension).
+
+The transaction that ends a child makes its parent runnable, as a delivered event does. The
+migrations runner splits on ';' and so holds no triggers: the store installs a TEMP trigger on
+its one write connection at open. The trigger also calls back into Python, so that the
+workers hear of the parent after the commit: a child's end is otherwise a write that wakes
+nobody (an ended instance leaves nothing to claim).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+
+from stepstone.storage.base import Claim, Fenced, InstanceLink, InstanceLinks
+
+_TERMINAL = "('complete', 'errored', 'terminated')"
+
+_TRIGGER = f"""
+CREATE TEMP TRIGGER IF NOT EXISTS stepstone_child_ended AFTER UPDATE OF status ON instances
+FOR EACH ROW WHEN NEW.status IN {_TERMINAL} AND OLD.status NOT IN {_TERMINAL}
+    AND EXISTS (SELECT 1 FROM child_links WHERE child_pk = NEW.pk)
+BEGIN
+    UPDATE instances SET wake_seq = wake_seq + 1,
+        runnable_at = CASE WHEN status IN ('waiting', 'running', 'waitingForPause',
+            'rollingBack') THEN NEW.modified_on ELSE runnable_at END,
+        priority = CASE WHEN status = 'waiting' THEN 0 ELSE priority END
+    WHERE pk = (SELECT parent_pk FROM child_links WHERE child_pk = NEW.pk);
+    SELECT stepstone_parent_woken();
+END
+"""
+
+
+def install(conn: sqlite3.Connection, fire_wake: Callable[[], None]) -> None:
+    """Install the trigger on the write connection (nothing before the migration ran)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'child_links'"
+    ).fetchone()
+    if found is None:
+        return
+
+    def woken() -> None:
+        # Runs inside the ending transaction: the wake must follow its commit, which the
+        # writer makes before it returns to the loop.
+        try:
+            asyncio.get_running_loop().call_soon(fire_wake)
+        except RuntimeError:
+            fire_wake()
+
+    conn.create_function("stepstone_parent_woken", 0, woken)
+    conn.execute(_TRIGGER)
+
+
+def link_child(conn: sqlite3.Connection, claim: Claim, child_pk: int, detached: bool) -> str | None:
+    row = conn.execute("SELECT epoch FROM instances WHERE pk = ?", (claim.instance.pk,)).fetchone()
+    if row is None or row[0] != claim.epoch:
+        raise Fenced(claim.instance.id)
+    conn.execute(
+        "INSERT INTO child_links (child_pk, parent_pk, detached) VALUES (?, ?, ?)"
+        " ON CONFLICT (child_pk) DO NOTHING",
+        (child_pk, claim.instance.pk, int(detached)),
+    )
+    status = conn.execute("SELECT status FROM instances WHERE pk = ?", (child_pk,)).fetchone()
+    return None if status is None else str(status[0])
+
+
+_LINKED = (
+    "SELECT w.name, i.id, i.status, l.detached FROM child_links l"
+    " JOIN instances i ON i.pk = l.{other} JOIN workflows w ON w.pk = i.workflow_pk"
+    " WHERE l.{this} = ? ORDER BY l.child_pk"
+)
+
+
+def instance_links(conn: sqlite3.Connection, instance_pk: int) -> InstanceLinks:
+    parent = conn.execute(
+        _LINKED.format(other="parent_pk", this="child_pk"), (instance_pk,)
+    ).fetchone()
+    children = conn.execute(
+        _LINKED.format(other="child_pk", this="parent_pk"), (instance_pk,)
+    ).fetchall()
+    return InstanceLinks(
+        parent=None if parent is None else InstanceLink(parent[0], parent[1], parent[2]),
+        children=tuple(InstanceLink(r[0], r[1], r[2], bool(r[3])) for r in children),
+    )
