@@ -103,7 +103,11 @@ class WorkerApp:
             self.module = importlib.import_module(main_module)
         except Exception as exc:
             self.problem = f"the Worker's module {main_module!r} failed to import: {exc!r}"
-            log.error("%s\n%s", self.problem, traceback.format_exc())
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            self.problem += f" ({frame.filename}, line {frame.lineno})"
+            # One line for the operator; the traceback only for whoever asks for debug logs.
+            log.error("%s", self.problem)
+            log.debug("the Worker's module %r failed to import", main_module, exc_info=True)
         else:
             self.target = find_worker(self.module)
             if self.target is None:

@@ -57,6 +57,9 @@ def test_step_endpoint_streams_redacts_and_selects_attempts(server: LiveServer) 
         # do and waitForEvent have separate namespaces: the type picks one.
         wrong_kind = http.get(step, params={"name": "approval-1", "type": "step"})
         assert wrong_kind.status_code == 404
+        # The explanation names the kind the name has, and the type to ask with.
+        hint = wrong_kind.json()["messages"][0]["message"]
+        assert "'approval-1' is a waitForEvent: ask with type=waitForEvent" in hint
         waiting = http.get(step, params={"name": "approval-1", "type": "waitForEvent"}).json()
         assert waiting["result"] == {
             "status": "waiting",

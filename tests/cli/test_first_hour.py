@@ -271,11 +271,6 @@ import helper_that_does_not_exist
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stepstone/cloudflare/worker_app.py logs the Worker module's traceback at ERROR"
-    " (change requested of its owner)",
-)
 def test_a_wrangler_main_that_fails_to_import_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "entry.py").write_text(WORKER_ENTRY)

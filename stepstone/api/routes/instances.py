@@ -404,7 +404,10 @@ async def step_answer(
     history = await ops.history(record)
     step = history.steps.get((h.DO if kind == "step" else h.WAIT, name))
     if step is None:
-        raise StepNotFound(f"no {kind} named {name!r} in this instance's history")
+        raise StepNotFound(
+            f"no {kind} named {name!r} in this instance's history"
+            + _other_kind(history, kind, name)
+        )
     chosen = None
     if attempt is not None and step.kind == h.DO:
         chosen = next((a for a in step.attempts if a.attempt == attempt), None)
@@ -482,3 +485,13 @@ async def delete_instance(
     if not existed:
         raise InstanceNotFound(f"Instance {instance!r} not found")
     return ok({"instanceId": instance, "timestamp": _now_iso(request)})
+
+
+def _other_kind(history: h.InstanceHistory, kind: str, name: str) -> str:
+    """A hint for a step asked for with the wrong ``type`` (do and waitForEvent count apart)."""
+    other, other_type = (h.WAIT, "waitForEvent") if kind == "step" else (h.DO, "step")
+    if (other, name) in history.steps:
+        return f"; {name!r} is a {other_type}: ask with type={other_type}"
+    if (h.SLEEP, name) in history.steps:
+        return f"; {name!r} is a sleep, which has no output"
+    return ""
