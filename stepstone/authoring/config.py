@@ -9,6 +9,7 @@ Cloudflare's production documentation: 5 retries, a 10 second delay, exponential
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,9 @@ DEFAULT_DELAY_MS = 10_000
 DEFAULT_BACKOFF: Backoff = "exponential"
 DEFAULT_TIMEOUT = "10 minutes"
 DYNAMIC_DELAY = "[dynamic]"
+# retries.limit may be infinite (Cloudflare's resolved config: ``number | Infinity``): given as
+# ``math.inf`` or "Infinity", recorded and shown as "Infinity", since JSON has no infinity.
+INFINITY = "Infinity"
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,13 @@ class RetryConfig:
     """Retry policy of a step.
 
     Attributes:
-        limit: retries after the first attempt (total attempts = limit + 1), 0 to 10,000.
+        limit: retries after the first attempt (total attempts = limit + 1), 0 to 10,000, or
+            ``math.inf``: retry until the step succeeds or the instance is stopped.
         delay: base delay in ms, a duration string, or ``fn(ctx, error) -> duration``.
         backoff: "constant" (delay), "linear" (delay * n) or "exponential" (delay * 2**(n-1)).
     """
 
-    limit: int = DEFAULT_LIMIT
+    limit: int | float = DEFAULT_LIMIT
     delay: int | str | Callable[..., Any] = DEFAULT_DELAY_MS
     backoff: Backoff = DEFAULT_BACKOFF
 
@@ -60,7 +65,7 @@ class StepConfig:
 class ResolvedConfig:
     """A validated config with defaults applied; ``recorded()`` is what history stores."""
 
-    limit: int
+    limit: int | float
     delay: int | Callable[..., Any]
     delay_shown: int | str
     backoff: str
@@ -70,7 +75,11 @@ class ResolvedConfig:
 
     def recorded(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
-            "retries": {"limit": self.limit, "delay": self.delay_shown, "backoff": self.backoff},
+            "retries": {
+                "limit": INFINITY if self.limit == math.inf else self.limit,
+                "delay": self.delay_shown,
+                "backoff": self.backoff,
+            },
             "timeout": self.timeout_shown,
         }
         if self.sensitive:
@@ -134,7 +143,7 @@ def resolve_config(config: object, step_name: str) -> ResolvedConfig:
 
 def _resolve_retries(
     retries: object, step_name: str
-) -> tuple[int, int | Callable[..., Any], int | str, str]:
+) -> tuple[int | float, int | Callable[..., Any], int | str, str]:
     if retries is None:
         return DEFAULT_LIMIT, DEFAULT_DELAY_MS, DEFAULT_DELAY_MS, DEFAULT_BACKOFF
     if not isinstance(retries, Mapping):
@@ -145,8 +154,12 @@ def _resolve_retries(
     if "limit" not in retries or "delay" not in retries:
         raise _invalid(step_name, "retries needs both limit and delay")
     limit = retries["limit"]
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_RETRIES:
-        raise _invalid(step_name, f"retries.limit must be an integer from 0 to {MAX_RETRIES}")
+    if limit == INFINITY or (isinstance(limit, float) and limit == math.inf):
+        limit = math.inf
+    elif isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_RETRIES:
+        raise _invalid(
+            step_name, f"retries.limit must be an integer from 0 to {MAX_RETRIES} or Infinity"
+        )
     backoff = retries.get("backoff", DEFAULT_BACKOFF)
     if backoff not in BACKOFFS:
         raise _invalid(step_name, f"retries.backoff must be one of {', '.join(BACKOFFS)}")

@@ -16,6 +16,9 @@ def backoff_delay_ms(base_ms: int, failed_attempts: int, backoff: str) -> int:
     raise ValueError(f"unknown backoff {backoff!r}")
 
 
-def should_retry(attempts_made: int, limit: int) -> bool:
-    """``limit`` counts retries after the first attempt, so ``limit + 1`` attempts in all."""
-    return attempts_made <= limit
+def should_retry(attempts_made: int, limit: int | float | str) -> bool:
+    """``limit`` counts retries after the first attempt, so ``limit + 1`` attempts in all;
+    "Infinity" (as a recorded config holds ``math.inf``) always retries."""
+    if limit == "Infinity":
+        return True
+    return attempts_made <= float(limit)
