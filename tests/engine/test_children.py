@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
+from stepstone.engine.children import terminate_children
 from tests.engine.conftest import steps_of, wait_for
 from tests.scale.test_workers import Cluster
 
@@ -55,6 +56,7 @@ class Parent(WorkflowEntrypoint):
                 id=options.get("id"),
                 timeout=options.get("timeout", "24 hours"),
                 config=options.get("config"),
+                detached=options.get("detached", False),
             )
         except Exception as exc:  # the child's error is the step's error
             return {"error": type(exc).__name__, "message": str(exc)}
@@ -177,6 +179,26 @@ async def test_a_bad_timeout_is_a_clear_error(engine: Engine) -> None:
     handle = await engine.workflow("parent").create(id="p8", params={"timeout": "10 ms"})
     output = (await handle.wait(10))["output"]
     assert "between 1 second and 365 days" in output["message"]
+
+
+@pytest.mark.parametrize("detached", [False, True])
+async def test_terminating_the_parent_terminates_its_running_children(
+    engine: Engine, detached: bool
+) -> None:
+    handle = await engine.workflow("parent").create(
+        id="p9", params={"workflow": "gated", "detached": detached}
+    )
+    _, parent = await engine.ops.instance("default", "parent", "p9")
+    [child_id] = await _wait_children(engine, parent.pk, 1)
+    child = await engine.workflow("gated").get(child_id)
+    await wait_for(child, "waiting")
+    await handle.terminate()
+    stopped = await terminate_children(engine.ops, "default", parent.pk)
+    assert stopped == ([] if detached else [child_id])
+    expected = "waiting" if detached else "terminated"
+    assert (await child.status())["status"] == expected
+    links = await engine.storage.instance_links(parent.pk)
+    assert [(c.id, c.detached) for c in links.children] == [(child_id, detached)]
 
 
 async def _wait_children(
