@@ -187,15 +187,16 @@ class WorkflowHarness:
         *,
         start: int | None = None,
         env: Mapping[str, Any] | None = None,
+        url: str = "memory://",
     ) -> WorkflowHarness:
         """``config``: a stepstone.toml, a wrangler file or its folder, or nothing (then
-        ``register`` the classes). ``start``: the fake clock's epoch ms."""
+        ``register`` the classes). ``start``: the fake clock's epoch ms. ``url``: another
+        store than a fresh in-memory one, e.g. a SQLite file that keeps the histories the
+        test made (for ``stepstone replay``)."""
         if isinstance(config, Path | str):
             config = _project_file(Path(config))
         clock = ManualClock(DEFAULT_START_MS if start is None else start)
-        engine = await Engine.open(
-            "memory://", config=config, run_worker=False, clock=clock, env=env
-        )
+        engine = await Engine.open(url, config=config, run_worker=False, clock=clock, env=env)
         harness = cls(engine, clock)
         assert engine.worker is not None
         await engine.worker.start()
