@@ -67,7 +67,8 @@ WAKEUP_LAG_SECONDS = Histogram(
 )
 STORAGE_COMMIT_SECONDS = Histogram(
     "stepstone_storage_commit_seconds",
-    "Duration of a write transaction's commit, by store.",
+    "Duration of a write's commit: SQLite's COMMIT; on PostgreSQL the round trip of a write"
+    " statement (each runs in its own implicit transaction).",
     ["store"],
     buckets=_STORAGE_BUCKETS,
 )
@@ -82,6 +83,11 @@ GROUP_COMMIT_BATCH = Histogram(
     ["store"],
     buckets=_BATCH_BUCKETS,
 )
+# Bound once: the storage hot paths observe without a label lookup.
+SQLITE_COMMIT = STORAGE_COMMIT_SECONDS.labels("sqlite")
+POSTGRES_COMMIT = STORAGE_COMMIT_SECONDS.labels("postgres")
+SQLITE_BATCH = GROUP_COMMIT_BATCH.labels("sqlite")
+POSTGRES_BATCH = GROUP_COMMIT_BATCH.labels("postgres")
 HTTP_REQUESTS = Counter(
     "stepstone_http_requests", "HTTP requests answered, by route template and status.",
     ["method", "route", "status"],

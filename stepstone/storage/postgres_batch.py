@@ -10,8 +10,11 @@ subclass says how a caller goes alone (``_alone``), which queued entries leave t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Generic, TypeVar
+
+from stepstone.observability import metrics
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -19,6 +22,8 @@ R = TypeVar("R")
 
 class Batcher(Generic[E]):
     def __init__(self, max_inflight: int) -> None:
+        # Reads share a statement too, but only writes are commits.
+        self._writes = type(self).__name__ != "ReadBatcher"
         self._max_inflight = max_inflight
         self._inflight = 0
         self._queued: list[E] = []
@@ -33,9 +38,13 @@ class Batcher(Generic[E]):
     async def _alone(self, statement: Awaitable[R]) -> R:
         """Run one caller's own statement, counted as in flight."""
         self._inflight += 1
+        started = time.perf_counter()
         try:
             return await statement
         finally:
+            if self._writes:
+                metrics.POSTGRES_COMMIT.observe(time.perf_counter() - started)
+                metrics.POSTGRES_BATCH.observe(1)
             self._inflight -= 1
             self._send_queued()
 
@@ -66,9 +75,13 @@ class Batcher(Generic[E]):
             task.add_done_callback(self._tasks.discard)
 
     async def _send_counted(self, batch: list[E]) -> None:
+        started = time.perf_counter()
         try:
             await self._send(batch)
         finally:
+            if self._writes:
+                metrics.POSTGRES_COMMIT.observe(time.perf_counter() - started)
+                metrics.POSTGRES_BATCH.observe(len(batch))
             self._inflight -= 1
             self._send_queued()
 

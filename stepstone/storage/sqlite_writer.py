@@ -33,10 +33,12 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from stepstone.observability import metrics
 from stepstone.storage.outage import StoreFull, StoreHealth
 
 T = TypeVar("T")
@@ -247,7 +249,9 @@ class WalSyncer:
                 os.fsync(directory)
             finally:
                 os.close(directory)
+        started = time.perf_counter()
         os.fdatasync(self._fd)
+        metrics.STORAGE_FSYNC_SECONDS.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         """Stop the thread; acknowledge what is still waiting after one last sync."""
@@ -333,7 +337,9 @@ class InlineWriter:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = job(conn)
+                    started = time.perf_counter()
                     conn.execute("COMMIT")
+                    metrics.SQLITE_COMMIT.observe(time.perf_counter() - started)
                 except BaseException:
                     # SQLite may have rolled back already (a full disk, mid-statement or at
                     # COMMIT); a ROLLBACK then would only hide why.
@@ -399,6 +405,7 @@ class InlineWriter:
 
     def _run_batch(self) -> None:
         batch, self._batch = self._batch, []
+        metrics.SQLITE_BATCH.observe(len(batch))
         if not batch:
             return
 

@@ -81,6 +81,11 @@ def test_counts_after_instances_ran(live: LiveServer) -> None:
     assert sum(created) >= N
     assert value(text, "stepstone_worker_slots_limit") >= 100
     assert "stepstone_wakeup_lag_seconds_count" in text
+    store = "sqlite" if type(live.engine.storage).__name__.startswith("Sqlite") else "postgres"
+    assert value(text, "stepstone_storage_commit_seconds_count", store=store) > 0
+    assert value(text, "stepstone_group_commit_batch_size_count", store=store) > 0
+    if store == "sqlite":
+        assert value(text, "stepstone_storage_fsync_seconds_count") > 0
 
 
 def test_terminated_and_waiting(live: LiveServer) -> None:
