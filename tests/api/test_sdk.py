@@ -127,17 +127,19 @@ def test_instances_create_get_list_bulk(server: LiveServer) -> None:
     assert before.result == []
 
 
-def test_cursor_with_page_never_loops(server: LiveServer) -> None:
+def test_the_pager_from_a_cursor_iterates_every_remaining_instance(server: LiveServer) -> None:
     client = server.sdk()
     client.workflows.update("echo", **A, class_name="Echo", script_name=FLOWS)
-    client.workflows.instances.bulk("echo", **A, body=[{"instance_id": f"i{n}"} for n in range(5)])
+    client.workflows.instances.bulk("echo", **A, body=[{"instance_id": f"i{n}"} for n in range(7)])
     with server.http() as http:
         first = http.get(f"/accounts/{ACCOUNT}/workflows/echo/instances?per_page=2").json()
     cursor = first["result_info"]["cursor"]
     page = client.workflows.instances.list("echo", **A, cursor=cursor, per_page=2)
-    seen = [i.id for i in page]  # cursor page, then page=2 with the cursor -> []
-    assert len(seen) == 2
-    assert not set(seen) & {i["id"] for i in first["result"]}
+    # The cursor's page, then page=2, 3... with the same cursor, until an empty page.
+    seen = [i.id for i in page]
+    shown = [i["id"] for i in first["result"]]
+    assert len(seen) == 5 and len(set(seen)) == 5
+    assert sorted(seen + shown) == sorted(f"i{n}" for n in range(7))
 
 
 def test_step_status_and_events(server: LiveServer) -> None:
