@@ -94,8 +94,10 @@ async def _list(
         after, cursor_ascending = decode_cursor(cursor)
         ascending = cursor_ascending if direction is None else ascending
         if page is not None and page > 1:
-            # The SDK's pager keeps the cursor and adds page=2, 3...: an empty page ends it.
-            return ok([], {**info, "count": 0, "page": page})
+            # The SDK's pager keeps the cursor and adds page=2, 3... until a page is empty: page
+            # N is the N-th page after the cursor, so iterating from a cursor reaches the end.
+            offset = (page - 1) * per_page
+            info["page"] = page
     elif page is not None:
         offset = (page - 1) * per_page
         info["page"] = page
@@ -131,7 +133,7 @@ async def list_instances(
     direction: Literal["asc", "desc"] | None = Query(None),
     per_page: int = Query(50, ge=1, le=100),
     page: int | None = Query(
-        None, ge=1, le=MAX_PAGE, description="deprecated; with a cursor, page>1 is []"
+        None, ge=1, le=MAX_PAGE, description="deprecated; with a cursor, the page-th page after it"
     ),
 ) -> Response:
     return await _list(request, status, date_start, date_end, cursor, direction, per_page, page)
