@@ -37,7 +37,7 @@ from stepstone.engine.python_api import (
 )
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
-from stepstone.errors import WorkflowFatalError, WorkflowTimeoutError
+from stepstone.errors import StepError, WorkflowFatalError, WorkflowTimeoutError
 from stepstone.observability.probes import AttemptProbe
 from stepstone.validation import event_type_problem, step_name_problem
 
@@ -564,8 +564,10 @@ class ReplayStep(Compensations):
             return await act.store_stream(key[1], _rechunk(value), "iterator")
         encoded = encode_json(value, f'step "{key[1]}"')
         if len(encoded) > MAX_JSON_BYTES:
-            raise WorkflowFatalError(
-                f"Step {key[1]} output is too large. Maximum allowed size is 1MiB."
+            # Cloudflare's engine fails the attempt with this error and retries it by policy.
+            raise StepError(
+                "WorkflowInternalError",
+                f"Step {key[1]} output is too large. Maximum allowed size is 1MiB.",
             )
         return encoded
 
