@@ -27,6 +27,7 @@ from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.engine import history as h
 from stepstone.engine.activation import Activation, _Raised, _Returned, _Suspended
 from stepstone.engine.clock import ManualClock
+from stepstone.engine.compensation import Compensation
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.recorded import RecordedInstance
 from stepstone.engine.replay import (
@@ -207,14 +208,27 @@ class _CheckStep(ReplayStep):
         rollback_config: Any,
         saga: Any = None,
     ) -> Any:
-        key, _ = self._begin(h.DO, name)
+        key, count = self._begin(h.DO, name)
         record = await self._recorded(key)
+        if saga is not None:
+            # step.rollback_all() undoes the started with_rollback steps: their recorded
+            # undo results steer run() as they did, so the check must know them too.
+            entry = Compensation(key, saga, None, {"step": {"name": name, "count": count}})
+            if record is not None:
+                entry.observe(record)
+            self.sagas.append(entry)
         if record is not None and record.done:
             return await _recorded_result(self.activation, record)
         await self._frontier(key)
 
+    async def _compensate(
+        self, entry: Compensation, done: h.StepRecord | None, call: Callable[[dict[str, Any]], Any]
+    ) -> None:
+        """An undo the record has not finished: the run would do that work next."""
+        await self._frontier((h.ROLLBACK, entry.key[1]))
+
     async def wait_for_event(
-        self, name: str, event_type: str, /, timeout: Any = "24 hours"
+        self, name: str, event_type: str, /, timeout: Any = "24 hours", *, match: Any = None
     ) -> dict[str, Any]:
         key, _ = self._begin(h.WAIT, name)
         record = await self._recorded(key)

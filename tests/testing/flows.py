@@ -124,3 +124,36 @@ class FanoutBranchDropped(WorkflowEntrypoint):
         row = await step.do("fetch a", lambda: {"name": "a", "size": 1})
         blob = await step.do("render", lambda: b"")
         return {"rows": 1 if row else 0, "bytes": len(blob)}
+
+
+class Trip(WorkflowEntrypoint):
+    """A Python-style saga: the undo's recorded result decides what run() returns."""
+
+    async def run(self, event: Any, step: Any) -> Any:
+        fail = (event["payload"] or {}).get("fail_flight", False)
+
+        @step.with_rollback("book hotel")
+        async def hotel() -> str:
+            return "H1"
+
+        @hotel.undo
+        async def cancel_hotel(error: Exception, value: Any) -> None:
+            CALLS.append(f"cancel {value}")
+            if (event["payload"] or {}).get("fail_undo"):
+                raise NonRetryableError("hotel will not cancel")
+
+        @step.with_rollback("book flight")
+        async def flight() -> str:
+            if fail:
+                raise NonRetryableError("no seats")
+            return "F1"
+
+        try:
+            booked = [await hotel(), await flight()]
+        except NonRetryableError as exc:
+            try:
+                await step.rollback_all(exc)
+            except NonRetryableError as undo_failed:
+                return {"booked": False, "undo": str(undo_failed)}
+            return {"booked": False, "undo": "done"}
+        return {"booked": booked}
