@@ -255,3 +255,17 @@ def test_the_exit_code_gates_a_deploy_as_a_real_process(store: Store) -> None:
     assert good.returncode == 0, good.stdout + good.stderr
     assert bad.returncode == 1
     assert "DIVERGES" in bad.stdout and "3 diverge" in bad.stderr
+
+
+def test_replay_and_export_on_postgresql(pg_database: str, tmp_path: Path) -> None:
+    recorded = Store(tmp_path, pg_database)
+    in_thread(lambda: asyncio.run(_record(recorded.db, recorded.config())))
+    assert replay(recorded, recorded.config()).code == 0
+    diverging = replay(recorded, recorded.config("ApprovalStepAdded"))
+    assert diverging.code == 1
+    assert sum(not v["agrees"] for v in diverging.verdicts.values()) == 3
+    exported = tmp_path / "pg.json"
+    assert cli("instances", "export", "--db", pg_database, "-o", str(exported)).code == 0
+    from_file = cli("replay", "--history", str(exported), "--config", recorded.config(), "--json")
+    assert from_file.code == 0
+    assert set(from_file.verdicts) == {"waiting", "done", "rejected", "fan"}
