@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepstone.errors import JurisdictionImmutable
+from stepstone.storage.ops_records import (
+    AuditEntry,
+    AuditQuery,
+    BulkItem,
+    BulkJobRecord,
+    BulkProgress,
+    InstanceFilter,
+)
 
 JURISDICTIONS = ("eu", "fedramp", "us")
 
@@ -504,3 +512,50 @@ class Storage(Protocol):
     async def list_tokens(self) -> list[TokenRecord]: ...
 
     async def revoke_token(self, token_id: str, now: int) -> bool: ...
+
+    # --- operator extensions: bulk jobs and the audit log (stepstone.bulk, stepstone.audit) -
+
+    async def select_instances(
+        self, workflow_pk: int, where: InstanceFilter, after: tuple[int, str] | None, limit: int
+    ) -> list[InstanceRecord]:
+        """Instances matching ``where``, oldest first by ``(created_on, id)`` after ``after``."""
+
+    async def count_selected(self, workflow_pk: int, where: InstanceFilter) -> int: ...
+
+    async def create_bulk_job(self, job: BulkJobRecord) -> None: ...
+
+    async def get_bulk_job(self, account_id: str, job_id: str) -> BulkJobRecord | None: ...
+
+    async def list_bulk_jobs(
+        self, account_id: str, workflow_name: str | None, limit: int
+    ) -> list[BulkJobRecord]:
+        """Newest first."""
+
+    async def claim_bulk_job(self, owner: str, now: int, lease_ms: int) -> BulkJobRecord | None:
+        """Lease one queued job, or a running one whose lease lapsed (its server died)."""
+
+    async def advance_bulk_job(
+        self, job_id: str, owner: str, progress: BulkProgress, now: int, lease_ms: int
+    ) -> bool:
+        """Record a page's outcomes (an instance already recorded keeps its first outcome and
+        is not counted twice), move the cursor, renew the lease, and end the job if
+        ``progress.finished``; all in one transaction. False if ``owner`` lost the lease or
+        the job was cancelled: nothing is written."""
+
+    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> set[str]:
+        """Which of ``instance_ids`` the job has an outcome for already."""
+
+    async def list_bulk_items(
+        self, job_id: str, outcome: str | None, after: str | None, limit: int
+    ) -> list[BulkItem]:
+        """By instance id, after ``after``."""
+
+    async def cancel_bulk_job(self, account_id: str, job_id: str, now: int) -> bool:
+        """End a job that has not ended; False if it had."""
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]: ...
+
+    async def delete_audit_before(self, at: int, limit: int) -> int:
+        """Delete up to ``limit`` entries recorded before ``at``; return how many."""

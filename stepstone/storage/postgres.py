@@ -39,6 +39,7 @@ from stepstone.storage.base import (
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, Database, Listener
+from stepstone.storage.postgres_ops_log import PostgresOpsLog
 from stepstone.storage.postgres_progress import (
     GroupCommitter,
     progress_many,
@@ -127,7 +128,7 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
         await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)
 
 
-class PostgresStorage(WorkerWrites):
+class PostgresStorage(WorkerWrites, PostgresOpsLog):
     """``Storage`` on PostgreSQL; any number of processes may share one database."""
 
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:

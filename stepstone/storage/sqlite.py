@@ -43,6 +43,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
+from stepstone.storage.sqlite_ops_log import SqliteOpsLog
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
@@ -119,7 +120,7 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteOpsLog):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
