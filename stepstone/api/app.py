@@ -33,6 +33,7 @@ from stepstone.errors import (
 )
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
+from stepstone.observability.tracing import TraceContext
 from stepstone.storage.base import Conflict
 from stepstone.storage.outage import StoreOutage
 
@@ -104,6 +105,8 @@ def create_app(
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.
     app.add_middleware(FrontDoor)
     app.add_middleware(RequestMetrics)
+    # A caller's traceparent, kept with the instances it creates (observability/tracing.py).
+    app.add_middleware(TraceContext)
     return app
 
 

@@ -38,6 +38,7 @@ from stepstone.engine.python_api import (
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
 from stepstone.errors import StepError, WorkflowFatalError, WorkflowTimeoutError
+from stepstone.observability import tracing
 from stepstone.observability.probes import AttemptProbe
 from stepstone.validation import event_type_problem, step_name_problem
 
@@ -270,6 +271,7 @@ class ReplayStep(Compensations):
             delivered = await act.consume_event(event_type, completion)
             if delivered is not None:
                 record.done, record.success = True, True
+                tracing.wait("wait", key[1], record.start)
                 record.event = {
                     "type": event_type,
                     "payload": orjson.loads(delivered.payload),
@@ -647,6 +649,7 @@ class ReplayStep(Compensations):
             if act.now() >= record.wake_at:
                 act.write_nowait([act.event("sleep_completed", {}, key)])
                 record.done = True
+                tracing.wait("sleep", key[1], record.start)
                 return
             await self._park(record.wake_at)
         finally:
