@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -24,9 +24,10 @@ from stepstone.storage.base import (
     NewEvent,
     Release,
 )
+from stepstone.storage.event_match import first_match
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
-from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql
+from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
@@ -78,6 +79,7 @@ FLUSH_LINGER_S = 0.002
 # Any fixed key, distinct from the migrations' one.
 _CLAIM_LOCK = 0x5735_C1A1
 _CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
+_CLAIM_PLAIN = pg_plain_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 
 
 async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
@@ -207,7 +209,9 @@ class WorkerWrites:
                     return None, []
             if locked:
                 await conn.execute(PG_LOCK_CAPS, locked)
-            rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
+                rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
+            else:
+                rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
             claims = [
                 Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
             ]
@@ -371,18 +375,25 @@ class WorkerWrites:
         await self._fenced(claim, fn)
 
     async def consume_event(
-        self, claim: Claim, event_type: str, completion: NewEvent
+        self,
+        claim: Claim,
+        event_type: str,
+        completion: NewEvent,
+        match: Mapping[str, Any] | None = None,
     ) -> DeliveredEvent | None:
         pk = claim.instance.pk
 
         async def fn(conn: Any, row: Any) -> DeliveredEvent | None:
-            found = await conn.fetchrow(
-                "DELETE FROM pending_events WHERE seq = (SELECT seq FROM pending_events"
-                " WHERE instance_pk = $1 AND type = $2 ORDER BY seq LIMIT 1)"
-                " RETURNING payload, ts",
-                pk,
-                event_type,
-            )
+            if match:
+                found = await _take_matching(conn, pk, event_type, match)
+            else:
+                found = await conn.fetchrow(
+                    "DELETE FROM pending_events WHERE seq = (SELECT seq FROM pending_events"
+                    " WHERE instance_pk = $1 AND type = $2 ORDER BY seq LIMIT 1)"
+                    " RETURNING payload, ts",
+                    pk,
+                    event_type,
+                )
             if found is None:
                 return None
             delivered = DeliveredEvent(event_type, bytes(found[0]), int(found[1]))
@@ -476,3 +487,21 @@ class WorkerWrites:
             return count
 
         return await self._write(job, wakes=True)
+
+
+async def _take_matching(
+    conn: Any, pk: int, event_type: str, match: Mapping[str, Any]
+) -> tuple[bytes, int] | None:
+    """Delete the oldest buffered event of the type whose payload matches; the instance row
+    is locked, so no other consumer races this one."""
+    rows = await conn.fetch(
+        "SELECT seq, payload, ts FROM pending_events WHERE instance_pk = $1 AND type = $2"
+        " ORDER BY seq",
+        pk,
+        event_type,
+    )
+    found = first_match(rows, match)
+    if found is None:
+        return None
+    await conn.execute("DELETE FROM pending_events WHERE seq = $1", found[0])
+    return bytes(found[1]), int(found[2])

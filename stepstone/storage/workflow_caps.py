@@ -113,10 +113,24 @@ def pg_claim_sql(returning: str) -> str:
         " room AS (SELECT c.pk, c.cap - (SELECT count(*) FROM instances l"
         " WHERE l.workflow_pk = c.pk AND l.lease_owner IS NOT NULL AND l.lease_expires >= $3)"
         " AS n FROM caps c WHERE c.pk = ANY($6::bigint[])),"
+        # No cap in scope: the one ordered scan claims always made (a one-time filter).
         " free AS (SELECT i.pk, i.priority, i.runnable_at FROM instances i"
         " WHERE i.runnable_at <= $3 AND (i.lease_expires IS NULL OR i.lease_expires < $3)"
         " AND ($5::bigint[] IS NULL OR i.workflow_pk = ANY($5::bigint[]))"
-        " AND i.workflow_pk <> ALL(ARRAY(SELECT pk FROM caps))"
+        " AND NOT EXISTS (SELECT 1 FROM caps)"
+        " ORDER BY i.priority, i.runnable_at LIMIT $4 FOR UPDATE SKIP LOCKED),"
+        # Caps in scope: that scan would walk past a capped workflow's whole backlog, so each
+        # uncapped workflow is read from its own index range, expired leases from the leased
+        # index.
+        " open AS (SELECT w.pk FROM workflows w WHERE w.concurrency_limit IS NULL"
+        " AND ($5::bigint[] IS NULL OR w.pk = ANY($5::bigint[])) AND EXISTS (SELECT 1 FROM caps)),"
+        " free_each AS (SELECT x.pk, x.priority, x.runnable_at FROM open o CROSS JOIN LATERAL"
+        " (SELECT i.pk, i.priority, i.runnable_at FROM instances i WHERE i.workflow_pk = o.pk"
+        " AND i.runnable_at <= $3 AND i.lease_owner IS NULL ORDER BY i.priority, i.runnable_at"
+        " LIMIT $4 FOR UPDATE OF i SKIP LOCKED) x),"
+        " free_expired AS (SELECT i.pk, i.priority, i.runnable_at FROM instances i"
+        " WHERE i.lease_owner IS NOT NULL AND i.lease_expires < $3 AND i.runnable_at <= $3"
+        " AND i.workflow_pk = ANY(ARRAY(SELECT pk FROM open))"
         " ORDER BY i.priority, i.runnable_at LIMIT $4 FOR UPDATE SKIP LOCKED),"
         # The row locks come after the union (no FOR UPDATE in a UNION); the advisory locks
         # already keep other claimers off these workflows.
@@ -132,8 +146,33 @@ def pg_claim_sql(returning: str) -> str:
         " ORDER BY y.priority, y.runnable_at LIMIT least(greatest(r.n, 0), $4)) x)"
         " AND i.runnable_at <= $3 AND (i.lease_expires IS NULL OR i.lease_expires < $3)"
         " FOR UPDATE OF i SKIP LOCKED),"
-        " picked AS (SELECT pk FROM (SELECT * FROM free UNION ALL SELECT * FROM held) c"
+        " picked AS (SELECT pk FROM (SELECT * FROM free UNION ALL SELECT * FROM free_each"
+        " UNION ALL SELECT * FROM free_expired UNION ALL SELECT * FROM held) c"
         " ORDER BY priority, runnable_at LIMIT $4),"
+        " claimed AS (UPDATE instances i SET lease_owner = $1, lease_expires = $2,"
+        " epoch = i.epoch + 1, status = CASE WHEN i.status IN ('queued', 'waiting')"
+        " THEN 'running' ELSE i.status END, started_on = COALESCE(i.started_on, $3),"
+        f" modified_on = $3 FROM picked WHERE i.pk = picked.pk RETURNING {returning},"
+        " i.epoch, i.wake_seq)"
+        " SELECT claimed.*, NULL::bigint[] AS caps, txid_current() AS xid FROM claimed"
+        " UNION ALL SELECT claimed.*, ARRAY(SELECT pk FROM caps ORDER BY pk), NULL"
+        " FROM (SELECT 1) one LEFT JOIN claimed ON false"
+    )
+
+
+def pg_plain_claim_sql(returning: str) -> str:
+    """The claim while no capped workflow is known in scope: the ordered scan claims always
+    made, skipped whole (a one-time filter) if a cap has appeared, so it can never overshoot
+    one; its last row reports the capped workflows in scope, as ``pg_claim_sql``'s does. Far
+    smaller than that statement, so cheaper to plan ($1..$5 as there)."""
+    return (
+        "WITH caps AS (SELECT pk FROM workflows WHERE concurrency_limit IS NOT NULL"
+        " AND ($5::bigint[] IS NULL OR pk = ANY($5::bigint[]))),"
+        " picked AS (SELECT pk FROM instances WHERE runnable_at <= $3"
+        " AND (lease_expires IS NULL OR lease_expires < $3)"
+        " AND ($5::bigint[] IS NULL OR workflow_pk = ANY($5::bigint[]))"
+        " AND NOT EXISTS (SELECT 1 FROM caps)"
+        " ORDER BY priority, runnable_at LIMIT $4 FOR UPDATE SKIP LOCKED),"
         " claimed AS (UPDATE instances i SET lease_owner = $1, lease_expires = $2,"
         " epoch = i.epoch + 1, status = CASE WHEN i.status IN ('queued', 'waiting')"
         " THEN 'running' ELSE i.status END, started_on = COALESCE(i.started_on, $3),"
