@@ -19,6 +19,7 @@ import orjson
 
 from stepstone.authoring.durations import parse_duration
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
+from stepstone.cron import CronScheduler, next_fire_ms
 from stepstone.embedded import Engine, InstanceHandle
 from stepstone.engine import history as h
 from stepstone.engine.clock import ManualClock
@@ -34,6 +35,8 @@ DEFAULT_START_MS = 1_767_225_600_000
 SETTLE_TIMEOUT_S = 30.0
 # An idle look must repeat this many times before the harness believes nothing will start.
 QUIET_LOOKS = 3
+# Due times one advance may pass through before the harness suspects a runaway timer loop.
+MAX_STOPS = 100_000
 
 Duration = int | str | timedelta
 
@@ -145,15 +148,17 @@ class HarnessInstance:
     async def run_to_end(self, limit: Duration = "366 days") -> dict[str, Any]:
         """Advance the clock from timer to timer until the instance ends (or waits for
         something time cannot bring, such as an event), at most ``limit`` ahead."""
-        until = self.harness.clock.now_ms() + _ms(limit)
-        while True:
+        harness = self.harness
+        until = harness.clock.now_ms() + _ms(limit)
+        for _ in range(MAX_STOPS):
             status = await self.status()
             if status["status"] in ("complete", "errored", "terminated", "paused"):
                 return status
-            wake = await self.harness.next_wake_at()
-            if wake is None or wake > until:
+            due = await harness.next_due_at()
+            if due is None or due > until:
                 return status
-            self.harness.clock.advance(max(0, wake - self.harness.clock.now_ms()))
+            harness.clock.advance(max(0, due - harness.clock.now_ms()))
+        raise HarnessError(f"{self!r} did not end within {MAX_STOPS} timers")
 
 
 class WorkflowHarness:
@@ -177,7 +182,14 @@ class WorkflowHarness:
             settings=WorkerSettings(poll_ms=50),
             clock=clock,
         )
-        engine.ops.on_workflows_changed = worker.invalidate_workflows
+        # Cron schedules fire on the fake clock too, each at its own time (see advance).
+        self._cron = CronScheduler(engine.storage, clock=clock)
+
+        def changed() -> None:
+            worker.invalidate_workflows()
+            self._cron.invalidate()
+
+        engine.ops.on_workflows_changed = changed
         engine.worker = worker
 
     @classmethod
@@ -241,14 +253,40 @@ class WorkflowHarness:
     async def advance(self, duration: Duration) -> None:
         """Move the clock by ``duration`` ("3 days", ms, a timedelta) and run what became
         due: sleeps that end, retries whose delay passed, waits that time out."""
+        await self.advance_to(self.clock.now_ms() + _ms(duration))
+
+    async def advance_to(self, target_ms: int) -> None:
+        """Move the clock to ``target_ms`` (epoch ms) as time would pass: from one due time
+        to the next (a timer, a retry, a cron firing), running what each makes due, so that a
+        step retried every 10 minutes is retried every 10 minutes of a 3-day advance."""
         await self.settle()
-        self.clock.advance(_ms(duration))
+        for _ in range(MAX_STOPS):
+            due = await self.next_due_at()
+            if due is None or due > target_ms:
+                break
+            self.clock.advance(max(0, due - self.clock.now_ms()))
+            await self.settle()
+        else:
+            raise HarnessError(
+                f"more than {MAX_STOPS} timers fire in this advance; advance by less at a time"
+            )
+        self.clock.advance(max(0, target_ms - self.clock.now_ms()))
         await self.settle()
 
     async def next_wake_at(self) -> int | None:
         """When the next timer of any instance fires (epoch ms), or None."""
         records, _ = await self.engine.storage.list_workflows(None, None, 0, 1_000_000)
         return await self.engine.storage.next_wake_at([r.pk for r in records])
+
+    async def next_due_at(self) -> int | None:
+        """The next time anything happens: an instance's timer or a cron firing."""
+        records, _ = await self.engine.storage.list_workflows(None, None, 0, 1_000_000)
+        now = self.clock.now_ms()
+        times = [next_fire_ms(cron, now) for r in records for cron in r.version.schedules]
+        wake = await self.engine.storage.next_wake_at([r.pk for r in records])
+        if wake is not None:
+            times.append(wake)
+        return min(times, default=None)
 
     async def settle(self) -> None:
         """Return once no activation runs and nothing is due at the clock's time."""
@@ -257,6 +295,7 @@ class WorkflowHarness:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_TIMEOUT_S
         quiet = 0
+        await self._cron.tick()
         while quiet < QUIET_LOOKS:
             if loop.time() > deadline:
                 raise HarnessError(

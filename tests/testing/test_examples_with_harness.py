@@ -12,6 +12,7 @@ from stepstone import NonRetryableError
 from stepstone.testing import WorkflowHarness
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DAY_MS = 86_400_000
 ORDER = {"items": [{"sku": "A1", "qty": 2, "price": 10.0}, {"sku": "B2", "qty": 1, "price": 5.5}]}
 
 
@@ -126,3 +127,18 @@ async def test_the_cloudflare_order_fails_when_validation_is_made_to_fail(
     order = await cloudflare.create("order-workflow", ORDER)
     status = await order.status()
     assert status["error"] == {"name": "NonRetryableError", "message": "no stock"}
+
+
+async def test_the_nightly_schedule_fires_each_night_on_the_fake_clock(
+    examples: WorkflowHarness,
+) -> None:
+    start = examples.now()  # 2026-01-01T00:00Z
+    await examples.advance("3 days")
+    nights = [start + 2 * 3_600_000 + day * DAY_MS for day in range(3)]
+    for night in nights:
+        report = await examples.get("nightly-report", f"0 2 * * *-{night}")
+        assert await report.output() == {
+            "for": night,
+            "recipient": "ops@example.com",
+            "authenticated": True,
+        }

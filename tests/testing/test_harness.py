@@ -149,3 +149,18 @@ async def test_the_clock_starts_at_a_fixed_time() -> None:
         assert h.now() == 1_000_000_000_000
     async with await WorkflowHarness.open() as h:
         assert h.now() == 1_767_225_600_000
+
+
+async def test_a_long_advance_passes_every_retry_on_its_way(harness: WorkflowHarness) -> None:
+    harness.fail_step("send reminder", ConnectionError("still down"), times=10)
+    reminder = await harness.create("reminder")
+    await harness.advance("3 days")
+    sleep_end = harness.now()
+    await harness.advance("1 day")  # attempts at +0, +10, +20 and +30 minutes, all failing
+    send = await reminder.step("send reminder")
+    assert [a.start - sleep_end for a in send.attempts] == [0, 600_000, 1_200_000, 1_800_000]
+    assert (await reminder.status())["error"] == {
+        "name": "ConnectionError",
+        "message": "still down",
+    }
+    assert harness.now() == sleep_end + DAY_MS
