@@ -55,6 +55,13 @@ def describe(
         render.print_json({**workflow, "latest_version": latest})
     else:
         render.workflow_detail(workflow, latest)
+        cap = workflow.get("concurrency")
+        if cap:
+            # Only a capped workflow's answer carries it (a Stepstone addition).
+            render.console.print(
+                f"[bold]Concurrency[/bold]  {cap.get('running')} running / limit"
+                f" {cap.get('limit')}, {cap.get('queued')} waiting for a slot"
+            )
 
 
 @app.command()
