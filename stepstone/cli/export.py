@@ -17,7 +17,13 @@ import typer
 
 from stepstone.cli import render
 from stepstone.cli.client import fail
-from stepstone.cli.replay import InstanceOption, StatusOption, WorkflowOption, check_status
+from stepstone.cli.replay import (
+    InstanceOption,
+    StatusOption,
+    WorkflowOption,
+    check_status,
+    existing_store,
+)
 from stepstone.cli.server_cmds import explained_startup, open_store
 from stepstone.engine.recorded import encode_export, select, with_streams
 
@@ -53,6 +59,7 @@ def export(
 ) -> None:
     """Export recorded instances (event logs and stream outputs) as JSON."""
     check_status(status)
+    existing_store(db)
 
     async def main() -> bytes:
         storage = await open_store(db)

@@ -20,7 +20,14 @@ from rich.text import Text
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.cli import render
 from stepstone.cli.client import fail, usage
-from stepstone.cli.server_cmds import ConfigOption, explained_startup, open_store, resolve_config
+from stepstone.cli.server_cmds import (
+    ConfigOption,
+    explained_startup,
+    open_store,
+    redact,
+    resolve_config,
+    sqlite_file,
+)
 from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.engine.recorded import HistoryFileError, RecordedInstance, decode_export, select
 from stepstone.engine.replay_check import CheckEnv, ReplayVerdict, check_instance
@@ -66,6 +73,15 @@ def register(app: typer.Typer) -> None:
     app.command("replay")(replay)
 
 
+def existing_store(db: str) -> str:
+    """``db``, refused when it names a SQLite file that does not exist: reading a store must
+    never create an empty one (and an empty store would make every check pass)."""
+    file = sqlite_file(db)
+    if file is not None and not file.exists():
+        usage(f"no store at {Path.cwd() / file} ({redact(db)})", "--db")
+    return db
+
+
 def check_status(status: str | None) -> str | None:
     if status is not None and status not in ALL_STATUSES:
         usage(f"unknown status {status!r}; choose from {', '.join(ALL_STATUSES)}", "--status")
@@ -89,6 +105,8 @@ def replay(
     if (db is None) == (history is None):
         usage("give the recorded instances with --db URL or --history FILE (one of them)")
     check_status(status)
+    if db is not None:
+        existing_store(db)
     path = resolve_config(config)
     if path is None:
         usage("no project file here (stepstone.toml or wrangler.*); name one with --config")

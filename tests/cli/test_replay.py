@@ -221,10 +221,12 @@ def test_the_committed_recorded_history_replays_against_the_examples() -> None:
         ([], "give the recorded instances with --db URL or --history FILE"),
         (["--db", "sqlite:///x.db", "--history", "h.json"], "one of them"),
         (["--db", "sqlite:///x.db", "--status", "done"], "unknown status 'done'"),
-        (["--db", "sqlite:///x.db", "--workflow", "nope"], "has no workflow 'nope'"),
+        (["--db", "STORE", "--workflow", "nope"], "has no workflow 'nope'"),
+        (["--db", "sqlite:///missing.db"], "no store at"),
     ],
 )
 def test_usage_errors_exit_2(store: Store, args: list[str], message: str) -> None:
+    args = [store.db if arg == "STORE" else arg for arg in args]
     ran = cli("replay", "--config", store.config(), *args)
     assert ran.code == 2
     assert message in " ".join(ran.stderr.replace("│", " ").split())
@@ -269,3 +271,15 @@ def test_replay_and_export_on_postgresql(pg_database: str, tmp_path: Path) -> No
     from_file = cli("replay", "--history", str(exported), "--config", recorded.config(), "--json")
     assert from_file.code == 0
     assert set(from_file.verdicts) == {"waiting", "done", "rejected", "fan"}
+
+
+def test_export_refuses_a_missing_store_and_an_unknown_workflow(
+    store: Store, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.db"
+    ran = cli("instances", "export", "--db", f"sqlite:///{missing}")
+    assert ran.code == 2 and "no store at" in ran.stderr
+    assert not missing.exists()  # reading never creates a store
+    ran = cli("instances", "export", "--db", store.db, "--workflow", "nope")
+    assert ran.code == 1
+    assert "no workflow 'nope' in this store" in ran.stderr
