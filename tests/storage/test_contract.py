@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage.base import (
     Conflict,
     Fenced,
@@ -714,10 +715,10 @@ async def test_delete_expired_default_retention_and_limit(fx: Fixture) -> None:
     await fx.create(*[f"i{n}" for n in range(5)])
     for claim in await fx.claim():
         await fx.storage.release_instance(claim, Release("complete", output=b"1"), NOW)
-    month = 30 * 86_400_000
-    assert await fx.storage.delete_expired(NOW + month - 1, 10) == 0
-    assert await fx.storage.delete_expired(NOW + month, 2) == 2
-    assert await fx.storage.delete_expired(NOW + month, 10) == 3
+    week = DEFAULT_RETENTION_MS  # 7 days for a workflow registered now
+    assert await fx.storage.delete_expired(NOW + week - 1, 10) == 0
+    assert await fx.storage.delete_expired(NOW + week, 2) == 2
+    assert await fx.storage.delete_expired(NOW + week, 10) == 3
     assert await fx.storage.count_instances(fx.workflow.pk) == {}
 
 
