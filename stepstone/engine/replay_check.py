@@ -29,6 +29,7 @@ from stepstone.engine.activation import Activation, _Raised, _Returned, _Suspend
 from stepstone.engine.clock import ManualClock
 from stepstone.engine.compensation import Compensation
 from stepstone.engine.errors_codec import encode_error
+from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.recorded import RecordedInstance
 from stepstone.engine.replay import (
     ReplayStep,
@@ -305,7 +306,8 @@ async def check_instance(
         name = failed.error.get("name", "")
         return verdict(
             str(failed.error.get("message")),
-            fails_instance=name == "NondeterminismError",
+            # An ended instance never runs again: the engine fails only one under way.
+            fails_instance=name == "NondeterminismError" and item.status not in TERMINAL,
             outcome=f"fails: {name}",
         )
     except TimeoutError:

@@ -112,6 +112,8 @@ def test_a_step_added_before_recorded_ones_diverges_and_exits_1(store: Store) ->
     assert not waiting["agrees"] and waiting["failsInstance"]
     assert 'asked for step.do "fraud check-1"' in waiting["divergence"]
     assert 'recorded history has step.do "reserve-1"' in waiting["divergence"]
+    done = ran.verdicts["done"]
+    assert not done["agrees"] and not done["failsInstance"]  # an ended instance never reruns
     assert ran.verdicts["fan"]["agrees"]
 
 
