@@ -203,10 +203,13 @@ async def instances(
     versions, version_total = await ops.storage.list_versions(workflow.pk, 0, 5)
     retrying = await timeline.retry_notes(ops, records)
     graph = await timeline.recorded_graph(ops, workflow)
+    cap = workflow.version.concurrency_limit
+    usage = await ops.storage.concurrency_usage(workflow.pk, ops.now()) if cap else None
     return page(
         request,
         who,
         "instances.html",
+        concurrency=(cap, *usage) if cap and usage else None,
         workflow=workflow,
         info=views.workflow(workflow, counts, ops.now()),
         versions=versions,
