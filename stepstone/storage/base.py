@@ -409,8 +409,9 @@ class Storage(Protocol):
         that pass it are serialised so that concurrent workers cannot overshoot it.
         A workflow whose current version has a ``concurrency_limit`` gets no more live leases
         than that, however many workers claim at once (claims of one capped workflow are
-        serialised); its instances wait, oldest first, for a slot. A claim that involves no
-        capped workflow costs what it did before there were limits.
+        serialised); its instances wait, oldest first, for a slot. While no capped workflow is
+        in scope a claim is the same single statement as without limits (SQLite adds one read
+        of the capped workflows, in-process and served by the workflows table).
         """
 
     async def renew_leases(
