@@ -126,6 +126,9 @@ def browsable(host: str) -> str:
 
 
 def announce(line: str) -> None:
+    if logs.is_json():
+        log.info("%s", line)
+        return
     print(line, file=sys.stderr, flush=True)
 
 

@@ -434,8 +434,8 @@ class ReplayStep(Compensations):
                 if isinstance(exc, TimeoutError) and scope.expired():
                     exc = WorkflowTimeoutError(f"Execution timed out after {timeout_ms}ms")
                 error = encode_error(exc)
-                probe.end(exc)
                 self._log_failure(key, kind_prefix, attempt, error, trace)
+                probe.end(exc)
                 if entry is not None:
                     entry.error = error
                 if is_non_retryable(exc) or not should_retry(attempt, retries["limit"]):

@@ -80,12 +80,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+def is_json() -> bool:
+    """Whether lines go out as JSON: then a message printed straight to stderr would break
+    the one-object-a-line promise, so it is logged instead."""
+    return _state["json"]
+
+
+_state = {"json": False}
+
+
 def configure(log_format: str) -> None:
     """Send every log line (ours, uvicorn's, the workflow code's) to stderr in ``log_format``."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"--log-format is one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     if log_format == "text":
         return
+    _state["json"] = True
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
