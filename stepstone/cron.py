@@ -222,7 +222,13 @@ class CronScheduler:
                 settings[record.account_id] = await self.ops.storage.get_account_settings(
                     record.account_id
                 )
-            window = min(resolve_retention(record.version, settings[record.account_id]))
+            window = min(
+                resolve_retention(
+                    record.version,
+                    settings[record.account_id],
+                    fallback=record.retention_fallback_ms,
+                )
+            )
             watched.append(_Watched(record, window))
         self._watched = watched
         live = {(w.workflow.pk, w.workflow.version.id) for w in watched}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+from stepstone.retention import DEFAULT_RETENTION_MS
 from tests.api.conftest import ACCOUNT, LiveServer
 
 WF = f"/accounts/{ACCOUNT}/workflows"
@@ -191,13 +192,15 @@ def test_instances_list_cursor_walk_and_trailing_slash(server: LiveServer) -> No
 def test_settings_accounts_health_openapi(server: LiveServer) -> None:
     with server.http() as http:
         settings = http.get(f"{WF}/settings").json()["result"]
-        assert settings["default_retention"]["success_retention"] == 30 * 86_400_000
+        # Unset, the account shows what a new workflow keeps: Cloudflare's paid default.
+        assert settings["default_retention"]["success_retention"] == DEFAULT_RETENTION_MS
+        assert DEFAULT_RETENTION_MS == 7 * 86_400_000
         patched = http.patch(
             f"{WF}/settings", json={"default_retention": {"success_retention": "1 day"}}
         ).json()["result"]
         assert patched["default_retention"] == {
             "success_retention": 86_400_000,
-            "error_retention": 30 * 86_400_000,
+            "error_retention": DEFAULT_RETENTION_MS,
         }
         accounts = http.get("/accounts?page=1").json()
         assert accounts["result"] == [{"id": ACCOUNT, "name": ACCOUNT, "type": "standard"}]

@@ -12,10 +12,9 @@ from stepstone.api.envelope import ok, page_info
 from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import SettingsPatch
 from stepstone.ops import retention_ms
+from stepstone.retention import DEFAULT_RETENTION_MS
 
 router = APIRouter(tags=["accounts"])
-# What the stores apply when nothing narrower is set: the paid plan's maximum, 30 days.
-DEFAULT_RETENTION_MS = 30 * 86_400_000
 
 
 async def _visible_accounts(request: Request) -> list[str]:
