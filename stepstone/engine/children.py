@@ -14,10 +14,9 @@ that dies anywhere in between finds the same child again and never starts two.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,16 +25,16 @@ from stepstone.authoring.config import resolve_config
 from stepstone.authoring.durations import parse_duration
 from stepstone.engine import history as h
 from stepstone.engine.errors_codec import is_non_retryable, recreate_error
+from stepstone.engine.holding import holding
 from stepstone.engine.retry import backoff_delay_ms, should_retry
-from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
+from stepstone.engine.signals import InstanceFailed
 from stepstone.errors import (
     CannotTerminate,
     InstanceNotFound,
     WorkflowFatalError,
     WorkflowNotFound,
 )
-from stepstone.storage.base import Fenced, NewInstance, WorkflowRecord
-from stepstone.storage.outage import StoreOutage
+from stepstone.storage.base import NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
 if TYPE_CHECKING:
@@ -67,7 +66,24 @@ def derived_base_id(act: Activation, step_key: str) -> str:
     return f"{readable}-{digest}"
 
 
-async def run_workflow(
+@dataclass(frozen=True, slots=True)
+class ChildCall:
+    """What ``step.run_workflow`` hands to ``run_do`` in place of a function: the step is a
+    ``step.do`` to everything that replays or checks it; only its execution differs."""
+
+    workflow: str
+    params: bytes
+    instance_id: str | None
+    timeout: Any
+    timeout_ms: int
+    detached: bool
+
+    def __call__(self, ctx: dict[str, Any]) -> Any:
+        # A step.do's call, so that every step object takes it; never called as one.
+        raise AssertionError("a child workflow step is not a function")
+
+
+def prepare(
     step: ReplayStep,
     name: str,
     workflow: str,
@@ -77,19 +93,11 @@ async def run_workflow(
     timeout: Any,
     config: Any,
     detached: bool,
-) -> Any:
-    from stepstone.engine.replay import (  # a cycle: replay exposes this function
-        MAX_JSON_BYTES,
-        _cached_value,
-        _duration,
-        _recorded_result,
-        encode_json,
-    )
+) -> ChildCall:
+    """Check the call's arguments; a bad one fails the instance as a bad step.do does."""
+    from stepstone.engine.replay import MAX_JSON_BYTES, _duration, encode_json  # a cycle
 
-    act = step.activation
     where = f"step.run_workflow({name!r})"
-    if step.in_rollback_phase:
-        raise WorkflowFatalError("Cannot execute steps during rollback phase")
     if not isinstance(workflow, str) or not workflow:
         raise WorkflowFatalError(f"{where}: the workflow is the name of a registered workflow")
     if instance_id is not None:
@@ -99,29 +107,35 @@ async def run_workflow(
     timeout_ms = _duration(timeout, f"{where} timeout")
     if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
         raise WorkflowFatalError(f"{where}: the timeout is between 1 second and 365 days")
-    resolved = resolve_config(config, name)
-    if callable(resolved.delay):
+    if callable(resolve_config(config, name).delay):
         raise WorkflowFatalError(f"{where}: the retry delay is a duration, not a function")
     encoded = encode_json(params, f"{where} params")
     if len(encoded) > MAX_JSON_BYTES:
         raise WorkflowFatalError(f"{where}: params are over 1MiB")
-    fresh = {**resolved.recorded(), "timeout": timeout}
-    step.count_step()
-    key, _ = step._begin(h.DO, name)
-    await step._check_replay_order(key)
-    record = act.history.steps.get(key)
-    if act.replay_only:
-        return _cached_value(act, record) if record is not None and record.done else None
-    if record is not None and record.done:
-        return await _recorded_result(act, record)
-    act.executing += 1
-    try:
-        child = _Child(step, key, record, fresh, workflow, encoded, detached)
-        child.base = instance_id if instance_id is not None else derived_base_id(act, key[1])
-        child.timeout_ms = timeout_ms
-        return await child.run()
-    finally:
-        act.executing -= 1
+    return ChildCall(workflow, encoded, instance_id, timeout, timeout_ms, bool(detached))
+
+
+async def run_child(
+    step: ReplayStep,
+    key: tuple[str, str],
+    record: h.StepRecord | None,
+    fresh_config: dict[str, Any],
+    call: ChildCall,
+) -> Any:
+    """Execute (or resume) the step: ``run_do`` has answered recorded ends already."""
+    act = step.activation
+    child = _Child(
+        step,
+        key,
+        record,
+        {**fresh_config, "timeout": call.timeout},
+        call.workflow,
+        call.params,
+        call.detached,
+    )
+    child.base = call.instance_id if call.instance_id is not None else derived_base_id(act, key[1])
+    child.timeout_ms = call.timeout_ms
+    return await child.run()
 
 
 class _Child:
@@ -164,7 +178,7 @@ class _Child:
                 last = await self._start(1 if last is None else last.attempt + 1)
             attempt = last.attempt
             target = await self._workflow()
-            with _holding():
+            with holding():
                 instance = await act.storage.get_instance(target.pk, child_id(self.base, attempt))
             if instance is None:
                 error = _error("ChildInstanceGone", "the child instance was deleted")
@@ -211,7 +225,7 @@ class _Child:
         target = await self._workflow()
         instance_id = child_id(self.base, attempt)
         now = act.now()
-        with _holding():
+        with holding():
             await act.storage.create_instances(
                 target.pk,
                 target.version.id,
@@ -222,7 +236,7 @@ class _Child:
             created = await act.storage.get_instance(target.pk, instance_id)
         if created is None:  # deleted at once: the next attempt's check reports it
             raise InstanceFailed("WorkflowFatalError", f"child {instance_id} vanished")
-        with _holding():
+        with holding():
             await act.storage.link_child(act.claim, created.pk, detached=self.detached)
         events = []
         if not self.started:
@@ -242,7 +256,7 @@ class _Child:
         if self._target is not None:
             return self._target
         act = self.act
-        with _holding():
+        with holding():
             account = await _account_of(act)
             found = await act.storage.get_workflow(account, self.workflow)
         if found is None:
@@ -254,18 +268,6 @@ class _Child:
             raise recreate_error(error)
         self._target = found
         return found
-
-
-@contextlib.contextmanager
-def _holding() -> Iterator[None]:
-    """As the activation's own writes: a lost claim or a store outage ends the activation,
-    never reaching workflow code as a step error."""
-    try:
-        yield
-    except Fenced:
-        raise LeaseLost() from None
-    except StoreOutage as outage:
-        raise StoreLost(str(outage)) from outage
 
 
 async def _account_of(act: Activation) -> str:

@@ -29,6 +29,7 @@ from stepstone.engine.errors_codec import (
     is_non_retryable,
     recreate_error,
 )
+from stepstone.engine.holding import holding
 from stepstone.engine.python_api import (
     SagaStepFunction,
     StepFunction,
@@ -190,7 +191,7 @@ class ReplayStep(Compensations):
         """Run an instance of another registered workflow as one step and return its output
         (a Stepstone extension: see docs/authoring.md). ``detached`` children survive the
         parent's termination."""
-        return await children.run_workflow(
+        call = children.prepare(
             self,
             name,
             workflow,
@@ -200,6 +201,7 @@ class ReplayStep(Compensations):
             config=config,
             detached=detached,
         )
+        return await self.run_do(name, call, config=config, rollback=None, rollback_config=None)
 
     async def sleep(self, name: str, duration: Any) -> None:
         ms = _duration(duration, f'step.sleep("{name}")')
@@ -225,11 +227,23 @@ class ReplayStep(Compensations):
         await self._sleep(name, wake_at, None)
 
     async def wait_for_event(
-        self, name: str, event_type: str, /, timeout: Any = "24 hours"
+        self,
+        name: str,
+        event_type: str,
+        /,
+        timeout: Any = "24 hours",
+        *,
+        match: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """``match`` (a Stepstone extension): only an event whose payload holds these
+        key/value pairs (nested, exact) satisfies the wait; others stay buffered."""
         problem = event_type_problem(event_type)
         if problem:
             raise WorkflowFatalError(f"step.wait_for_event({name!r}): {problem}")
+        if match is not None:
+            problem = _match_problem(match)
+            if problem:
+                raise WorkflowFatalError(f"step.wait_for_event({name!r}) match: {problem}")
         timeout_ms = _duration(timeout, f'step.wait_for_event("{name}") timeout')
         if not MIN_WAIT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
             raise WorkflowFatalError(
@@ -268,7 +282,13 @@ class ReplayStep(Compensations):
             if act.holds_new_steps:
                 await self._park(None)
             completion = act.event("wait_completed", {}, key)
-            delivered = await act.consume_event(event_type, completion)
+            if match is None:
+                delivered = await act.consume_event(event_type, completion)
+            else:
+                with holding():
+                    delivered = await act.storage.consume_event(
+                        act.claim, event_type, completion, match
+                    )
             if delivered is not None:
                 record.done, record.success = True, True
                 tracing.wait("wait", key[1], record.start)
@@ -352,6 +372,8 @@ class ReplayStep(Compensations):
             return await _recorded_result(act, record)
         act.executing += 1
         try:
+            if isinstance(call, children.ChildCall):
+                return await children.run_child(self, key, record, resolved.recorded(), call)
             return await self._execute(
                 key, record, resolved.recorded(), resolved.delay, call, ctx_base, entry
             )
@@ -684,6 +706,16 @@ def _describe(key: tuple[str, str]) -> str:
     return {"do": "step.do", "sleep": "step.sleep", "waitForEvent": "step.wait_for_event"}.get(
         kind, kind
     ) + f' "{name}"'
+
+
+def _match_problem(match: object) -> str | None:
+    if not isinstance(match, Mapping) or not match:
+        return "give a non-empty dict of the payload's key/value pairs"
+    try:
+        orjson.dumps(match)
+    except TypeError as exc:
+        return f"not JSON: {exc}"
+    return None
 
 
 def _duration(value: Any, what: str) -> int:

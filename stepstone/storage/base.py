@@ -15,7 +15,7 @@ records nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -452,10 +452,16 @@ class Storage(Protocol):
         an earlier, interrupted attempt left for the step."""
 
     async def consume_event(
-        self, claim: Claim, event_type: str, completion: NewEvent
+        self,
+        claim: Claim,
+        event_type: str,
+        completion: NewEvent,
+        match: Mapping[str, Any] | None = None,
     ) -> DeliveredEvent | None:
         """Take the oldest buffered event of ``event_type`` and record ``completion`` with
-        the event added to its data, in one fenced transaction; None if none is buffered."""
+        the event added to its data, in one fenced transaction; None if none is buffered.
+        With ``match`` (a Stepstone extension) only an event whose payload matches
+        (``storage.event_match``) is taken; the others stay buffered, in order."""
 
     async def link_child(
         self, claim: Claim, child_pk: int, *, detached: bool = False
@@ -560,3 +566,48 @@ class Storage(Protocol):
 
     async def delete_audit_before(self, at: int, limit: int) -> int:
         """Delete up to ``limit`` entries recorded before ``at``; return how many."""
+
+    # --- lifecycle webhooks (stepstone.webhooks, a Stepstone extension) -------------------
+    # The outbox row is written by the transaction that changes an instance's status.
+
+    async def put_webhooks(
+        self, workflow_pk: int, hooks: Sequence[WebhookRecord], *, replace_source: str | None
+    ) -> None:
+        """Insert or update hooks by id; with ``replace_source``, first drop that source's
+        hooks of the workflow (the project config's set replaces the last one)."""
+
+    async def list_webhooks(self, workflow_pk: int) -> list[WebhookRecord]: ...
+
+    async def delete_webhook(self, workflow_pk: int, hook_id: str) -> bool:
+        """Delete a hook with its deliveries; False if there was none."""
+
+    async def enqueue_overdue_waits(self, now: int) -> int:
+        """Queue one delivery per wait_for_event outlasting a hook's threshold."""
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease_ms: int, limit: int
+    ) -> list[DeliveryJob]:
+        """Lease due pending deliveries (one attempt counted each), oldest due first."""
+
+    async def finish_delivery(
+        self,
+        delivery_pk: int,
+        owner: str,
+        attempt: AttemptLog,
+        *,
+        delivered: bool,
+        retry_at: int | None,
+    ) -> bool:
+        """Record an attempt and its outcome (``retry_at`` None and not delivered: failed for
+        good); False, writing nothing, if ``owner`` no longer holds the lease."""
+
+    async def release_delivery_leases(self) -> int:
+        """Drop every delivery lease (a sole worker starting: the holder died)."""
+
+    async def list_deliveries(
+        self, workflow_pk: int, hook_id: str | None, state: str | None, limit: int
+    ) -> list[DeliveryRecord]:
+        """Newest first, each with its attempts."""
+
+    async def resend_delivery(self, workflow_pk: int, delivery_pk: int, now: int) -> bool:
+        """Make a delivery pending and due now, whatever its state; False if unknown."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from stepstone.storage.base import (
     NewEvent,
     Release,
 )
+from stepstone.storage.event_match import first_match
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain_claim_sql
@@ -374,18 +375,25 @@ class WorkerWrites:
         await self._fenced(claim, fn)
 
     async def consume_event(
-        self, claim: Claim, event_type: str, completion: NewEvent
+        self,
+        claim: Claim,
+        event_type: str,
+        completion: NewEvent,
+        match: Mapping[str, Any] | None = None,
     ) -> DeliveredEvent | None:
         pk = claim.instance.pk
 
         async def fn(conn: Any, row: Any) -> DeliveredEvent | None:
-            found = await conn.fetchrow(
-                "DELETE FROM pending_events WHERE seq = (SELECT seq FROM pending_events"
-                " WHERE instance_pk = $1 AND type = $2 ORDER BY seq LIMIT 1)"
-                " RETURNING payload, ts",
-                pk,
-                event_type,
-            )
+            if match:
+                found = await _take_matching(conn, pk, event_type, match)
+            else:
+                found = await conn.fetchrow(
+                    "DELETE FROM pending_events WHERE seq = (SELECT seq FROM pending_events"
+                    " WHERE instance_pk = $1 AND type = $2 ORDER BY seq LIMIT 1)"
+                    " RETURNING payload, ts",
+                    pk,
+                    event_type,
+                )
             if found is None:
                 return None
             delivered = DeliveredEvent(event_type, bytes(found[0]), int(found[1]))
@@ -479,3 +487,21 @@ class WorkerWrites:
             return count
 
         return await self._write(job, wakes=True)
+
+
+async def _take_matching(
+    conn: Any, pk: int, event_type: str, match: Mapping[str, Any]
+) -> tuple[bytes, int] | None:
+    """Delete the oldest buffered event of the type whose payload matches; the instance row
+    is locked, so no other consumer races this one."""
+    rows = await conn.fetch(
+        "SELECT seq, payload, ts FROM pending_events WHERE instance_pk = $1 AND type = $2"
+        " ORDER BY seq",
+        pk,
+        event_type,
+    )
+    found = first_match(rows, match)
+    if found is None:
+        return None
+    await conn.execute("DELETE FROM pending_events WHERE seq = $1", found[0])
+    return bytes(found[1]), int(found[2])

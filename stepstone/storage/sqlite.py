@@ -13,7 +13,7 @@ import fcntl
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import sqlite_children
+from stepstone.storage import sqlite_children, sqlite_webhooks
 from stepstone.storage.base import (
     Claim,
     Conflict,
@@ -41,9 +41,11 @@ from stepstone.storage.base import (
     WorkflowRecord,
     check_jurisdiction,
 )
+from stepstone.storage.event_match import first_match
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_ops_log import SqliteOpsLog
+from stepstone.storage.sqlite_webhooks import SqliteWebhooks
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
@@ -120,7 +122,7 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SqliteOpsLog):
+class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
@@ -173,6 +175,7 @@ class SqliteStorage(SqliteOpsLog):
         self._writer = InlineWriter(conn, self._shared_lock, syncer, self.health)
         self._writer.on_commit(self._fire_wake)
         sqlite_children.install(conn, self._fire_wake)
+        sqlite_webhooks.install(conn)
 
     async def close(self) -> None:
         if self._writer is None:
@@ -843,15 +846,20 @@ class SqliteStorage(SqliteOpsLog):
         await self._write(job)
 
     async def consume_event(
-        self, claim: Claim, event_type: str, completion: NewEvent
+        self,
+        claim: Claim,
+        event_type: str,
+        completion: NewEvent,
+        match: Mapping[str, Any] | None = None,
     ) -> DeliveredEvent | None:
         def job(conn: sqlite3.Connection) -> DeliveredEvent | None:
             _check_fence(conn, claim)
-            row = conn.execute(
+            rows = conn.execute(
                 "SELECT seq, payload, ts FROM pending_events WHERE instance_pk = ? AND type = ?"
-                " ORDER BY seq LIMIT 1",
+                " ORDER BY seq" + ("" if match else " LIMIT 1"),
                 (claim.instance.pk, event_type),
-            ).fetchone()
+            )
+            row = first_match(rows, match)
             if row is None:
                 return None
             conn.execute("DELETE FROM pending_events WHERE seq = ?", (row[0],))
