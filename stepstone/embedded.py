@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from stepstone import audit, bulk
 from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
 from stepstone.engine.lifecycle import TERMINAL
@@ -500,6 +501,10 @@ class Engine:
                 periodic=[
                     (TICK_SECONDS, CronScheduler(storage, clock=clock).tick),
                     (SWEEP_SECONDS, RetentionSweeper(storage, clock=clock).sweep),
+                    # Operator extensions: bulk jobs (leased, so one server runs each) and the
+                    # audit log's own retention.
+                    (bulk.TICK_SECONDS, bulk.BulkRunner(ops, clock=clock).tick),
+                    (audit.SWEEP_SECONDS, audit.AuditSweeper(storage, clock=clock).sweep),
                 ],
             )
             ops.on_workflows_changed = worker.invalidate_workflows

@@ -94,3 +94,5 @@ JurisdictionImmutable = _api_error(
 )
 StepOutputCorrupt = _api_error("StepOutputCorrupt", 10411, "instance.step_output_corrupt", 500)
 DuplicateInBatch = _api_error("DuplicateInBatch", 10415, "instance.duplicate_in_batch", 409)
+# Stepstone extensions (operator tools): codes Cloudflare does not use.
+BulkJobNotFound = _api_error("BulkJobNotFound", 10900, "bulk_job.not_found", 404)

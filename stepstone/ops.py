@@ -7,14 +7,17 @@ stable codes every front-end reports.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from stepstone.audit import EMBEDDED_ACTOR, Actor
+from stepstone.audit import entry as audit_entry
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.engine import history as h
 from stepstone.engine.clock import Clock, SystemClock
@@ -55,12 +58,15 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
+from stepstone.storage.ops_records import AuditEntry
 from stepstone.validation import (
     addressable_id_problem,
     event_type_problem,
     instance_id_problem,
     workflow_name_problem,
 )
+
+log = logging.getLogger("stepstone.ops")
 
 MAX_PAYLOAD_BYTES = 1 << 20
 MAX_STEPS_LIMIT = 25_000
@@ -389,7 +395,7 @@ class Operations:
     async def history(self, instance: InstanceRecord) -> h.InstanceHistory:
         return h.fold(await self.storage.load_events(instance.pk))
 
-    async def pause(self, account_id: str, workflow_name: str, instance_id: str) -> str:
+    async def _pause(self, account_id: str, workflow_name: str, instance_id: str) -> str:
         async def plan(instance: InstanceRecord) -> Transition | None:
             target = pause_target(instance.status)
             if target is None:
@@ -405,7 +411,7 @@ class Operations:
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
 
-    async def resume(self, account_id: str, workflow_name: str, instance_id: str) -> str:
+    async def _resume(self, account_id: str, workflow_name: str, instance_id: str) -> str:
         async def plan(instance: InstanceRecord) -> Transition | None:
             target = resume_target(instance.status)
             if target is None:
@@ -425,7 +431,7 @@ class Operations:
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
 
-    async def terminate(
+    async def _terminate(
         self, account_id: str, workflow_name: str, instance_id: str, *, rollback: bool = False
     ) -> str:
         async def plan(instance: InstanceRecord) -> Transition | None:
@@ -453,7 +459,7 @@ class Operations:
         metrics.instance_ended(workflow_name, status)
         return status
 
-    async def restart(
+    async def _restart(
         self,
         account_id: str,
         workflow_name: str,
@@ -496,7 +502,7 @@ class Operations:
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
 
-    async def send_event(
+    async def _send_event(
         self,
         account_id: str,
         workflow_name: str,
@@ -515,7 +521,7 @@ class Operations:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
         return now
 
-    async def delete_instances(
+    async def _delete_instances(
         self, account_id: str, workflow_name: str, instance_ids: Sequence[str]
     ) -> list[str]:
         workflow = await self.workflow(account_id, workflow_name)
@@ -524,6 +530,229 @@ class Operations:
             if problem:
                 raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
         return await self.storage.delete_instances(workflow.pk, instance_ids)
+
+    # --- operator actions, audited (a Stepstone extension: stepstone.audit) ----------------
+    # Each action records one audit entry, whatever its outcome, as ``actor``. ``record``
+    # collects the entry instead of writing it (a bulk job writes a page's entries at once).
+
+    async def pause(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        actor: Actor = EMBEDDED_ACTOR,
+        record: list[AuditEntry] | None = None,
+        bulk_job_id: str | None = None,
+    ) -> str:
+        work = self._pause(account_id, workflow_name, instance_id)
+        where = (account_id, workflow_name, instance_id)
+        result: str = await self._audited(actor, "pause", where, {}, work, record, bulk_job_id)
+        return result
+
+    async def resume(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        actor: Actor = EMBEDDED_ACTOR,
+        record: list[AuditEntry] | None = None,
+        bulk_job_id: str | None = None,
+    ) -> str:
+        work = self._resume(account_id, workflow_name, instance_id)
+        where = (account_id, workflow_name, instance_id)
+        result: str = await self._audited(actor, "resume", where, {}, work, record, bulk_job_id)
+        return result
+
+    async def terminate(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        rollback: bool = False,
+        actor: Actor = EMBEDDED_ACTOR,
+        record: list[AuditEntry] | None = None,
+        bulk_job_id: str | None = None,
+    ) -> str:
+        work = self._terminate(account_id, workflow_name, instance_id, rollback=rollback)
+        where = (account_id, workflow_name, instance_id)
+        detail = {"rollback": True} if rollback else {}
+        result: str = await self._audited(
+            actor, "terminate", where, detail, work, record, bulk_job_id
+        )
+        return result
+
+    async def restart(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        from_: RestartFrom | None = None,
+        actor: Actor = EMBEDDED_ACTOR,
+        record: list[AuditEntry] | None = None,
+        bulk_job_id: str | None = None,
+    ) -> str:
+        work = self._restart(account_id, workflow_name, instance_id, from_=from_)
+        where = (account_id, workflow_name, instance_id)
+        detail: dict[str, Any] = {}
+        if from_ is not None:
+            detail["from"] = {"name": from_.name, "count": from_.count, "type": from_.type}
+        result: str = await self._audited(
+            actor, "restart", where, detail, work, record, bulk_job_id
+        )
+        return result
+
+    async def send_event(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        event_type: str,
+        payload: bytes,
+        *,
+        actor: Actor = EMBEDDED_ACTOR,
+    ) -> int:
+        # The payload is not recorded: it may hold data the audit reader should not see.
+        work = self._send_event(account_id, workflow_name, instance_id, event_type, payload)
+        where = (account_id, workflow_name, instance_id)
+        detail = {"type": event_type, "bytes": len(payload)}
+        result: int = await self._audited(actor, "send_event", where, detail, work, None, None)
+        return result
+
+    async def delete_instances(
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_ids: Sequence[str],
+        *,
+        actor: Actor = EMBEDDED_ACTOR,
+        record: list[AuditEntry] | None = None,
+        bulk_job_id: str | None = None,
+    ) -> list[str]:
+        sink: list[AuditEntry] = []
+        try:
+            deleted = await self._delete_instances(account_id, workflow_name, instance_ids)
+        except StepstoneError as exc:
+            for instance_id in instance_ids:
+                sink.append(
+                    audit_entry(
+                        actor,
+                        account_id,
+                        "delete",
+                        self.now(),
+                        workflow_name=workflow_name,
+                        instance_id=instance_id,
+                        error=exc,
+                        bulk_job_id=bulk_job_id,
+                    )
+                )
+            await self._write_audit(sink, record)
+            raise
+        gone = set(deleted)
+        for instance_id in instance_ids:
+            missing = (
+                None
+                if instance_id in gone
+                else InstanceNotFound(f"Instance {instance_id!r} not found")
+            )
+            sink.append(
+                audit_entry(
+                    actor,
+                    account_id,
+                    "delete",
+                    self.now(),
+                    workflow_name=workflow_name,
+                    instance_id=instance_id,
+                    error=missing,
+                    bulk_job_id=bulk_job_id,
+                )
+            )
+        await self._write_audit(sink, record)
+        return deleted
+
+    async def record_action(
+        self,
+        actor: Actor,
+        account_id: str,
+        action: str,
+        *,
+        workflow_name: str | None = None,
+        instance_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        error: BaseException | None = None,
+        bulk_job_id: str | None = None,
+    ) -> None:
+        """Record an action that is not one of the instance operations (a bulk job's start or
+        cancel, a workflow deleted)."""
+        item = audit_entry(
+            actor,
+            account_id,
+            action,
+            self.now(),
+            workflow_name=workflow_name,
+            instance_id=instance_id,
+            error=error,
+            detail=detail,
+            bulk_job_id=bulk_job_id,
+        )
+        await self._write_audit([item], None)
+
+    async def _audited(
+        self,
+        actor: Actor,
+        action: str,
+        where: tuple[str, str, str],
+        detail: dict[str, Any],
+        work: Awaitable[Any],
+        record: list[AuditEntry] | None,
+        bulk_job_id: str | None,
+    ) -> Any:
+        account_id, workflow_name, instance_id = where
+        outcome = dict(detail)
+        try:
+            result = await work
+        except Exception as exc:
+            failed = audit_entry(
+                actor,
+                account_id,
+                action,
+                self.now(),
+                workflow_name=workflow_name,
+                instance_id=instance_id,
+                error=exc,
+                detail=outcome,
+                bulk_job_id=bulk_job_id,
+            )
+            await self._write_audit([failed], record)
+            raise
+        if isinstance(result, str):
+            outcome["status"] = result
+        item = audit_entry(
+            actor,
+            account_id,
+            action,
+            self.now(),
+            workflow_name=workflow_name,
+            instance_id=instance_id,
+            detail=outcome,
+            bulk_job_id=bulk_job_id,
+        )
+        await self._write_audit([item], record)
+        return result
+
+    async def _write_audit(self, items: list[AuditEntry], record: list[AuditEntry] | None) -> None:
+        if record is not None:
+            record.extend(items)
+            return
+        try:
+            await self.storage.append_audit(items)
+        except Exception:
+            # The action itself happened (or failed on its own): a lost audit entry is logged
+            # loudly rather than turned into a failure the caller would retry.
+            log.exception("audit: could not record %s", [i.action for i in items])
 
     async def _transition(
         self,
