@@ -164,3 +164,28 @@ async def test_a_long_advance_passes_every_retry_on_its_way(harness: WorkflowHar
         "message": "still down",
     }
     assert harness.now() == sleep_end + DAY_MS
+
+
+async def test_a_paused_instance_holds_its_timers_until_resumed(
+    harness: WorkflowHarness,
+) -> None:
+    order = await harness.create("approval")
+    await order.pause()
+    assert (await order.status())["status"] == "paused"
+    await harness.advance("3 days")
+    assert (await order.status())["status"] == "paused"
+    await order.resume()
+    # The wait's deadline moved by the time spent paused: it still has its two days.
+    assert (await order.status())["status"] == "waiting"
+    await harness.advance("2 days")
+    assert await order.output() == {"shipped": False, "reason": "timeout"}
+
+
+async def test_terminate_and_restart_through_the_harness(harness: WorkflowHarness) -> None:
+    order = await harness.create("approval", {"sku": "T"})
+    await order.terminate()
+    assert (await order.status())["status"] == "terminated"
+    await order.restart()
+    await order.send_event("approval", {"approved": True})
+    assert await order.output() == {"shipped": True, "tracking": "trk-T"}
+    assert flows.CALLS == ["reserve", "reserve", "ship"]
