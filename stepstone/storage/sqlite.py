@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import sqlite_children, sqlite_webhooks
+from stepstone.storage import sqlite_children
 from stepstone.storage.base import (
     Claim,
     Conflict,
@@ -45,7 +45,6 @@ from stepstone.storage.event_match import first_match
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_ops_log import SqliteOpsLog
-from stepstone.storage.sqlite_webhooks import SqliteWebhooks
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
@@ -122,7 +121,7 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
+class SqliteStorage(SqliteOpsLog):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
@@ -175,7 +174,6 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         self._writer = InlineWriter(conn, self._shared_lock, syncer, self.health)
         self._writer.on_commit(self._fire_wake)
         sqlite_children.install(conn, self._fire_wake)
-        sqlite_webhooks.install(conn)
 
     async def close(self) -> None:
         if self._writer is None:
