@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 try:
     from opentelemetry import trace
-    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from opentelemetry.trace import Link, ProxyTracerProvider, SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # pragma: no cover - the extra is not installed
     trace = None  # type: ignore[assignment]
@@ -147,7 +147,11 @@ _NOTHING = Span(None, None)
 
 
 def _tracer() -> Any:
-    return trace.get_tracer("stepstone") if trace is not None else None
+    """Stepstone's tracer, or None while no SDK provider is installed: the API's no-op spans
+    would still cost every step attempt a few microseconds."""
+    if trace is None or isinstance(trace.get_tracer_provider(), ProxyTracerProvider):
+        return None
+    return trace.get_tracer("stepstone")
 
 
 def activation(workflow: str, instance_id: str, traceparent: str | None, attempt: int) -> Span:
