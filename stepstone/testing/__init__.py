@@ -8,5 +8,14 @@ from stepstone.testing.harness import (
     StepView,
     WorkflowHarness,
 )
+from stepstone.testing.replay import assert_replays, replay_history
 
-__all__ = ["AttemptView", "HarnessError", "HarnessInstance", "StepView", "WorkflowHarness"]
+__all__ = [
+    "AttemptView",
+    "HarnessError",
+    "HarnessInstance",
+    "StepView",
+    "WorkflowHarness",
+    "assert_replays",
+    "replay_history",
+]
