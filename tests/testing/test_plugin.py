@@ -3,6 +3,7 @@ subprocess, on a project of its own, whose tests ask for ``stepstone_harness``."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -48,9 +49,14 @@ def test_a_project_gets_the_fixture_opened_on_its_config(tmp_path: Path) -> None
         "asyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
     )
     (tmp_path / "test_greeter.py").write_text(TESTS)
+    # Only the two plugins by their entry-point names: autoloading every installed plugin
+    # costs seconds, and -p stepstone still finds this one through its entry point.
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += ["-p", "asyncio", "-p", "stepstone", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        command,
         check=False,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         cwd=tmp_path,
         capture_output=True,
         text=True,
