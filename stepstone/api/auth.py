@@ -38,6 +38,8 @@ class Principal:
     name: str
     permissions: frozenset[str]
     accounts: tuple[str, ...] | None
+    # The token's id (None for the admin token and with auth off): the audit log records it.
+    id: str | None = None
 
     def may_see(self, account_id: str) -> bool:
         return self.accounts is None or account_id in self.accounts
@@ -70,7 +72,7 @@ async def authenticate(
     record = await tokens.verify_recent(storage, secret)
     if record is None:
         raise Unauthorized("the token is unknown or revoked")
-    return Principal(record.name, frozenset(record.permissions), record.accounts)
+    return Principal(record.name, frozenset(record.permissions), record.accounts, record.id)
 
 
 def authorize(principal: Principal, *, write: bool, account_id: str | None) -> None:

@@ -17,6 +17,7 @@ from stepstone.api import deps
 from stepstone.api.answers import doc
 from stepstone.api.envelope import ok
 from stepstone.api.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
+from stepstone.api.routes.operators import request_actor
 from stepstone.api.schemas import (
     BatchCount,
     BatchDelete,
@@ -268,7 +269,11 @@ async def _create_batch_object(request: Request, body: BatchCount | BatchInstanc
 async def delete_batch(
     request: Request, account_id: str, workflow_name: str, body: BatchDelete
 ) -> Response:
-    existed = set(await deps.ops(request).delete_instances(*_where(request), body.instances))
+    existed = set(
+        await deps.ops(request).delete_instances(
+            *_where(request), body.instances, actor=request_actor(request)
+        )
+    )
     missing = InstanceNotFound()
     return ok(
         {
@@ -298,7 +303,7 @@ async def terminate_batch(
     terminated = 0
     for instance_id in dict.fromkeys(body):
         try:
-            await ops.terminate(account, name, instance_id)
+            await ops.terminate(account, name, instance_id, actor=request_actor(request))
         except (CannotTerminate, InstanceNotFound):
             continue
         terminated += 1
@@ -459,18 +464,19 @@ async def change_status(
         raise InvalidRequest("rollback goes only with status terminate")
     if body.from_ is not None and body.status != "restart":
         raise InvalidRequest("from goes only with status restart")
+    actor = request_actor(request)
     if body.status == "pause":
-        status = await ops.pause(*where)
+        status = await ops.pause(*where, actor=actor)
     elif body.status == "resume":
-        status = await ops.resume(*where)
+        status = await ops.resume(*where, actor=actor)
     elif body.status == "terminate":
-        status = await ops.terminate(*where, rollback=bool(body.rollback))
+        status = await ops.terminate(*where, rollback=bool(body.rollback), actor=actor)
     else:
         target = body.from_
         restart_from = (
             None if target is None else RestartFrom(target.name, target.count, target.type)
         )
-        status = await ops.restart(*where, from_=restart_from)
+        status = await ops.restart(*where, from_=restart_from, actor=actor)
     return ok({"status": status, "timestamp": _now_iso(request)})
 
 
@@ -490,7 +496,11 @@ async def send_event(
         raise InvalidRequest("the event body is not valid JSON") from None
     instance = deps.path(request, "instance_id")
     when = await deps.ops(request).send_event(
-        *_where(request), instance, deps.path(request, "event_type"), orjson.dumps(payload)
+        *_where(request),
+        instance,
+        deps.path(request, "event_type"),
+        orjson.dumps(payload),
+        actor=request_actor(request),
     )
     return ok({"instanceId": instance, "timestamp": views.iso(when)})
 
@@ -502,7 +512,9 @@ async def delete_instance(
     request: Request, account_id: str, workflow_name: str, instance_id: str
 ) -> Response:
     instance = deps.path(request, "instance_id")
-    existed = await deps.ops(request).delete_instances(*_where(request), [instance])
+    existed = await deps.ops(request).delete_instances(
+        *_where(request), [instance], actor=request_actor(request)
+    )
     if not existed:
         raise InstanceNotFound(f"Instance {instance!r} not found")
     return ok({"instanceId": instance, "timestamp": _now_iso(request)})
