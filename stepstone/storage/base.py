@@ -28,6 +28,7 @@ from stepstone.storage.ops_records import (
     BulkProgress,
     InstanceFilter,
 )
+from stepstone.webhooks.records import AttemptLog, DeliveryJob, DeliveryRecord, WebhookRecord
 
 JURISDICTIONS = ("eu", "fedramp", "us")
 
@@ -566,3 +567,48 @@ class Storage(Protocol):
 
     async def delete_audit_before(self, at: int, limit: int) -> int:
         """Delete up to ``limit`` entries recorded before ``at``; return how many."""
+
+    # --- lifecycle webhooks (stepstone.webhooks, a Stepstone extension) -------------------
+    # The outbox row is written by the transaction that changes an instance's status.
+
+    async def put_webhooks(
+        self, workflow_pk: int, hooks: Sequence[WebhookRecord], *, replace_source: str | None
+    ) -> None:
+        """Insert or update hooks by id; with ``replace_source``, first drop that source's
+        hooks of the workflow (the project config's set replaces the last one)."""
+
+    async def list_webhooks(self, workflow_pk: int) -> list[WebhookRecord]: ...
+
+    async def delete_webhook(self, workflow_pk: int, hook_id: str) -> bool:
+        """Delete a hook with its deliveries; False if there was none."""
+
+    async def enqueue_overdue_waits(self, now: int) -> int:
+        """Queue one delivery per wait_for_event outlasting a hook's threshold."""
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease_ms: int, limit: int
+    ) -> list[DeliveryJob]:
+        """Lease due pending deliveries (one attempt counted each), oldest due first."""
+
+    async def finish_delivery(
+        self,
+        delivery_pk: int,
+        owner: str,
+        attempt: AttemptLog,
+        *,
+        delivered: bool,
+        retry_at: int | None,
+    ) -> bool:
+        """Record an attempt and its outcome (``retry_at`` None and not delivered: failed for
+        good); False, writing nothing, if ``owner`` no longer holds the lease."""
+
+    async def release_delivery_leases(self) -> int:
+        """Drop every delivery lease (a sole worker starting: the holder died)."""
+
+    async def list_deliveries(
+        self, workflow_pk: int, hook_id: str | None, state: str | None, limit: int
+    ) -> list[DeliveryRecord]:
+        """Newest first, each with its attempts."""
+
+    async def resend_delivery(self, workflow_pk: int, delivery_pk: int, now: int) -> bool:
+        """Make a delivery pending and due now, whatever its state; False if unknown."""

@@ -48,6 +48,7 @@ from stepstone.storage.postgres_progress import (
 )
 from stepstone.storage.postgres_reads import ReadBatcher
 from stepstone.storage.postgres_worker import (
+from stepstone.storage.postgres_webhooks import PostgresWebhooks
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
     TERMINAL,
@@ -128,7 +129,7 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
         await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)
 
 
-class PostgresStorage(WorkerWrites, PostgresOpsLog):
+class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
     """``Storage`` on PostgreSQL; any number of processes may share one database."""
 
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:

@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import sqlite_children
+from stepstone.storage import sqlite_children, sqlite_webhooks
 from stepstone.storage.base import (
     Claim,
     Conflict,
@@ -46,6 +46,7 @@ from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_ops_log import SqliteOpsLog
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
+from stepstone.storage.sqlite_webhooks import SqliteWebhooks
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
 T = TypeVar("T")
@@ -121,7 +122,7 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SqliteOpsLog):
+class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
@@ -175,6 +176,7 @@ class SqliteStorage(SqliteOpsLog):
         self._writer.on_commit(self._fire_wake)
         sqlite_children.install(conn, self._fire_wake)
 
+        sqlite_webhooks.install(conn)
     async def close(self) -> None:
         if self._writer is None:
             return

@@ -18,6 +18,9 @@ CREATE TABLE webhook_deliveries (
     pk BIGSERIAL PRIMARY KEY,
     hook_pk BIGINT NOT NULL,
     instance_pk BIGINT NOT NULL,
+    -- Kept by value: an operator may delete the instance before its news is out.
+    workflow_name TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
     event TEXT NOT NULL,
     error BYTEA,
     at BIGINT NOT NULL,
@@ -45,10 +48,11 @@ CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_pk, pk);
 
 CREATE FUNCTION stepstone_webhook_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO webhook_deliveries (hook_pk, instance_pk, event, error, at, state,
-        next_attempt_at)
-    SELECT h.pk, NEW.pk, e.name, NEW.error, NEW.modified_on, 'pending', NEW.modified_on
-    FROM webhooks h, (SELECT NEW.status AS name UNION ALL SELECT 'rolledBack'
+    INSERT INTO webhook_deliveries (hook_pk, instance_pk, workflow_name, instance_id, event,
+        error, at, state, next_attempt_at)
+    SELECT h.pk, NEW.pk, w.name, NEW.id, e.name, NEW.error, NEW.modified_on, 'pending',
+        NEW.modified_on
+    FROM webhooks h JOIN workflows w ON w.pk = h.workflow_pk, (SELECT NEW.status AS name UNION ALL SELECT 'rolledBack'
         WHERE OLD.status = 'rollingBack'
             AND NEW.status IN ('errored', 'terminated', 'complete')) e
     WHERE h.workflow_pk = NEW.workflow_pk AND h.events LIKE '%,' || e.name || ',%'

@@ -18,6 +18,9 @@ CREATE TABLE webhook_deliveries (
     pk INTEGER PRIMARY KEY,
     hook_pk INTEGER NOT NULL,
     instance_pk INTEGER NOT NULL,
+    -- Kept by value: an operator may delete the instance before its news is out.
+    workflow_name TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
     event TEXT NOT NULL,
     error BLOB,
     at INTEGER NOT NULL,

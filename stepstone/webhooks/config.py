@@ -1,0 +1,96 @@
+"""Hooks as an operator writes them (project config, wrangler config, REST), validated.
+
+One entry: ``{"url": "https://...", "events": ["errored", "complete"], "secret": "...",
+"waitForEventLongerThan": "1 hour"}``. ``secret`` may instead name an environment variable
+(``"secretEnv": "HOOK_SECRET"``) so the config file holds none; REST generates one if absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.errors import InvalidRequest
+from stepstone.webhooks.records import EVENTS, SOURCE_API, WAITING, WebhookRecord
+from stepstone.webhooks.signing import new_secret
+
+KEYS = {"id", "url", "events", "secret", "secretEnv", "waitForEventLongerThan"}
+
+
+def parse_hook(
+    entry: Any,
+    *,
+    where: str,
+    source: str = SOURCE_API,
+    default_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    now: int = 0,
+) -> WebhookRecord:
+    """A ``WebhookRecord`` from one entry, or ``InvalidRequest`` naming ``where`` and why."""
+    if not isinstance(entry, Mapping):
+        raise InvalidRequest(f"{where}: a webhook is an object with url and events")
+    unknown = sorted(set(entry) - KEYS)
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(KEYS)}")
+    url = entry.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(f"{where}: url must be an http(s) URL, got {url!r}")
+    events = entry.get("events")
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise InvalidRequest(f"{where}: events must be a non-empty list of {list(EVENTS)}")
+    bad = [e for e in events if e not in EVENTS]
+    if bad:
+        raise InvalidRequest(f"{where}: unknown event(s) {bad}; choose from {list(EVENTS)}")
+    threshold = _threshold(entry.get("waitForEventLongerThan"), where)
+    if (WAITING in events) != (threshold is not None):
+        raise InvalidRequest(
+            f"{where}: {WAITING} and waitForEventLongerThan go together (how long is too long?)"
+        )
+    secret = _secret(entry, where, env)
+    hook_id = entry.get("id", default_id)
+    if hook_id is None:
+        hook_id = "wh_" + hashlib.sha256(os.urandom(16)).hexdigest()[:20]
+    if not isinstance(hook_id, str) or not hook_id or len(hook_id) > 100:
+        raise InvalidRequest(f"{where}: id must be a string of 1 to 100 characters")
+    return WebhookRecord(
+        hook_id, str(url), tuple(dict.fromkeys(events)), secret, threshold, source, now
+    )
+
+
+def config_hook_id(account_id: str, workflow: str, index: int) -> str:
+    """Stable across restarts, so a config hook keeps its deliveries when re-synced."""
+    digest = hashlib.sha256(f"{account_id}/{workflow}/{index}".encode()).hexdigest()[:16]
+    return f"cfg_{digest}"
+
+
+def _threshold(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        ms = parse_duration(value)
+    except (InvalidDurationError, TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{where}: waitForEventLongerThan: {exc}") from None
+    if ms <= 0:
+        raise InvalidRequest(f"{where}: waitForEventLongerThan must be positive")
+    return ms
+
+
+def _secret(entry: Mapping[str, Any], where: str, env: Mapping[str, str] | None) -> str:
+    secret, name = entry.get("secret"), entry.get("secretEnv")
+    if secret is not None and name is not None:
+        raise InvalidRequest(f"{where}: give secret or secretEnv, not both")
+    if name is not None:
+        value = (os.environ if env is None else env).get(str(name))
+        if not value:
+            raise InvalidRequest(f"{where}: secretEnv {name!r} is not set in the environment")
+        return value
+    if secret is None:
+        return new_secret()
+    if not isinstance(secret, str) or len(secret) < 16:
+        raise InvalidRequest(f"{where}: secret must be a string of at least 16 characters")
+    return secret
