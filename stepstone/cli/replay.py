@@ -99,8 +99,8 @@ def replay(
 ) -> None:
     """Replay recorded instances against the code in the config, running no step.
 
-    Reports per instance whether the code still agrees with the record and, if not, where
-    it first diverges. Exits 1 on any divergence.
+    Reports per instance whether the code still agrees with the record,
+    and if not, where it first diverges. Exits 1 on any divergence.
     """
     if (db is None) == (history is None):
         usage("give the recorded instances with --db URL or --history FILE (one of them)")
