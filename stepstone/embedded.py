@@ -43,6 +43,7 @@ from stepstone.project import ProjectConfig, WorkflowConfig, load_project
 from stepstone.retention import SWEEP_SECONDS, RetentionSweeper
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage, WorkflowRecord
+from stepstone.webhooks import delivery as hooks
 
 log = logging.getLogger("stepstone.project")
 
@@ -505,6 +506,7 @@ class Engine:
                     # audit log's own retention.
                     (bulk.TICK_SECONDS, bulk.BulkRunner(ops, clock=clock).tick),
                     (audit.SWEEP_SECONDS, audit.AuditSweeper(storage, clock=clock).sweep),
+                    (hooks.TICK_SECONDS, hooks.WebhookDispatcher(storage, clock=clock).tick),
                 ],
             )
             ops.on_workflows_changed = worker.invalidate_workflows

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from stepstone.audit import EMBEDDED_ACTOR, Actor
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import Status
 from stepstone.errors import InvalidAction, InvalidRequest, StepNotFound
@@ -35,8 +36,8 @@ class RepairRequest:
     # JSON text of the new output.
     output: bytes
     resume: bool = False
-    # Who asked (kept in the history entry), e.g. a token's name or "cli".
-    actor: str | None = None
+    # Who asked: kept in the history entry and the audit log.
+    actor: Actor = EMBEDDED_ACTOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +85,15 @@ def _previous(step: h.StepRecord) -> dict[str, Any]:
     return {"success": False if step.done or error else None, "error": error}
 
 
-def _check(instance: InstanceRecord, step: h.StepRecord) -> None:
+def _check_status(instance: InstanceRecord) -> None:
     if instance.status not in REPAIRABLE:
         raise InvalidAction(
             f"Cannot repair instance {instance.id!r} while it is {instance.status}: only"
             " errored or paused instances can be repaired (pause it first)"
         )
+
+
+def _check_step(instance: InstanceRecord, step: h.StepRecord) -> None:
     if step.stream is not None:
         raise InvalidRequest(f'step "{step.name}" returned a byte stream; repair sets JSON only')
     if step.dangling_attempt is not None and instance.status != Status.ERRORED:
@@ -122,16 +126,29 @@ def _target_of(events: Sequence[EventRecord], step: h.StepRecord) -> Any:
 async def repair(
     ops: Operations, account_id: str, workflow_name: str, instance_id: str, req: RepairRequest
 ) -> RepairResult:
-    """Rewrite the step's record and, with ``resume``, queue the instance again."""
+    """Rewrite the step's record and, with ``resume``, queue the instance again; audited
+    (action ``repair``) whatever the outcome."""
+    detail = {"step": req.step, "resume": req.resume}
+    where = (account_id, workflow_name, instance_id)
+    work = _repair(ops, account_id, workflow_name, instance_id, req)
+    result: RepairResult = await ops._audited(req.actor, "repair", where, detail, work, None, None)
+    return result
+
+
+async def _repair(
+    ops: Operations, account_id: str, workflow_name: str, instance_id: str, req: RepairRequest
+) -> RepairResult:
     output = orjson.loads(req.output)
+    by = req.actor.describe()
     for _ in range(20):
         _, instance = await ops.instance(account_id, workflow_name, instance_id)
+        _check_status(instance)
         events = await ops.storage.load_events(instance.pk)
         step = find_step(events, req.step)
-        _check(instance, step)
+        _check_step(instance, step)
         now = ops.now()
         previous = _previous(step)
-        repaired = {"at": now, "by": req.actor, "previous": previous}
+        repaired = {"at": now, "by": by, "previous": previous}
         written = [
             NewEvent(
                 "step_completed",
@@ -144,7 +161,7 @@ async def repair(
                 REPAIRED_EVENT,
                 now,
                 orjson.dumps(
-                    {"step": step.name, "by": req.actor, "previous": previous, "resume": req.resume}
+                    {"step": step.name, "by": by, "previous": previous, "resume": req.resume}
                 ),
             ),
         ]

@@ -11,11 +11,13 @@ import orjson
 import pytest
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
+from stepstone.audit import Actor
 from stepstone.errors import InvalidAction, InvalidRequest, StepNotFound
 from stepstone.repair import RepairRequest, parse_output, repair
 from tests.engine.conftest import wait_for
 
 CALLS: Counter[str] = Counter()
+ONCALL = Actor("token", "oncall", "t1")
 GATE: dict[str, asyncio.Event] = {}
 
 
@@ -94,7 +96,7 @@ async def test_repair_a_failed_step_and_resume_runs_on_from_the_record(engine: E
         "default",
         "checkout",
         "o1",
-        RepairRequest("charge-1", b'{"receipt": "manual-42"}', resume=True, actor="oncall"),
+        RepairRequest("charge-1", b'{"receipt": "manual-42"}', resume=True, actor=ONCALL),
     )
     assert result.status == "queued"
     assert result.previous["success"] is False
@@ -109,7 +111,7 @@ async def test_repair_a_failed_step_and_resume_runs_on_from_the_record(engine: E
 async def test_the_history_shows_the_repair_as_its_own_entry(engine: Engine) -> None:
     await _errored(engine, "o2")
     await repair(
-        engine.ops, "default", "checkout", "o2", RepairRequest("charge", b"{}", actor="oncall")
+        engine.ops, "default", "checkout", "o2", RepairRequest("charge", b"{}", actor=ONCALL)
     )
     _, record = await engine.ops.instance("default", "checkout", "o2")
     assert record.status == "errored"  # without resume nothing else changes
@@ -117,7 +119,7 @@ async def test_the_history_shows_the_repair_as_its_own_entry(engine: Engine) -> 
     entry = [e for e in events if e.type == "step_repaired"]
     assert len(entry) == 1
     data = orjson.loads(entry[0].data or b"")
-    assert data["step"] == "charge-1" and data["by"] == "oncall"
+    assert data["step"] == "charge-1" and data["by"] == "token oncall (t1)"
     assert data["previous"]["error"]["message"] == "card declined"
     step = (await engine.ops.history(record)).steps[("do", "charge-1")]
     assert step.success is True and orjson.loads(step.output or b"") == {}
@@ -174,3 +176,19 @@ async def test_unknown_step_and_bad_json_say_what_is_wrong(engine: Engine) -> No
         await repair(engine.ops, "default", "checkout", "o4", RepairRequest("nope", b"1"))
     with pytest.raises(InvalidRequest, match="not valid JSON"):
         parse_output("{nope")
+
+
+async def test_repairs_are_audited_whatever_the_outcome(engine: Engine) -> None:
+    from stepstone.storage.ops_records import AuditQuery
+
+    await _errored(engine, "o5")
+    await repair(
+        engine.ops, "default", "checkout", "o5", RepairRequest("charge", b"1", actor=ONCALL)
+    )
+    with pytest.raises(StepNotFound):
+        await repair(
+            engine.ops, "default", "checkout", "o5", RepairRequest("zz", b"1", actor=ONCALL)
+        )
+    entries = await engine.storage.list_audit(AuditQuery(account_id="default"))
+    mine = [(e.action, e.outcome, e.actor_name) for e in entries if e.instance_id == "o5"]
+    assert mine == [("repair", "error", "oncall"), ("repair", "ok", "oncall")]
