@@ -92,6 +92,7 @@ def create_app(
         insecure_no_auth=insecure_no_auth,
     )
     # Imported here: both import the API package, which imports this module.
+    from stepstone.api.routes.approvals import ApprovalPages
     from stepstone.api.routes.subscribe import router as subscribe_router
     from stepstone.dashboard import mount_dashboard
 
@@ -100,6 +101,8 @@ def create_app(
     mount_dashboard(
         app, engine, auth=auth or AuthSettings.from_env(), insecure_no_auth=insecure_no_auth
     )
+    # Approval pages (an extension): their signed token is the credential, so around the Guard.
+    app.add_middleware(ApprovalPages, engine=engine)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
     app.add_middleware(OutageGuard, storage=engine.storage)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -19,7 +19,7 @@ import orjson
 
 from stepstone.authoring.config import DYNAMIC_DELAY, parse_rollback_config, resolve_config
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
-from stepstone.engine import children
+from stepstone.engine import approvals, children
 from stepstone.engine import history as h
 from stepstone.engine.callables import direct_call, invoke
 from stepstone.engine.compensation import Compensation, Compensations
@@ -202,6 +202,44 @@ class ReplayStep(Compensations):
             detached=detached,
         )
         return await self.run_do(name, call, config=config, rollback=None, rollback_config=None)
+
+    async def approval_link(
+        self,
+        name: str,
+        event_type: str,
+        expires: Any = approvals.DEFAULT_EXPIRES,
+        *,
+        title: str | None = None,
+    ) -> str:
+        """A signed, expiring, single-use URL whose page sends ``event_type`` to this instance
+        with the person's decision (a Stepstone extension: see docs/authoring.md). Recorded
+        as a step: a replay returns the same URL."""
+        where = f"step.approval_link({name!r})"
+        problem = event_type_problem(event_type)
+        if problem:
+            raise WorkflowFatalError(f"{where}: {problem}")
+        expires_ms = _duration(expires, f"{where} expires")
+        if not approvals.MIN_EXPIRES_MS <= expires_ms <= approvals.MAX_EXPIRES_MS:
+            raise WorkflowFatalError(f"{where}: a link expires in 1 second to 365 days")
+        if title is not None and (not isinstance(title, str) or len(title) > approvals.MAX_TITLE):
+            raise WorkflowFatalError(f"{where}: a title is text of at most 500 characters")
+        act = self.activation
+
+        async def create() -> str:
+            return await approvals.create_link(
+                act.storage,
+                instance_pk=act.claim.instance.pk,
+                event_type=event_type,
+                expires_ms=expires_ms,
+                title=title,
+                now=act.now(),
+            )
+
+        return str(
+            await self.run_do(
+                name, direct_call(create), config=None, rollback=None, rollback_config=None
+            )
+        )
 
     async def sleep(self, name: str, duration: Any) -> None:
         ms = _duration(duration, f'step.sleep("{name}")')
@@ -689,6 +727,7 @@ public_names(
         "sleep_until": "step.sleep_until",
         "wait_for_event": "step.wait_for_event",
         "run_workflow": "step.run_workflow",
+        "approval_link": "step.approval_link",
     },
 )
 

@@ -270,6 +270,23 @@ class InstanceLinks:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalLinkRecord:
+    """A signed, single-use link that sends one event (a Stepstone extension). ``workflow``,
+    ``instance_id`` and ``account_id`` are read with it (joined), not stored."""
+
+    id: str
+    instance_pk: int
+    event_type: str
+    expires_at: int
+    created_on: int
+    title: str | None = None
+    used_on: int | None = None
+    workflow: str = ""
+    instance_id: str = ""
+    account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRecord:
     id: str
     name: str
@@ -474,6 +491,19 @@ class Storage(Protocol):
 
     async def instance_links(self, instance_pk: int) -> InstanceLinks:
         """The instance's parent and children, oldest child first."""
+
+    async def signing_key(self, name: str, candidate: bytes) -> bytes:
+        """The stored secret called ``name``; stores ``candidate`` first if there is none."""
+
+    async def create_approval_link(self, link: ApprovalLinkRecord) -> None: ...
+
+    async def get_approval_link(self, link_id: str) -> ApprovalLinkRecord | None:
+        """The link with its instance's workflow, id and account; None if unknown or if its
+        instance is gone."""
+
+    async def use_approval_link(self, link_id: str, now: int) -> bool:
+        """Mark the link used; False (writing nothing) if it was used already. Atomic, so of
+        two submissions at once exactly one gets True."""
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
         """End an activation, fenced; return the status stored.

@@ -19,8 +19,9 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import postgres_children
+from stepstone.storage import approval_sql, postgres_children
 from stepstone.storage.base import (
+    ApprovalLinkRecord,
     Claim,
     Conflict,
     EventRecord,
@@ -689,6 +690,32 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
     async def instance_links(self, instance_pk: int) -> InstanceLinks:
         return await self._db.read(lambda c: postgres_children.instance_links(c, instance_pk))
+
+    async def signing_key(self, name: str, candidate: bytes) -> bytes:
+        async def job(conn: Any) -> bytes:
+            await conn.execute(approval_sql.dollars(approval_sql.KEY_INSERT), name, candidate)
+            return bytes(await conn.fetchval(approval_sql.dollars(approval_sql.KEY_SELECT), name))
+
+        return await self._write(job)
+
+    async def create_approval_link(self, link: ApprovalLinkRecord) -> None:
+        async def job(conn: Any) -> None:
+            sql = approval_sql.dollars(approval_sql.LINK_INSERT)
+            await conn.execute(sql, *approval_sql.link_args(link))
+
+        await self._write(job)
+
+    async def get_approval_link(self, link_id: str) -> ApprovalLinkRecord | None:
+        sql = approval_sql.dollars(approval_sql.LINK_SELECT)
+        row = await self._db.read(lambda c: c.fetchrow(sql, link_id))
+        return None if row is None else approval_sql.link_row(row)
+
+    async def use_approval_link(self, link_id: str, now: int) -> bool:
+        async def job(conn: Any) -> bool:
+            done = await conn.execute(approval_sql.dollars(approval_sql.LINK_USE), now, link_id)
+            return bool(done == "UPDATE 1")
+
+        return await self._write(job)
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(instance_ids))

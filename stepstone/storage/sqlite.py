@@ -21,8 +21,9 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import sqlite_children, sqlite_webhooks
+from stepstone.storage import approval_sql, sqlite_children, sqlite_webhooks
 from stepstone.storage.base import (
+    ApprovalLinkRecord,
     Claim,
     Conflict,
     DeliveredEvent,
@@ -956,6 +957,28 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
 
     async def instance_links(self, instance_pk: int) -> InstanceLinks:
         return self._read(lambda conn: sqlite_children.instance_links(conn, instance_pk))
+
+    async def signing_key(self, name: str, candidate: bytes) -> bytes:
+        def job(conn: sqlite3.Connection) -> bytes:
+            conn.execute(approval_sql.KEY_INSERT, (name, candidate))
+            return bytes(conn.execute(approval_sql.KEY_SELECT, (name,)).fetchone()[0])
+
+        result: bytes = await self._write(job)
+        return result
+
+    async def create_approval_link(self, link: ApprovalLinkRecord) -> None:
+        args = approval_sql.link_args(link)
+        await self._write(lambda conn: conn.execute(approval_sql.LINK_INSERT, args))
+
+    async def get_approval_link(self, link_id: str) -> ApprovalLinkRecord | None:
+        row = self._read(lambda c: c.execute(approval_sql.LINK_SELECT, (link_id,)).fetchone())
+        return None if row is None else approval_sql.link_row(row)
+
+    async def use_approval_link(self, link_id: str, now: int) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            return conn.execute(approval_sql.LINK_USE, (now, link_id)).rowcount == 1
+
+        return bool(await self._write(job))
 
     async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
         def job(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,189 @@
+"""Approval links over real HTTP (a Stepstone extension): signed, expiring, single-use pages
+that send an event without an API token; replays and tampering are refused and audited."""
+
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from stepstone import WorkflowEntrypoint
+from stepstone.engine import approvals
+from stepstone.storage.ops_records import AuditQuery
+from tests.api.conftest import ACCOUNT, LiveServer
+
+SCRIPT = "tests.api.test_approval_links"
+
+
+class Approvable(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        url = await step.approval_link("ask", "approval", "1 hour", title="Ship <release> 1.2?")
+        answer = await step.wait_for_event("answer", "approval", timeout="1 hour")
+        return {"url": url, "answer": answer["payload"]}
+
+
+@pytest.fixture
+def live(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> LiveServer:
+    # Behind a proxy the URL people reach differs from the bind address: configured here.
+    monkeypatch.setenv(approvals.PUBLIC_URL_ENV, server.base + "/")
+    with server.http() as client:
+        answer = client.put(
+            f"/accounts/{ACCOUNT}/workflows/approvable",
+            json={"class_name": "Approvable", "script_name": SCRIPT},
+        )
+        assert answer.status_code == 200, answer.text
+    return server
+
+
+def _start(live: LiveServer, instance_id: str) -> str:
+    with live.http() as client:
+        answer = client.post(
+            f"/accounts/{ACCOUNT}/workflows/approvable/instances", json={"instance_id": instance_id}
+        )
+        assert answer.status_code == 200, answer.text
+    live.wait_status("approvable", instance_id, {"waiting"})
+
+    async def url() -> str:
+        _, record = await live.engine.ops.instance(ACCOUNT, "approvable", instance_id)
+        step = (await live.engine.ops.history(record)).steps[("do", "ask-1")]
+        return str(orjson.loads(step.output or b""))
+
+    return live.run(url())
+
+
+def _output(live: LiveServer, instance_id: str) -> Any:
+    # The API shows an object output as its JSON text, as Cloudflare does.
+    return orjson.loads(live.wait_done("approvable", instance_id)["output"])
+
+
+def _audit(live: LiveServer, instance_id: str | None = None) -> list[dict[str, Any]]:
+    query = AuditQuery(ACCOUNT, instance_id=instance_id, actions=(approvals.AUDIT_ACTION,))
+    entries = live.run(live.engine.storage.list_audit(query))
+    return [{"outcome": e.outcome, **orjson.loads(e.detail or b"{}")} for e in entries]
+
+
+def test_the_page_shows_what_is_approved_without_a_token(live: LiveServer) -> None:
+    url = _start(live, "a1")
+    assert url.startswith(live.base + approvals.PREFIX)
+    page = httpx.get(url)
+    assert page.status_code == 200
+    assert "Ship &lt;release&gt; 1.2?" in page.text and "<release>" not in page.text
+    assert "approvable" in page.text and "a1" in page.text and "approval" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    # Looking is not using: the link still works.
+    assert httpx.get(url).status_code == 200
+
+
+def test_approving_sends_the_event_once_and_a_replay_is_refused_and_audited(
+    live: LiveServer,
+) -> None:
+    url = _start(live, "a2")
+    done = httpx.post(url, data={"decision": "approve", "comment": "looks good"})
+    assert done.status_code == 200 and "approved" in done.text
+    result = _output(live, "a2")
+    answer = result["answer"]
+    assert answer["approved"] is True and answer["decision"] == "approve"
+    assert answer["comment"] == "looks good" and isinstance(answer["link"], str)
+    # The workflow replayed after the event: the link is a recorded step, the same URL.
+    assert result["url"] == url
+    again = httpx.post(url, data={"decision": "reject"})
+    assert again.status_code == 410 and "used already" in again.text
+    assert httpx.get(url).status_code == 410
+    outcomes = [(e["outcome"], e.get("refused"), e.get("decision")) for e in _audit(live, "a2")]
+    assert sorted(outcomes, key=str) == sorted(
+        [("ok", None, "approve"), ("error", "used", None), ("error", "used", None)], key=str
+    )
+
+
+def test_rejecting_sends_approved_false(live: LiveServer) -> None:
+    url = _start(live, "a3")
+    assert httpx.post(url, data={"decision": "reject"}).status_code == 200
+    answer = _output(live, "a3")["answer"]
+    assert answer == {
+        "approved": False,
+        "decision": "reject",
+        "comment": None,
+        "link": answer["link"],
+    }
+
+
+def test_two_submissions_at_once_send_one_event(live: LiveServer) -> None:
+    url = _start(live, "a4")
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(
+            pool.map(lambda _: httpx.post(url, data={"decision": "approve"}).status_code, range(4))
+        )
+    assert codes == [200, 410, 410, 410]
+
+
+def _retoken(url: str, **changes: Any) -> str:
+    base, token = url.split(approvals.PREFIX)
+    body, signature = token.split(".")
+    claims = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims.update(changes)
+    forged = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=").decode()
+    return f"{base}{approvals.PREFIX}{forged}.{signature}"
+
+
+def test_tampered_links_are_refused_and_audited(live: LiveServer) -> None:
+    url = _start(live, "a5")
+    other_type = _retoken(url, t="something-else")
+    later = _retoken(url, e=4_000_000_000_000)
+    bad_signature = url[:-4] + ("AAAA" if not url.endswith("AAAA") else "BBBB")
+    for forged in (other_type, later, bad_signature):
+        assert httpx.post(forged, data={"decision": "approve"}).status_code == 403
+        assert httpx.get(forged).status_code == 403
+    assert httpx.get(live.base + approvals.PREFIX + "garbage").status_code == 403
+    refused = [e.get("refused") for e in _audit(live, "a5")]
+    assert refused == ["tampered"] * 6
+    # The real link still works: forgeries never used it up.
+    assert httpx.post(url, data={"decision": "approve"}).status_code == 200
+
+
+def test_an_expired_link_is_refused(live: LiveServer) -> None:
+    _start(live, "a6")
+
+    async def expired() -> str:
+        _, record = await live.engine.ops.instance(ACCOUNT, "approvable", "a6")
+        now = live.engine.ops.now()
+        return await approvals.create_link(
+            live.engine.storage,
+            instance_pk=record.pk,
+            event_type="approval",
+            expires_ms=60_000,
+            title=None,
+            now=now - 120_000,
+        )
+
+    url = live.run(expired())
+    answer = httpx.post(url, data={"decision": "approve"})
+    assert answer.status_code == 410 and "expired" in answer.text
+    assert [e.get("refused") for e in _audit(live, "a6")] == ["expired"]
+
+
+def test_bad_input_is_a_clear_error_and_leaves_the_link_usable(live: LiveServer) -> None:
+    url = _start(live, "a7")
+    bad = httpx.post(url, data={"decision": "maybe"})
+    assert bad.status_code == 400 and "approve or reject" in bad.text
+    long = httpx.post(url, data={"decision": "approve", "comment": "x" * 3000})
+    assert long.status_code == 400 and "at most" in long.text
+    assert httpx.put(url).status_code == 405
+    assert httpx.post(url, data={"decision": "approve"}).status_code == 200
+
+
+def test_a_link_to_an_ended_instance_is_refused(live: LiveServer) -> None:
+    url = _start(live, "a8")
+    with live.http() as client:
+        answer = client.patch(
+            f"/accounts/{ACCOUNT}/workflows/approvable/instances/a8/status",
+            json={"status": "terminate"},
+        )
+        assert answer.status_code == 200, answer.text
+    live.wait_done("approvable", "a8")
+    answer = httpx.post(url, data={"decision": "approve"})
+    assert answer.status_code == 410 and "cannot take it" in answer.text
