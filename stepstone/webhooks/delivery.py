@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import orjson
 
-from stepstone import __version__
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.storage.base import Storage
 from stepstone.webhooks.records import WAITING, AttemptLog, DeliveryJob
@@ -154,6 +153,8 @@ class WebhookDispatcher:
             log.info("webhook %s: lease lost while sending; another worker has it", job.pk)
 
     def _headers(self, job: DeliveryJob, body: bytes) -> dict[str, Any]:
+        from stepstone import __version__  # the package imports this module while it loads
+
         return {
             "Content-Type": "application/json",
             "User-Agent": f"stepstone/{__version__}",

@@ -5,9 +5,19 @@ before the parameterised ones they would otherwise be mistaken for.
 """
 
 from stepstone.api.routes.accounts import router as accounts_router
+from stepstone.api.routes.hooks import router as hooks_router
 from stepstone.api.routes.instances import router as instances_router
 from stepstone.api.routes.operators import router as operators_router
+from stepstone.api.routes.repair import router as repair_router
 from stepstone.api.routes.versions import router as versions_router
 from stepstone.api.routes.workflows import router as workflows_router
 
-ALL = (accounts_router, instances_router, versions_router, workflows_router, operators_router)
+ALL = (
+    accounts_router,
+    instances_router,
+    versions_router,
+    workflows_router,
+    operators_router,
+    repair_router,
+    hooks_router,
+)
