@@ -160,7 +160,10 @@ class WorkerApp:
                     return StarletteResponse("the Worker has no fetch handler\n", status_code=500)
                 result = fetch(incoming)
             else:
-                result = self.target(incoming, self.env, ctx)
+                # workerd calls a module-level handler "relaxed" (Pyodide drops the arguments
+                # it does not take), so the docs' `on_fetch(request, env)` works there.
+                arity = _positional_count(self.target)
+                result = self.target(*[incoming, self.env, ctx][: max(arity, 1)])
             if inspect.isawaitable(result):
                 result = await result
         except Exception:
