@@ -208,7 +208,15 @@ class WorkflowHarness:
         if isinstance(config, Path | str):
             config = _project_file(Path(config))
         clock = ManualClock(DEFAULT_START_MS if start is None else start)
-        engine = await Engine.open(url, config=config, run_worker=False, clock=clock, env=env)
+        engine = await Engine.open(
+            url, config=config, run_worker=False, clock=clock, env=env, check_importable=True
+        )
+        if engine.ops.unloadable:
+            await engine.close()
+            problems = "; ".join(f"{name}: {why}" for name, why in engine.ops.unloadable.items())
+            raise HarnessError(f"the config's workflows cannot be imported: {problems}")
+        # Classes given to register() need not be importable by module path.
+        engine.ops.check_importable = False
         harness = cls(engine, clock)
         assert engine.worker is not None
         await engine.worker.start()

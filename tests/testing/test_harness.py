@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,20 @@ async def test_terminate_and_restart_through_the_harness(harness: WorkflowHarnes
     await order.send_event("approval", {"approved": True})
     assert await order.output() == {"shipped": True, "tracking": "trk-T"}
     assert flows.CALLS == ["reserve", "reserve", "ship"]
+
+
+async def test_a_config_whose_module_cannot_import_fails_at_open(tmp_path: Path) -> None:
+    config = tmp_path / "stepstone.toml"
+    config.write_text('[[workflows]]\nname = "x"\nclass_name = "X"\nscript_name = "no_such_mod"\n')
+    with pytest.raises(HarnessError, match=r"x: cannot import module 'no_such_mod'"):
+        await WorkflowHarness.open(config)
+
+
+async def test_a_class_defined_in_a_test_can_be_registered() -> None:
+    class Local(flows.Approval):
+        pass
+
+    async with await WorkflowHarness.open() as h:
+        await h.register("local", Local)
+        run = await h.create("local", {"sku": "L"})
+        assert (await run.step("reserve")).output == {"sku": "L", "held": True}
