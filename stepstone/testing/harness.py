@@ -146,8 +146,8 @@ class HarnessInstance:
         raise HarnessError(f"no step {name!r} in {self!r}; recorded: {known}")
 
     async def run_to_end(self, limit: Duration = "366 days") -> dict[str, Any]:
-        """Advance the clock from timer to timer until the instance ends (or waits for
-        something time cannot bring, such as an event), at most ``limit`` ahead."""
+        """Advance the clock from due time to due time until the instance ends or is
+        paused, at most ``limit`` ahead; a wait for an event on the way times out."""
         harness = self.harness
         until = harness.clock.now_ms() + _ms(limit)
         for _ in range(MAX_STOPS):
