@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import typer
 
+from stepstone.cli import approvals as approvals_cmd
+from stepstone.cli import audit as audit_cmd
+from stepstone.cli import bulk as bulk_cmd
 from stepstone.cli import export, instances, replay, server_cmds, tokens, workflows
 
 app = typer.Typer(
@@ -25,6 +28,9 @@ workflows.app.add_typer(instances.app, name="instances")
 app.add_typer(tokens.app, name="tokens")
 replay.register(app)
 export.register(instances.app)
+bulk_cmd.register(instances.app)
+approvals_cmd.register(instances.app)
+audit_cmd.register(app)
 
 
 def main() -> None:

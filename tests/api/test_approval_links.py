@@ -4,7 +4,11 @@ that send an event without an API token; replays and tampering are refused and a
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,3 +191,62 @@ def test_a_link_to_an_ended_instance_is_refused(live: LiveServer) -> None:
     live.wait_done("approvable", "a8")
     answer = httpx.post(url, data={"decision": "approve"})
     assert answer.status_code == 410 and "cannot take it" in answer.text
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stepstone", "instances", "approval-link", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != approvals.PUBLIC_URL_ENV},
+    )
+
+
+def test_an_operator_link_from_the_cli_sends_the_event(live: LiveServer, tmp_path: Path) -> None:
+    _start(live, "a9")
+    db = f"sqlite:///{tmp_path / 'api.db'}"
+    made = _cli(
+        "approvable",
+        "a9",
+        "--db",
+        db,
+        "--type",
+        "approval",
+        "--expires",
+        "1h",
+        "--title",
+        "Refund order 42?",
+        "--public-url",
+        live.base,
+    )
+    assert made.returncode == 0, made.stderr
+    url = made.stdout.strip()
+    assert url.startswith(live.base + approvals.PREFIX)
+    page = httpx.get(url)
+    assert page.status_code == 200 and "Refund order 42?" in page.text
+    assert httpx.post(url, data={"decision": "approve"}).status_code == 200
+    assert _output(live, "a9")["answer"]["approved"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--type", "bad.type"], "'.' is not supported"),
+        (["--type", "approval", "--expires", "soon"], "--expires"),
+        (["--type", "approval", "--expires", "400 days"], "1 second to 365 days"),
+        (["--type", "approval", "--public-url", "ftp://x"], "http://"),
+    ],
+)
+def test_the_cli_refuses_bad_options_saying_which(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    made = _cli("approvable", "x", "--db", f"sqlite:///{tmp_path / 'none.db'}", *args)
+    assert made.returncode != 0 and message in made.stderr, made.stderr
+
+
+def test_the_cli_names_a_missing_instance(live: LiveServer, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'api.db'}"
+    made = _cli("approvable", "nope", "--db", db, "--type", "approval")
+    assert made.returncode == 1 and "no instance 'nope'" in made.stderr
