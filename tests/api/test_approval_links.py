@@ -250,3 +250,36 @@ def test_the_cli_names_a_missing_instance(live: LiveServer, tmp_path: Path) -> N
     db = f"sqlite:///{tmp_path / 'api.db'}"
     made = _cli("approvable", "nope", "--db", db, "--type", "approval")
     assert made.returncode == 1 and "no instance 'nope'" in made.stderr
+
+
+async def test_links_are_single_use_and_signed_alike_on_every_backend(backend_url: str) -> None:
+    from stepstone import Engine
+
+    engine = await Engine.open(backend_url, run_worker=False)
+    try:
+        await engine.register("approvable", Approvable)
+        handle = await engine.workflow("approvable").create(id="b1")
+        _, record = await engine.ops.instance("default", "approvable", handle.id)
+        storage, now = engine.storage, engine.ops.now()
+        key = await storage.signing_key(approvals.KEY_NAME, b"first")
+        assert await storage.signing_key(approvals.KEY_NAME, b"second") == key
+        url = await approvals.create_link(
+            storage,
+            instance_pk=record.pk,
+            event_type="approval",
+            expires_ms=60_000,
+            title="t",
+            now=now,
+            base_url="https://approve.example.com/base",
+        )
+        assert url.startswith("https://approve.example.com/base" + approvals.PREFIX)
+        token = url.split(approvals.PREFIX)[1]
+        link = await approvals.open_link(storage, token, now)
+        assert (link.workflow, link.instance_id, link.account_id) == ("approvable", "b1", "default")
+        assert (await approvals.submit(storage, engine.ops, token, "approve", None, now)).id
+        with pytest.raises(approvals.Refused) as refused:
+            await approvals.submit(storage, engine.ops, token, "approve", None, now)
+        assert refused.value.reason == "used"
+        assert not await storage.use_approval_link(link.id, now)
+    finally:
+        await engine.close()
