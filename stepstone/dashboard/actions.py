@@ -21,6 +21,7 @@ from stepstone.api.throttle import for_storage
 from stepstone.dashboard import present
 from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
 from stepstone.dashboard.app import PREFIX
+from stepstone.dashboard.operators import viewer_actor
 from stepstone.dashboard.pages import (
     INSTANCE,
     WORKFLOW,
@@ -173,13 +174,13 @@ async def bulk(request: Request, who: ViewerDep, account_id: str, workflow_name:
     if _text(form, "confirm") != "yes":
         return page(request, who, "confirm.html", workflow=workflow, action=action, ids=ids)
     if action == "delete":
-        deleted = await ops.delete_instances(account, name, ids)
+        deleted = await ops.delete_instances(account, name, ids, actor=viewer_actor(who))
         who.session.flash("ok", f"Deleted {len(deleted)} of {len(ids)} instances.")
         return back(home)
     done = 0
     for instance_id in ids:
         try:
-            await ops.terminate(account, name, instance_id)
+            await ops.terminate(account, name, instance_id, actor=viewer_actor(who))
         except (CannotTerminate, InstanceNotFound):
             continue
         done += 1
@@ -204,14 +205,15 @@ async def instance_action(
     here = instance_url(*where)
     form = await request.form()
     action = _text(form, "action")
+    actor = viewer_actor(who)
     if action == "pause":
-        await attempt(who, ops.pause(*where), "Pause requested.")
+        await attempt(who, ops.pause(*where, actor=actor), "Pause requested.")
     elif action == "resume":
-        await attempt(who, ops.resume(*where), "Resumed.")
+        await attempt(who, ops.resume(*where, actor=actor), "Resumed.")
     elif action == "terminate":
         rollback = _text(form, "rollback") == "yes"
         note = "Terminating with rollback." if rollback else "Terminated."
-        await attempt(who, ops.terminate(*where, rollback=rollback), note)
+        await attempt(who, ops.terminate(*where, rollback=rollback, actor=actor), note)
     elif action == "restart":
         target = _text(form, "from")
         restart_from = None
@@ -222,9 +224,11 @@ async def instance_action(
                 raise InvalidRequest("restart: pick a step from the list") from None
             restart_from = RestartFrom(name, count, kind)
         note = f"Restarted from {target.split(':', 2)[-1]}." if target else "Restarted."
-        await attempt(who, ops.restart(*where, from_=restart_from), note)
+        await attempt(who, ops.restart(*where, from_=restart_from, actor=actor), note)
     elif action == "delete":
-        if await attempt(who, ops.delete_instances(*where[:2], [where[2]]), f"Deleted {where[2]}."):
+        if await attempt(
+            who, ops.delete_instances(*where[:2], [where[2]], actor=actor), f"Deleted {where[2]}."
+        ):
             return back(workflow_url(*where[:2]))
     else:
         raise InvalidRequest("unknown action")
@@ -248,5 +252,9 @@ async def send_event(
     except StepstoneError as exc:
         who.session.flash("error", str(exc))
         return back(instance_url(*where))
-    await attempt(who, ops.send_event(*where, event_type, payload), f"Event {event_type!r} sent.")
+    await attempt(
+        who,
+        ops.send_event(*where, event_type, payload, actor=viewer_actor(who)),
+        f"Event {event_type!r} sent.",
+    )
     return back(instance_url(*where))

@@ -205,6 +205,12 @@ async def instances(
     graph = await timeline.recorded_graph(ops, workflow)
     cap = workflow.version.concurrency_limit
     usage = await ops.storage.concurrency_usage(workflow.pk, ops.now()) if cap else None
+    # Operator extensions: "act on all N matching" and the Activity panel.
+    from stepstone.dashboard import operators
+
+    selection = operators.page_filter(status, created_from, created_to)
+    matching = await operators.matching(ops, workflow, selection) if not problem else 0
+    activity = await operators.activity(ops, account, name)
     return page(
         request,
         who,
@@ -224,6 +230,8 @@ async def instances(
         counts=views.instance_counts(counts),
         retrying=retrying,
         graph=graph,
+        matching=matching,
+        activity=activity,
     )
 
 
@@ -270,6 +278,12 @@ async def instance(
         "waiting_for": [s.event_type for s in steps if s.status == "waiting" and s.event_type],
         "base": instance_url(workflow.account_id, workflow.name, record.id),
     }
+    if not fragment:
+        from stepstone.dashboard import operators
+
+        context["activity"] = await operators.activity(
+            ops, workflow.account_id, workflow.name, record.id
+        )
     return page(request, who, "live.html" if fragment else "instance.html", **context)
 
 
