@@ -31,453 +31,40 @@ from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.engine.clock import ManualClock
 from stepstone.project import ProjectConfigError, load_project
 from stepstone.storage.base import InstanceQuery
-
-DOCS = "cloudflare-docs src/content/docs/workflows/python/"
-WORKERD = "workerd src/workerd/server/tests/python/workflow-entrypoint/"
-
-# --- the examples, verbatim --------------------------------------------------------------------
-
-# index.mdx, "Get Started" (also python-workers-api.mdx with `def run`, overview.mdx with
-# `def on_run`): a class whose method body is only a comment.
-INDEX_SKELETON = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    async def run(self, event, step):
-        # steps here
-"""
-
-API_SKELETON = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    def run(self, event, step):
-        # steps here
-"""
-
-OVERVIEW_SKELETON = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    def on_run(self, event, step):
-        # steps here
-"""
-
-# index.mdx, "For example, a Workflow may be defined as:"
-INDEX_STARTER = """\
-from workers import Response, WorkflowEntrypoint
-
-class PythonWorkflowStarter(WorkflowEntrypoint):
-    async def run(self, event, step):
-
-        @step.do('step1')
-        async def step_1():
-            # does stuff
-            print('executing step1')
-
-        @step.do('step2')
-        async def step_2():
-            # does stuff
-            print('executing step2')
-
-        await await_step(step_1,step_2)
-
-async def on_fetch(request, env):
-    await env.MY_WORKFLOW.create()
-    return Response("Hello world!")
-"""
-
-# index.mdx, its wrangler config (JSONC).
-INDEX_WRANGLER = """\
-{
-	"$schema": "./node_modules/wrangler/config-schema.json",
-	"name": "hello-python",
-	"main": "src/entry.py",
-	"compatibility_flags": [
-		"python_workers",
-		"experimental",
-		"python_workflows"
-	],
-	"compatibility_date": "2024-03-29",
-	"workflows": [
-		{
-			"name": "workflows-demo",
-			"binding": "MY_WORKFLOW",
-			"class_name": "PythonWorkflowStarter"
-		}
-	]
-}
-"""
-
-# python-workers-api.mdx, "WorkflowStep" (and run.mdx with `async def on_run`).
-API_FIRST_STEP = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    async def run(self, event, step):
-        @step.do("my first step")
-        async def my_first_step():
-            # do some work
-            return "Hello World!"
-
-        await my_first_step()
-"""
-
-RUN_FIRST_STEP = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    async def on_run(self, event, step):
-        @step.do("my first step")
-        async def my_first_step():
-            # do some work
-            return "Hello World!"
-        
-        await my_first_step()
-"""  # noqa: W293 (the page's line 8 is four spaces)
-
-# python-workers-api.mdx, step.sleep / step.sleep_until / step.wait_for_event (fragments).
-API_SLEEP = """\
-async def run(self, event, step):
-    await step.sleep("my-sleep-step", "10 seconds")
-"""
-
-API_SLEEP_UNTIL = """\
-async def run(self, event, step):
-    await step.sleep_until("my-sleep-step", datetime.datetime.now() + datetime.timedelta(seconds=10))
-"""  # noqa: E501
-
-API_WAIT_FOR_EVENT = """\
-async def run(self, event, step):
-    await step.wait_for_event("my-wait-for-event-step", "my-event-type")
-"""
-
-# python-workers-api.mdx, "Rollback (Saga Pattern)" (the revision that has the section).
-API_ROLLBACK = """\
-class OrderWorkflow(WorkflowEntrypoint):
-    async def run(self, event, step):
-        try:
-            @step.with_rollback("create order")
-            async def create_order():
-                return await env.DB.orders.insert({"user_id": event["payload"]["user_id"], "items": event["payload"]["items"]})
-
-            @create_order.undo
-            async def undo_create_order(err, order):
-                await env.DB.orders.delete(order["id"])
-
-            order = await create_order()
-
-            @step.with_rollback("charge payment")
-            async def charge_payment():
-                return await env.STRIPE.charges.create(amount=order["total"], customer=event["payload"]["user_id"])
-
-            @charge_payment.undo
-            async def undo_charge_payment(err, charge):
-                await env.STRIPE.refunds.create(charge=charge["id"])
-
-            await charge_payment()
-
-            @step.do("send confirmation")
-            async def send_confirmation():
-                await env.EMAIL.send(to=event["payload"]["email"], template="order-confirmed", order_id=order["id"])
-
-            await send_confirmation()
-
-        except Exception as e:
-            await step.rollback_all(e)
-            raise
-"""  # noqa: E501
-
-# python-workers-api.mdx, "Error Handling" (fragment).
-API_ERROR_HANDLING = """\
-async def run(self, event, step):
-    async def try_step(fn):
-        try:
-            return await fn()
-        except Exception as e:
-            print(f"Successfully caught {type(e).__name__}: {e}")
-
-    @step.do("my_failing")
-    async def my_failing():
-        print("Executing my_failing")
-        raise TypeError("Intentional error in my_failing")
-
-    await try_step(my_failing)
-"""
-
-# python-workers-api.mdx, "NonRetryableError" (and run.mdx with `throw` for `raise`).
-API_NON_RETRYABLE = """\
-from workers.workflows import NonRetryableError
-
-raise NonRetryableError(message)
-"""
-
-RUN_NON_RETRYABLE = """\
-from workers.workflows import NonRetryableError
-
-throw NonRetryableError(message)
-"""
-
-# python-workers-api.mdx, "Configure a workflow instance" (and run.mdx with `on_run`).
-API_CONFIG = """\
-class DemoWorkflowClass(WorkflowEntrypoint):
-    async def run(self, event, step):
-        @step.do('step-name', config={"retries": {"limit": 1, "delay": "10 seconds"}})
-        async def first_step():
-            # do some work
-            pass
-"""
-
-RUN_CONFIG = """\
-class DemoWorkflowClass(WorkflowEntrypoint):
-    async def on_run(self, event, step):
-        @step.do('step-name', config={"retries": {"limit": 1, "delay": "10 seconds"}})
-        async def first_step():
-            # do some work
-            pass
-"""
-
-# python-workers-api.mdx, "Create an instance via binding".
-API_CREATE_VIA_BINDING = """\
-class Default(WorkerEntrypoint):
-    async def fetch(self, request):
-        instance = await self.env.MY_WORKFLOW.create()
-        return Response.json({"status": "success"})
-"""
-
-# dag.mdx
-DAG = """\
-from workers import WorkflowEntrypoint
-
-class MyWorkflow(WorkflowEntrypoint):
-    async def run(self, event, step):
-        @step.do("dependency a")
-        async def step_a():
-            # do some work
-            return 10
-
-        @step.do("dependency b")
-        async def step_b():
-            # do some work
-            return 20
-
-        @step.do("my final step", depends=[step_a, step_b], concurrent=True)
-        async def my_final_step(result_a=0, result_b=0):
-            # should return 30
-            return result_a + result_b
-
-        await my_final_step()
-"""
-
-# bindings.mdx: its wrangler.toml, the payload workflow, create, create_batch, get, send_event.
-BINDINGS_WRANGLER = """\
-#:schema node_modules/wrangler/config-schema.json
-name = "workflows-starter"
-main = "src/index.ts"
-compatibility_date = "2024-10-22"
-compatibility_flags = ["python_workflows", "python_workers"]
-
-[[workflows]]
-# name of your workflow
-name = "workflows-starter"
-# binding name env.MY_WORKFLOW
-binding = "MY_WORKFLOW"
-# this is class that extends the Workflow class in src/index.ts
-class_name = "MyWorkflow"
-"""
-
-BINDINGS_PAYLOAD = """\
-from pyodide.ffi import to_js
-
-class DemoWorkflowClass(WorkflowEntrypoint):
-    async def run(self, event, step):
-        @step.do('step-name')
-        async def first_step():
-            payload = event["payload"]
-            return payload
-"""
-
-BINDINGS_CREATE = """\
-from pyodide.ffi import to_js
-from js import Object
-
-async def on_fetch(request, env, ctx):
-    event = {"foo": "bar"}
-    options = to_js({"params": event}, dict_converter=Object.fromEntries)
-    await env.MY_WORKFLOW.create(options)
-    return Response.json({"status": "success"})
-"""
-
-BINDINGS_CREATE_BATCH = """\
-from pyodide.ffi import to_js
-from js import Object
-
-# Create a new batch of 3 Workflow instances, each with its own ID and pass params to the Workflow instances
-listOfInstances = [
-  to_js({ "id": "id-abc123", "params": { "hello": "world-0" } }, dict_converter=Object.fromEntries),
-  to_js({ "id": "id-def456", "params": { "hello": "world-1" } }, dict_converter=Object.fromEntries),
-  to_js({ "id": "id-ghi789", "params": { "hello": "world-2" } }, dict_converter=Object.fromEntries)
-];
-
-await env.MY_WORKFLOW.create_batch(listOfInstances);
-"""  # noqa: E501
-
-BINDINGS_GET = """\
-instance = await env.MY_WORKFLOW.get("abc-123")
-
-# FFI methods available for WorkflowInstance
-await instance.status()
-await instance.pause()
-await instance.resume()
-await instance.restart()
-await instance.terminate()
-"""
-
-BINDINGS_SEND_EVENT = """\
-from pyodide.ffi import to_js
-from js import Object
-
-await env.MY_WORKFLOW.send_event(to_js({ "type": "my-event-type", "payload": { "foo": "bar" } }, dict_converter=Object.fromEntries))
-"""  # noqa: E501
-
-# workerd's Python workflow tests: workflow.py (implicit dependencies) and workflow-old.py
-# (legacy `depends`), at workerd 6552d999 (2026-08-22); and workflow-old.py as it was before
-# ctx reached legacy steps.
-WORKERD_IMPLICIT = """\
-from workers import WorkflowEntrypoint
-
-
-class WorkflowEntrypointExample(WorkflowEntrypoint):
-    async def run(self, event, step):
-        async def await_step(fn):
-            try:
-                return await fn()
-            except TypeError as e:
-                print(f"Successfully caught {type(e).__name__}: {e}")
-
-        @step.do("my_failing")
-        async def my_failing():
-            print("Executing my_failing")
-            raise TypeError("Intentional error in my_failing")
-
-        @step.do("normal_step")
-        async def normal_step(ctx):
-            assert ctx["attempt"] == "1"
-            return "done"
-
-        await normal_step()
-
-        @step.do()
-        async def step_1():
-            print("Executing step 1")
-            return {"foo": "foo"}
-
-        @step.do()
-        async def step_2():
-            print("Executing step 2")
-            return {"bar": "bar"}
-
-        # DAG example with error handling
-        @step.do("step_3", concurrent=True)
-        async def step_3():
-            # this should never run because one of the dependencies will fail
-            pass
-
-        await await_step(step_3)
-
-        # `step_1` and `step_2` run serially
-        @step.do("step_4", concurrent=True)
-        async def step_4(step_1, ctx, step_2):
-            assert ctx["attempt"] == "1"
-            print("Executing step 4 (depends on step 1 and step 2)")
-            assert step_1["foo"] == "foo"
-            assert step_2["bar"] == "bar"
-
-        await await_step(step_4)
-
-        # tests step memoization - steps 1 and 2 are already resolved
-        @step.do("step_5", concurrent=False)
-        async def step_5(ctx, step_1=(), step_2=()):
-            print("Executing step 5 (depends on step 1 and step 2)")
-            assert step_1["foo"] == "foo"
-            assert step_2["bar"] == "bar"
-
-            return step_1["foo"] + step_2["bar"]
-
-        return await step_5()
-
-
-async def test(ctrl, env, ctx):
-    pass
-"""
-
-WORKERD_LEGACY = """\
-from workers import WorkflowEntrypoint
-
-
-class PythonWorkflowDepends(WorkflowEntrypoint):
-    # Tests backward compatibility: legacy depends parameter with positional args
-    # and ctx support in step callbacks.
-    async def run(self, event, step):
-        @step.do("step_1")
-        async def step_1():
-            # tests backwards compat with workflows that don't have ctx in the step callback
-            print("Executing step 1")
-            return "foo"
-
-        @step.do("step_2")
-        async def step_2(ctx):
-            if ctx is not None:
-                assert ctx["attempt"] == "1"
-            print("Executing step 2")
-            return "bar"
-
-        @step.do("step_3", depends=[step_1, step_2], concurrent=True)
-        async def step_3(result1=(), ctx=None, result2=()):
-            if ctx is not None:
-                assert ctx["attempt"] == "1"
-            assert result1 == "foo"
-            assert result2 == "bar"
-            return result1 + result2
-
-        return await step_3()
-
-
-async def test(ctrl, env, ctx):
-    pass
-"""
-
-WORKERD_LEGACY_NO_CTX = """\
-from workers import WorkflowEntrypoint
-
-
-class PythonWorkflowDepends(WorkflowEntrypoint):
-    # The purpose of this workflow is testing that depends are no longer resolved
-    #
-    async def run(self, event, step):
-        @step.do("step_1")
-        async def step_1():
-            # tests backwards compat with workflows that don't have ctx in the step callback
-            print("Executing step 1")
-            return "foo"
-
-        @step.do("step_2")
-        async def step_2():
-            print("Executing step 2")
-            return "bar"
-
-        @step.do("step_3", depends=[step_1, step_2], concurrent=True)
-        async def step_3(result1=(), result2=()):
-            assert result1 == "foo"
-            assert result2 == "bar"
-            return result1 + result2
-
-        return await step_3()
-
-
-async def test(ctrl, env, ctx):
-    pass
-"""
+from tests.cloudflare.docs_examples.snippets import (
+    API_CONFIG,
+    API_CREATE_VIA_BINDING,
+    API_ERROR_HANDLING,
+    API_FIRST_STEP,
+    API_NON_RETRYABLE,
+    API_ROLLBACK,
+    API_SKELETON,
+    API_SLEEP,
+    API_SLEEP_UNTIL,
+    API_WAIT_FOR_EVENT,
+    BINDINGS_CREATE,
+    BINDINGS_CREATE_BATCH,
+    BINDINGS_GET,
+    BINDINGS_PAYLOAD,
+    BINDINGS_SEND_EVENT,
+    BINDINGS_WRANGLER,
+    DAG,
+    DAG_2026_01,
+    DAG_LIVE,
+    INDEX_SKELETON,
+    INDEX_STARTER,
+    INDEX_STARTER_2026_02,
+    INDEX_STARTER_LIVE,
+    INDEX_WRANGLER,
+    INDEX_WRANGLER_TOML_2026_02,
+    OVERVIEW_SKELETON,
+    RUN_CONFIG,
+    RUN_FIRST_STEP,
+    RUN_NON_RETRYABLE,
+    WORKERD_IMPLICIT,
+    WORKERD_LEGACY,
+    WORKERD_LEGACY_NO_CTX,
+)
 
 # --- the surrounding project ------------------------------------------------------------------
 
@@ -1088,5 +675,86 @@ async def test_workerd_tests_assert_their_stubs_string_attempt(
         failed = recorded[("do", checking_step)]
         assert failed.error == {"name": "AssertionError", "message": ""}
         assert len(failed.attempts) == 6
+    finally:
+        await engine.close()
+
+
+# --- other revisions of index.mdx and dag.mdx --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "config_text", "config_name"),
+    [
+        (INDEX_STARTER_2026_02, INDEX_WRANGLER_TOML_2026_02, "wrangler.toml"),
+        (INDEX_STARTER_LIVE, INDEX_WRANGLER, "wrangler.jsonc"),
+    ],
+    ids=["2026-02-on_fetch", "live-Default"],
+)
+async def test_index_starter_revisions(
+    project: Project, worker_client: Any, code: str, config_text: str, config_name: str
+) -> None:
+    # The page's Worker creates an instance; the workflow runs both steps. The 2026-02 revision's
+    # `on_fetch(request, env)` takes two arguments (it answered 500 before the Worker app called
+    # handlers as workerd does).
+    config = project.write(code, config_text, config_name)
+    engine = await open_engine(config)
+    try:
+        response = await worker_client(engine).get("/")
+        assert (response.status_code, response.text) == (200, "Hello world!")
+        [created] = await listed(engine, "workflows-demo")
+        await until(engine, "workflows-demo", created.id, "complete")
+        recorded = await steps(engine, "workflows-demo", created.id)
+        assert sorted(name for _, name in recorded) == ["step1-1", "step2-1"]
+    finally:
+        await engine.close()
+
+
+async def test_dag_live_by_parameter_names(
+    project: Project, worker_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No compatibility date on the page: wrangler's default is today, so implicit dependencies.
+    clock = ManualClock()
+    config_text = wrangler(project.module, {"MY_WORKFLOW": "PythonWorkflowStarter"})
+    engine = await open_engine(project.write(DAG_LIVE, config_text), clock)
+    try:
+        response = await worker_client(engine).get("/")
+        assert (response.status_code, response.text) == (200, "Hello world!")
+        [created] = await listed(engine, "my-workflow")
+        await until(engine, "my-workflow", created.id, "waiting")
+        clock.advance(10_000)
+        await until(engine, "my-workflow", created.id, "complete")
+        recorded = await steps(engine, "my-workflow", created.id)
+        assert output(recorded[("do", "dep_1-1")]) == "dep1"
+        assert output(recorded[("do", "dep_2-1")]) == "dep2"
+        assert recorded[("do", "final_step-1")].success is True
+        assert "dep1 dep2" in capsys.readouterr().out
+    finally:
+        await engine.close()
+
+
+# Python reports the un-awaited `step.sleep` coroutine when it is collected; that report is the
+# example's own, not a failure of the engine.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine 'step.sleep' was never awaited:RuntimeWarning")
+async def test_dag_2026_01_with_depends(
+    project: Project, worker_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The page's `step.sleep(...)` is never awaited. On Cloudflare the JS call starts the sleep
+    # at once but run() does not wait for it; here the sleep never starts (Python warns that
+    # the coroutine was never awaited). Either way the steps run without waiting 10 s.
+    config_text = wrangler(project.module, {"MY_WORKFLOW": "PythonWorkflowStarter"}, "2024-03-29")
+    engine = await open_engine(project.write(DAG_2026_01, config_text))
+    try:
+        response = await worker_client(engine).get("/")
+        assert (response.status_code, response.text) == (200, "Hello world!")
+        [created] = await listed(engine, "my-workflow")
+        await until(engine, "my-workflow", created.id, "complete")
+        recorded = await steps(engine, "my-workflow", created.id)
+        assert sorted(name for _, name in recorded) == [
+            "demo do-1",
+            "dependency1-1",
+            "dependency2-1",
+        ]
+        assert "something" in capsys.readouterr().out
     finally:
         await engine.close()
