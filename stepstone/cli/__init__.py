@@ -11,7 +11,16 @@ import typer
 from stepstone.cli import approvals as approvals_cmd
 from stepstone.cli import audit as audit_cmd
 from stepstone.cli import bulk as bulk_cmd
-from stepstone.cli import export, instances, replay, server_cmds, tokens, workflows
+from stepstone.cli import (
+    export,
+    hooks,
+    instances,
+    repair,
+    replay,
+    server_cmds,
+    tokens,
+    workflows,
+)
 
 app = typer.Typer(
     name="stepstone",
@@ -31,6 +40,9 @@ export.register(instances.app)
 bulk_cmd.register(instances.app)
 approvals_cmd.register(instances.app)
 audit_cmd.register(app)
+
+repair.register(instances.app)
+app.add_typer(hooks.app, name="hooks")
 
 
 def main() -> None:
