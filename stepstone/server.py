@@ -161,7 +161,10 @@ def _log_config(log_format: str) -> dict[str, Any] | None:
 def prepare_observability(log_format: str, metrics_addr: str | None) -> tuple[str, int] | None:
     """Logs and traces set up, and the metrics address checked, before the store opens."""
     logs.configure(log_format)
-    tracing.configure_from_env()
+    try:
+        tracing.configure_from_env()
+    except ValueError as exc:
+        raise StartupFailed(str(exc)) from None
     if metrics_addr is None:
         return None
     try:

@@ -25,12 +25,11 @@ def queued_traceparent(events: Sequence[EventRecord]) -> str | None:
 class ActivationProbe:
     __slots__ = ("_log", "_span")
 
-    def __init__(self, workflow: str, instance_id: str, events: Sequence[EventRecord]) -> None:
+    def __init__(
+        self, workflow: str, instance_id: str, events: Sequence[EventRecord], epoch: int
+    ) -> None:
         self._log = logs.in_instance(workflow, instance_id)
-        activations = sum(1 for e in events if e.type == "workflow_started") + 1
-        self._span = tracing.activation(
-            workflow, instance_id, queued_traceparent(events), activations
-        )
+        self._span = tracing.activation(workflow, instance_id, queued_traceparent(events), epoch)
 
     def end(self, error: BaseException | None = None) -> None:
         self._span.end(error)

@@ -44,11 +44,16 @@ def enabled() -> bool:
 
 
 def configure_from_env() -> None:
-    if trace is None:
-        return
+    """Raises ``ValueError`` saying what to install or set when the environment asks for an
+    exporter that is not there."""
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter_name in ("", "none"):
         return
+    if trace is None:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER={exporter_name} needs the otel extra:"
+            " pip install 'stepstone[otel]'"
+        )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -58,12 +63,20 @@ def configure_from_env() -> None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         exporter = ConsoleSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
-
+    elif exporter_name == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter,
+            )
+        except ImportError:
+            raise ValueError(
+                "OTEL_TRACES_EXPORTER=otlp needs pip install opentelemetry-exporter-otlp-proto-http"
+            ) from None
         exporter = OTLPSpanExporter()
+    else:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER={exporter_name} is not supported; use console, otlp or none"
+        )
     provider = TracerProvider(resource=Resource.create({"service.name": "stepstone"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -154,9 +167,10 @@ def _tracer() -> Any:
     return trace.get_tracer("stepstone")
 
 
-def activation(workflow: str, instance_id: str, traceparent: str | None, attempt: int) -> Span:
-    """The span of one activation, made current for the steps it runs."""
-    tracer = _tracer()
+def activation(workflow: str, instance_id: str, traceparent: str | None, epoch: int) -> Span:
+    """The span of one activation, made current for the steps it runs; ``epoch`` is its
+    claim's (it grows with every claim of the instance)."""
+    tracer = _last_tracer[0] = _tracer()
     if tracer is None:
         return _NOTHING
     from opentelemetry import context as otel_context
@@ -176,16 +190,27 @@ def activation(workflow: str, instance_id: str, traceparent: str | None, attempt
         attributes={
             "stepstone.workflow": workflow,
             "stepstone.instance_id": instance_id,
-            "stepstone.activation": attempt,
+            "stepstone.epoch": epoch,
         },
     )
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     return Span(span, token)
 
 
+def _in_activation() -> Any:
+    """The tracer of the activation whose span is current, or None: one context read, where
+    asking for the provider each step attempt would cost several microseconds."""
+    if trace is None or not trace.get_current_span().is_recording():
+        return None
+    return _last_tracer[0]
+
+
+_last_tracer: list[Any] = [None]
+
+
 def step_attempt(kind: str, name: str, attempt: int) -> Span:
     """The span of one step attempt, a child of the current activation's span."""
-    tracer = _tracer()
+    tracer = _in_activation()
     if tracer is None:
         return _NOTHING
     span = tracer.start_span(
@@ -201,7 +226,7 @@ def step_attempt(kind: str, name: str, attempt: int) -> Span:
 
 def wait(kind: str, name: str, started_ms: int) -> None:
     """A finished sleep or wait, drawn from its recorded start to now."""
-    tracer = _tracer()
+    tracer = _in_activation()
     if tracer is None:
         return
     span = tracer.start_span(

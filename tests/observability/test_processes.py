@@ -128,3 +128,17 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert option[0] in done.stderr.decode()
+
+
+def test_an_exporter_that_is_not_there_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "stepstone", "worker", "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+        cwd=tmp_path,
+        env=child_env(OTEL_TRACES_EXPORTER="zipkin"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "OTEL_TRACES_EXPORTER=zipkin is not supported" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
