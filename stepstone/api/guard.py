@@ -8,6 +8,7 @@ its JSON was malformed), and so that an oversized body is refused before it is p
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -16,10 +17,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.api import auth
+from stepstone.api import auth, subscribe_token
 from stepstone.api.envelope import error
 from stepstone.api.throttle import for_storage
-from stepstone.errors import InvalidRequest, PayloadTooLarge, TooManyRequests
+from stepstone.errors import InvalidRequest, PayloadTooLarge, TooManyRequests, Unauthorized
 from stepstone.storage.base import Storage
 
 MAX_BODY_BYTES = 1 << 20
@@ -94,6 +95,18 @@ class Guard:
             refused.headers["retry-after"] = str(wait)
             return refused
         headers = Headers(scope=scope)
+        token = _subscribe_token(scope, headers)
+        if token is not None:
+            reader = await subscribe_token.principal(
+                self.storage, path, token, int(time.time() * 1000)
+            )
+            if reader is not None:
+                self.throttle.succeeded(address)
+                return reader
+            await self.throttle.fail(address)
+            return error(
+                Unauthorized("the subscribe token is invalid, expired or for another stream")
+            )
         match = _ACCOUNT.match(path)
         outcome = await auth.check(
             self.storage,
@@ -108,6 +121,17 @@ class Guard:
             # Only a token that was given and is wrong is a guess; none at all is not.
             await self.throttle.fail(address)
         return outcome if isinstance(outcome, auth.Principal) else error(outcome)
+
+
+def _subscribe_token(scope: Scope, headers: Headers) -> str | None:
+    """A subscribe token in the query of a GET that carries no other credential."""
+    if scope["method"] != "GET" or auth.credential(headers):
+        return None
+    query: bytes = scope["query_string"]
+    for key, value in parse_qsl(query.decode("latin-1")):
+        if key == subscribe_token.QUERY_KEY:
+            return value
+    return None
 
 
 def repeated_key(query_string: bytes) -> str | None:

@@ -29,7 +29,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from stepstone import views
-from stepstone.api import deps
+from stepstone.api import deps, subscribe_token
+from stepstone.api.envelope import ok
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.errors import InvalidRequest
 from stepstone.ops import Operations
@@ -352,6 +353,9 @@ async def subscribe(
     instance_id: str,
     cursor: int | None = Query(None, ge=0, description="last eventId seen; resume after it"),
     filter: str | None = Query(None, description="comma-separated event types to deliver"),
+    token: str | None = Query(
+        None, description="a subscribe token (from …/subscribe/token) instead of an API token"
+    ),
 ) -> Response:
     types = parse_filter(filter)
     ops = deps.ops(request)
@@ -362,3 +366,25 @@ async def subscribe(
     )
     after = start_after(cursor, request.headers.get("last-event-id"))
     return await sse_response(ops, record, after, types)
+
+
+@router.get(
+    deps.INSTANCE_PREFIX + "/subscribe/token",
+    summary="Mint a short-lived token that opens this instance's event stream (?token=)",
+)
+async def subscribe_token_for(
+    request: Request, account_id: str, workflow_name: str, instance_id: str
+) -> Response:
+    ops = deps.ops(request)
+    account, workflow = deps.path(request, "account_id"), deps.path(request, "workflow_name")
+    _, record = await ops.instance(account, workflow, deps.path(request, "instance_id"))
+    token, expires = await subscribe_token.mint(
+        ops.storage, account, workflow, record.id, ops.now()
+    )
+    return ok(
+        {
+            "token": token,
+            "expires_on": views.iso(expires),
+            "url": f"{request.url.path.removesuffix('/token')}?{subscribe_token.QUERY_KEY}={token}",
+        }
+    )
