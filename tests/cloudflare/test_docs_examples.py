@@ -29,6 +29,7 @@ import pytest
 from stepstone import Engine, WorkerSettings
 from stepstone.cloudflare.worker_app import WorkerApp
 from stepstone.engine.clock import ManualClock
+from stepstone.errors import InvalidWorkflowDefinition
 from stepstone.project import ProjectConfigError, load_project
 from stepstone.storage.base import InstanceQuery
 from tests.cloudflare.docs_examples.snippets import (
@@ -210,7 +211,10 @@ async def test_placeholders_are_not_python_anywhere(project: Project, code: str)
     engine = await open_engine(config)
     try:
         binding = engine.env().MY_WORKFLOW
-        with pytest.raises(Exception, match=r"SyntaxError|invalid syntax|expected an indented"):
+        with pytest.raises(
+            InvalidWorkflowDefinition,
+            match=r"cannot import module .*(expected an indented block|invalid syntax)",
+        ):
             await binding.create()
     finally:
         await engine.close()
