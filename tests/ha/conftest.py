@@ -74,6 +74,19 @@ class Workers:
             for path in sorted(self.folder.glob("worker-*.log"))
         )
 
+    def tracebacks(self) -> list[str]:
+        """The first line after each traceback in the workers' output: an outage is one line
+        per episode (issue 11), never a traceback per attempt."""
+        found = []
+        for path in sorted(self.folder.glob("worker-*.log")):
+            lines = path.read_text().splitlines()
+            found += [
+                next((x for x in lines[n:] if not x.startswith((" ", "Traceback"))), "")
+                for n, line in enumerate(lines)
+                if line.startswith("Traceback")
+            ]
+        return found
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:

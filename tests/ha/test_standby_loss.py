@@ -83,6 +83,7 @@ def _blocked_then_released(
     again = ledger.ran_after_ack()
     assert not again, f"steps run again after their completion was acknowledged: {again[:10]}"
     assert not counts(live, pk).get("errored"), workers.logs()
+    assert not workers.tracebacks(), workers.tracebacks()[:5]
     first = ledger.first_ack_after(released_ns)
     assert first is not None
     return took, (first - released_ns) / 1e9
