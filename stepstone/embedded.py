@@ -44,6 +44,7 @@ from stepstone.retention import SWEEP_SECONDS, RetentionSweeper
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage, WorkflowRecord
 from stepstone.webhooks import delivery as hooks
+from stepstone.webhooks.config import sync_config_hooks
 
 log = logging.getLogger("stepstone.project")
 
@@ -420,6 +421,7 @@ async def sync_project(ops: Operations, project: ProjectConfig) -> list[Workflow
             records.append(await _put(ops, project, wf))
         finally:
             ops.check_importable = checked
+    await sync_config_hooks(ops.storage, project.account_id, project.workflows, records, ops.now())
     return records
 
 

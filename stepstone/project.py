@@ -41,6 +41,8 @@ class WorkflowConfig:
     binding: str | None = None
     # ``concurrency = {limit = N}``: at most N instances of this workflow run at once.
     concurrency_limit: int | None = None
+    # Lifecycle webhooks (a Stepstone extension), as written; see stepstone.webhooks.config.
+    webhooks: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,16 @@ def _concurrency_limit(value: Any, where: str) -> int | None:
     ):
         raise ProjectConfigError(f"{where}: concurrency.limit must be a positive integer")
     return limit
+
+
+def _webhooks(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    from stepstone.errors import InvalidRequest
+    from stepstone.webhooks.config import config_entries
+
+    try:
+        return config_entries(value, "")
+    except InvalidRequest as exc:
+        raise ProjectConfigError(f"{where}: {exc.detail or exc}") from None
 
 
 # Looked for, in this order, in the working directory when no --config is given.
@@ -126,6 +138,7 @@ def load_project(path: str | Path) -> ProjectConfig:
             "schedules",
             "limits",
             "concurrency",
+            "webhooks",
         }
         if extra:
             raise ProjectConfigError(f"{where}: unknown keys {sorted(extra)}")
@@ -145,6 +158,7 @@ def load_project(path: str | Path) -> ProjectConfig:
                 schedules=tuple(schedules),
                 limits_steps=limits.get("steps") if isinstance(limits, dict) else None,
                 concurrency_limit=_concurrency_limit(item.get("concurrency"), where),
+                webhooks=_webhooks(item.get("webhooks"), where),
             )
         )
     env = raw.get("env", {})

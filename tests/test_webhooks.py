@@ -67,7 +67,9 @@ class Receiver:
         self.got.append((headers, body))
         self.arrived.set()
         code = self.codes.pop(0) if self.codes else 200
-        writer.write(f"HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
+        writer.write(
+            f"HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+        )
         await writer.drain()
         writer.close()
 
@@ -208,9 +210,7 @@ async def test_terminate_and_only_chosen_events(engine: Engine, receiver: Receiv
 async def test_a_long_wait_for_an_event_is_announced_once(
     engine: Engine, receiver: Receiver
 ) -> None:
-    await _hook(
-        engine, "waits", receiver.url, events=["waitingForEvent"], waitForEventLongerThan=1
-    )
+    await _hook(engine, "waits", receiver.url, events=["waitingForEvent"], waitForEventLongerThan=1)
     handle = await engine.workflow("waits").create(id="w1")
     await wait_for(handle, "waiting")
     await asyncio.sleep(0.01)  # past the 1 ms threshold
@@ -240,3 +240,60 @@ def test_bad_hooks_say_what_is_wrong(entry: dict[str, Any], message: str) -> Non
 def test_a_hook_without_a_secret_gets_one() -> None:
     hook = parse_hook({"url": "https://x.example/h", "events": ["errored"]}, where="h")
     assert hook.secret.startswith("whsec_") and hook.source == SOURCE_API
+
+
+PROJECT = """
+[[workflows]]
+name = "fails"
+class_name = "Fails"
+script_name = "tests.test_webhooks"
+webhooks = [{{ url = "{url}", events = ["errored"], secretEnv = "N2_HOOK_SECRET" }}]
+"""
+
+
+async def test_hooks_from_the_project_config_are_kept_in_step_with_it(
+    tmp_path: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepstone.project import load_project
+
+    monkeypatch.setenv("N2_HOOK_SECRET", SECRET)
+    config = tmp_path / "stepstone.toml"
+    config.write_text(PROJECT.format(url=receiver.url))
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    engine = await Engine.open(db, config=config)
+    try:
+        workflow = await engine.ops.workflow("default", "fails")
+        [hook] = await engine.storage.list_webhooks(workflow.pk)
+        assert (hook.source, hook.url, hook.secret) == ("config", receiver.url, SECRET)
+        await wait_for(await engine.workflow("fails").create(id="p1"), "errored")
+        await _dispatcher(engine).tick()
+        [(headers, body)] = receiver.got
+        assert verify(SECRET, headers[HEADER.lower()], body, int(time.time()))
+    finally:
+        await engine.close()
+    # The same config again keeps the hook (and its deliveries); without the key it goes.
+    config.write_text(PROJECT.format(url=receiver.url).replace("webhooks = [", "# ["))
+    engine = await Engine.open(db, config=load_project(config))
+    try:
+        assert await engine.storage.list_webhooks(workflow.pk) == []
+    finally:
+        await engine.close()
+
+
+def test_a_bad_hook_in_the_config_names_its_place(tmp_path: Any) -> None:
+    from stepstone.project import ProjectConfigError, load_project
+
+    config = tmp_path / "stepstone.toml"
+    config.write_text(PROJECT.format(url="ftp://x"))
+    with pytest.raises(ProjectConfigError, match=r"workflows\[0\]: webhooks\[0\]: url must be"):
+        load_project(config)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "entry.py").write_text("")
+    wrangler = tmp_path / "wrangler.jsonc"
+    wrangler.write_text(
+        '{"name": "w", "main": "src/entry.py", "compatibility_flags": ["python_workers"],'
+        ' "workflows": [{"name": "a", "binding": "A", "class_name": "A",'
+        ' "webhooks": [{"url": "http://x", "events": ["nope"]}]}]}'
+    )
+    with pytest.raises(ProjectConfigError, match=r"webhooks: webhooks\[0\]: unknown event"):
+        load_project(wrangler)

@@ -49,6 +49,8 @@ WORKFLOW_KEYS = {
     "limits",
     "concurrency",
     "schedules",
+    # A Stepstone extension (lifecycle webhooks); wrangler warns of it and deploys anyway.
+    "webhooks",
 }
 MAX_STEPS = 25_000
 IMPLICIT_FLAG = "python_workflows_implicit_dependencies"
@@ -246,7 +248,17 @@ class _Reader:
             limits_steps=steps,
             binding=binding,
             concurrency_limit=limit,
+            webhooks=self.webhooks(item.get("webhooks"), where),
         )
+
+    def webhooks(self, value: Any, where: str) -> tuple[dict[str, Any], ...]:
+        from stepstone.errors import InvalidRequest
+        from stepstone.webhooks.config import config_entries
+
+        try:
+            return config_entries(value, "")
+        except InvalidRequest as exc:
+            raise self.fail(f"{where}webhooks", str(exc.detail or exc)) from None
 
     def unique(self, workflows: tuple[WorkflowConfig, ...]) -> None:
         for attribute in ("name", "binding"):

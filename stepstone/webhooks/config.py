@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.errors import InvalidRequest
-from stepstone.webhooks.records import EVENTS, SOURCE_API, WAITING, WebhookRecord
+from stepstone.webhooks.records import EVENTS, SOURCE_API, SOURCE_CONFIG, WAITING, WebhookRecord
 from stepstone.webhooks.signing import new_secret
 
 KEYS = {"id", "url", "events", "secret", "secretEnv", "waitForEventLongerThan"}
@@ -29,8 +29,10 @@ def parse_hook(
     default_id: str | None = None,
     env: Mapping[str, str] | None = None,
     now: int = 0,
+    resolve_env: bool = True,
 ) -> WebhookRecord:
-    """A ``WebhookRecord`` from one entry, or ``InvalidRequest`` naming ``where`` and why."""
+    """A ``WebhookRecord`` from one entry, or ``InvalidRequest`` naming ``where`` and why.
+    ``resolve_env`` False checks the shape only (a config read where its secrets are not)."""
     if not isinstance(entry, Mapping):
         raise InvalidRequest(f"{where}: a webhook is an object with url and events")
     unknown = sorted(set(entry) - KEYS)
@@ -51,7 +53,7 @@ def parse_hook(
         raise InvalidRequest(
             f"{where}: {WAITING} and waitForEventLongerThan go together (how long is too long?)"
         )
-    secret = _secret(entry, where, env)
+    secret = _secret(entry, where, env) if resolve_env or "secretEnv" not in entry else ""
     hook_id = entry.get("id", default_id)
     if hook_id is None:
         hook_id = "wh_" + hashlib.sha256(os.urandom(16)).hexdigest()[:20]
@@ -94,3 +96,33 @@ def _secret(entry: Mapping[str, Any], where: str, env: Mapping[str, str] | None)
     if not isinstance(secret, str) or len(secret) < 16:
         raise InvalidRequest(f"{where}: secret must be a string of at least 16 characters")
     return secret
+
+
+def config_entries(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """A workflow's ``webhooks`` list from a project or wrangler config, shape-checked."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{where}webhooks must be a list of tables")
+    for index, entry in enumerate(value):
+        parse_hook(entry, where=f"{where}webhooks[{index}]", resolve_env=False)
+    return tuple(dict(entry) for entry in value)
+
+
+async def sync_config_hooks(
+    storage: Any, account_id: str, workflows: Sequence[Any], records: Sequence[Any], now: int
+) -> None:
+    """Make each configured workflow's config-sourced hooks exactly its config's list (hooks
+    added over REST are left alone); ids are stable, so deliveries survive a restart."""
+    for wf, record in zip(workflows, records, strict=True):
+        hooks = [
+            parse_hook(
+                entry,
+                where=f"workflow {wf.name!r} webhooks[{index}]",
+                source=SOURCE_CONFIG,
+                default_id=config_hook_id(account_id, wf.name, index),
+                now=now,
+            )
+            for index, entry in enumerate(wf.webhooks)
+        ]
+        await storage.put_webhooks(record.pk, hooks, replace_source=SOURCE_CONFIG)
