@@ -40,6 +40,7 @@ from stepstone.storage.ops_records import (
     BULK_QUEUED,
     ITEM_DONE,
     ITEM_FAILED,
+    ITEM_PENDING,
     ITEM_SKIPPED,
     AuditEntry,
     BulkItem,
@@ -68,6 +69,10 @@ DRY_RUN_PAGE = 50
 MAX_PREFIX = 100
 MAX_ERROR_NAME = 255
 _COUNTER_SUFFIX = re.compile(r"-\d+$")
+INTERRUPTED = (
+    "interrupted: its server stopped while acting on it, so the action may or may not have"
+    " been applied; check the instance (it is not acted on twice)"
+)
 _STEP_TYPES = {kind: name for name, kind in RESTART_TYPES.items()}
 
 
@@ -299,25 +304,39 @@ class BulkRunner:
             if not page:
                 return await self._end(job, cursor, BULK_COMPLETE, None)
             recorded = await self.storage.recorded_bulk_items(job.id, [i.id for i in page])
+            interrupted = tuple(
+                BulkItem(i.id, ITEM_SKIPPED, INTERRUPTED)
+                for i in page
+                if recorded.get(i.id) == ITEM_PENDING
+            )
             todo = [i for i in page if i.id not in recorded]
-            audit: list[AuditEntry] = []
-            items: list[BulkItem] = []
+            if interrupted and not await self._advance(job, BulkProgress(interrupted, cursor)):
+                return False
             for start in range(0, len(todo), PARALLEL):
                 chunk = todo[start : start + PARALLEL]
-                items.extend(
-                    await asyncio.gather(*(self._act(job, spec, actor, i, audit) for i in chunk))
+                # Marked before acting, so a stop in between leaves "pending", never a second
+                # action on the same instance.
+                marks = tuple(BulkItem(i.id, ITEM_PENDING) for i in chunk)
+                if not await self._advance(job, BulkProgress(marks, cursor)):
+                    return False
+                audit: list[AuditEntry] = []
+                items = await asyncio.gather(
+                    *(self._act(job, spec, actor, i, audit) for i in chunk)
                 )
-            cursor = (page[-1].created_on, page[-1].id)
-            progress = BulkProgress(items=tuple(items), cursor=cursor)
-            now = self.clock.now_ms()
-            if not await self.storage.advance_bulk_job(
-                job.id, self.owner, progress, now, self.lease_ms
-            ):
-                log.info("bulk job %s: cancelled or taken over; stopping", job.id)
                 await self.storage.append_audit(audit)
+                if not await self._advance(job, BulkProgress(tuple(items), cursor)):
+                    return False
+            cursor = (page[-1].created_on, page[-1].id)
+            if not await self._advance(job, BulkProgress((), cursor)):
                 return False
-            await self.storage.append_audit(audit)
             pages += 1
+        return False
+
+    async def _advance(self, job: BulkJobRecord, progress: BulkProgress) -> bool:
+        now = self.clock.now_ms()
+        if await self.storage.advance_bulk_job(job.id, self.owner, progress, now, self.lease_ms):
+            return True
+        log.info("bulk job %s: cancelled or taken over; stopping", job.id)
         return False
 
     async def _end(

@@ -227,6 +227,8 @@ class Transition:
     reset_streams: bool | Sequence[str] = False
     clear_outcome: bool = False
     closing: Callable[[Sequence[EventRecord]], Sequence[NewEvent]] | None = None
+    # With ``reset_history``: keep the events sent and not yet consumed (restart's "replay").
+    keep_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,13 +577,13 @@ class Storage(Protocol):
     async def advance_bulk_job(
         self, job_id: str, owner: str, progress: BulkProgress, now: int, lease_ms: int
     ) -> bool:
-        """Record a page's outcomes (an instance already recorded keeps its first outcome and
-        is not counted twice), move the cursor, renew the lease, and end the job if
-        ``progress.finished``; all in one transaction. False if ``owner`` lost the lease or
-        the job was cancelled: nothing is written."""
+        """Record outcomes (an instance already recorded keeps its first outcome and is not
+        counted twice; a ``pending`` one takes its outcome), move the cursor, renew the lease,
+        and end the job if ``progress.finished``; all in one transaction. False if ``owner``
+        lost the lease or the job was cancelled: nothing is written."""
 
-    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> set[str]:
-        """Which of ``instance_ids`` the job has an outcome for already."""
+    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> dict[str, str]:
+        """The outcome (or ``pending``) the job has recorded for each of ``instance_ids``."""
 
     async def list_bulk_items(
         self, job_id: str, outcome: str | None, after: str | None, limit: int

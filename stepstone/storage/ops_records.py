@@ -22,6 +22,10 @@ ITEM_DONE = "done"
 ITEM_SKIPPED = "skipped"
 ITEM_FAILED = "failed"
 ITEM_OUTCOMES = (ITEM_DONE, ITEM_SKIPPED, ITEM_FAILED)
+# Written just before acting on an instance; replaced by its outcome just after. One still
+# pending when a job resumes was being acted on when its server stopped: it is not acted on
+# again (a restart must not happen twice) but skipped, saying so.
+ITEM_PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)

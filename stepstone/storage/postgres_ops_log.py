@@ -16,6 +16,7 @@ from stepstone.storage.ops_records import (
     BULK_RUNNING,
     ITEM_DONE,
     ITEM_FAILED,
+    ITEM_PENDING,
     ITEM_SKIPPED,
     AuditEntry,
     AuditQuery,
@@ -194,14 +195,17 @@ class PostgresOpsLog:
                 rows = await conn.fetch(
                     "INSERT INTO bulk_job_items (job_id, instance_id, outcome, reason)"
                     " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING outcome",
+                    " ON CONFLICT (job_id, instance_id) DO UPDATE"
+                    " SET outcome = excluded.outcome, reason = excluded.reason"
+                    f" WHERE bulk_job_items.outcome = '{ITEM_PENDING}' RETURNING outcome",
                     job_id,
                     [i.instance_id for i in progress.items],
                     [i.outcome for i in progress.items],
                     [i.reason for i in progress.items],
                 )
                 for row in rows:
-                    counts[row[0]] += 1
+                    if row[0] in counts:
+                        counts[row[0]] += 1
             ended = progress.finished is not None
             await conn.execute(
                 "UPDATE bulk_jobs SET done = done + $1, skipped = skipped + $2,"
@@ -226,18 +230,18 @@ class PostgresOpsLog:
 
         return await self._write(run)
 
-    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> set[str]:
+    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> dict[str, str]:
         if not instance_ids:
-            return set()
+            return {}
         rows = await self._db.read(
             lambda c: c.fetch(
-                "SELECT instance_id FROM bulk_job_items"
+                "SELECT instance_id, outcome FROM bulk_job_items"
                 " WHERE job_id = $1 AND instance_id = ANY($2::text[])",
                 job_id,
                 list(instance_ids),
             )
         )
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
 
     async def list_bulk_items(
         self, job_id: str, outcome: str | None, after: str | None, limit: int

@@ -15,6 +15,7 @@ from stepstone.storage.ops_records import (
     BULK_RUNNING,
     ITEM_DONE,
     ITEM_FAILED,
+    ITEM_PENDING,
     ITEM_SKIPPED,
     AuditEntry,
     AuditQuery,
@@ -190,11 +191,14 @@ class SqliteOpsLog:
             counts = {ITEM_DONE: 0, ITEM_SKIPPED: 0, ITEM_FAILED: 0}
             for item in progress.items:
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO bulk_job_items (job_id, instance_id, outcome, reason)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO bulk_job_items (job_id, instance_id, outcome, reason)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (job_id, instance_id) DO UPDATE"
+                    " SET outcome = excluded.outcome, reason = excluded.reason"
+                    f" WHERE bulk_job_items.outcome = '{ITEM_PENDING}'",
                     (job_id, item.instance_id, item.outcome, item.reason),
                 )
-                counts[item.outcome] += cursor.rowcount
+                if item.outcome in counts:
+                    counts[item.outcome] += cursor.rowcount
             ended = progress.finished is not None
             conn.execute(
                 "UPDATE bulk_jobs SET done = done + ?, skipped = skipped + ?,"
@@ -222,18 +226,18 @@ class SqliteOpsLog:
         result: bool = await self._write(run)
         return result
 
-    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> set[str]:
+    async def recorded_bulk_items(self, job_id: str, instance_ids: Sequence[str]) -> dict[str, str]:
         if not instance_ids:
-            return set()
+            return {}
         marks = ", ".join("?" for _ in instance_ids)
         rows = self._read(
             lambda c: c.execute(
-                "SELECT instance_id FROM bulk_job_items"
+                "SELECT instance_id, outcome FROM bulk_job_items"
                 f" WHERE job_id = ? AND instance_id IN ({marks})",
                 [job_id, *instance_ids],
             ).fetchall()
         )
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
 
     async def list_bulk_items(
         self, job_id: str, outcome: str | None, after: str | None, limit: int

@@ -16,7 +16,7 @@ from stepstone.engine.clock import ManualClock
 from stepstone.errors import InvalidRequest
 from stepstone.ops import CreateRequest, Operations
 from stepstone.storage.base import Storage, Transition
-from stepstone.storage.ops_records import AuditQuery
+from stepstone.storage.ops_records import AuditQuery, BulkItem, BulkProgress
 
 T0 = 1_790_000_000_000
 ALICE = Actor("token", "alice", "tok-1")
@@ -159,27 +159,30 @@ async def test_a_job_resumes_after_a_crash_without_redoing(storage: Storage) -> 
     assert len(paused) == 100
 
 
-async def test_a_redone_page_skips_what_it_recorded(storage: Storage) -> None:
-    """The crash falls between acting on a page and recording its cursor: the page is read
-    again, and the instances it has outcomes for are not acted on twice."""
+async def test_a_redone_page_acts_on_no_instance_twice(storage: Storage) -> None:
+    """The crash falls inside a page: one instance was acted on and recorded, one was being
+    acted on (marked pending), the cursor had not moved. The page is read again: neither is
+    acted on a second time, and the interrupted one says why it was skipped."""
     ops, clock = await setup(storage, 10)
     service = BulkService(ops)
     job = await service.start("acct", "orders", make_spec("restart"), ALICE)
     claimed = await storage.claim_bulk_job("a", clock.now_ms(), 1000)
     assert claimed is not None
-    from stepstone.storage.ops_records import BulkItem, BulkProgress
-
-    # Half of the first page was recorded, the cursor not moved.
-    done = (BulkItem("cd-0000", "done"), BulkItem("ab-0001", "done"))
-    assert await storage.advance_bulk_job(job.id, "a", BulkProgress(done, None), clock.now_ms(), 1)
+    crashed = (BulkItem("cd-0000", "done"), BulkItem("ab-0001", "pending"))
+    assert await storage.advance_bulk_job(
+        job.id, "a", BulkProgress(crashed, None), clock.now_ms(), 1
+    )
     clock.advance(2)
     await BulkRunner(ops, page_size=4).tick()
     final = await service.get("acct", job.id)
-    assert (final.status, final.done) == ("complete", 10)
+    assert (final.status, final.done, final.skipped) == ("complete", 9, 1)
+    skipped = await storage.list_bulk_items(job.id, "skipped", None, 10)
+    assert [i.instance_id for i in skipped] == ["ab-0001"]
+    assert "interrupted" in (skipped[0].reason or "")
+    assert await storage.list_bulk_items(job.id, "pending", None, 10) == []
     restarted = await storage.list_audit(AuditQuery("acct", actions=("restart",), limit=50))
-    assert {e.instance_id for e in restarted} == {
-        f"{'ab' if n % 2 else 'cd'}-{n:04d}" for n in range(2, 10)
-    }
+    expected = {f"{'ab' if n % 2 else 'cd'}-{n:04d}" for n in range(2, 10)}
+    assert {e.instance_id for e in restarted} == expected
 
 
 async def test_cancel_stops_a_job_between_pages(storage: Storage) -> None:
