@@ -118,6 +118,13 @@ class RestartFrom:
     name: str
     count: int = 1
     type: str = "do"
+    # A Stepstone extension: "drop" (Cloudflare's behaviour) forgets the events the dropped
+    # steps had received and any not yet consumed; "replay" keeps the unconsumed ones and
+    # sends the consumed ones again, in the order they first arrived, for the new run.
+    events: str = "drop"
+
+
+RESTART_EVENTS = ("drop", "replay")
 
 
 def encode_payload(value: Any) -> bytes:
@@ -488,6 +495,8 @@ class Operations:
                 )
             events = await self.storage.load_events(instance.pk)
             drop, streams = restart_cut(events, from_)
+            replay[:] = consumed_events(events, drop) if from_.events == "replay" else []
+            target[:] = [instance.pk]
             return Transition(
                 status=Status.QUEUED,
                 runnable=True,
@@ -496,11 +505,21 @@ class Operations:
                 reset_streams=streams,
                 clear_outcome=True,
                 clear_paused_at=True,
+                keep_pending=from_.events == "replay",
                 # A step running beside the restart point (asyncio.gather) keeps its group.
                 closing=end_running_attempts(ABORTED_BY_RESTART, now),
             )
 
-        return await self._transition(account_id, workflow_name, instance_id, plan)
+        if from_ is not None and from_.events not in RESTART_EVENTS:
+            raise InvalidRequest("events must be drop or replay")
+        replay: list[tuple[str, bytes]] = []
+        target: list[int] = []
+        status = await self._transition(account_id, workflow_name, instance_id, plan)
+        # After the restart's commit: a crash in between loses these re-sends (the restart
+        # itself stands), which the audit entry's "events": "replay" lets an operator spot.
+        for event_type, payload in replay:
+            await self.storage.deliver_event(target[0], event_type, payload, self.now())
+        return status
 
     async def _send_event(
         self,
@@ -600,6 +619,8 @@ class Operations:
         detail: dict[str, Any] = {}
         if from_ is not None:
             detail["from"] = {"name": from_.name, "count": from_.count, "type": from_.type}
+            if from_.events != "drop":
+                detail["events"] = from_.events
         result: str = await self._audited(
             actor, "restart", where, detail, work, record, bulk_job_id
         )
@@ -796,6 +817,22 @@ def end_running_attempts(
         return ended
 
     return closing
+
+
+def consumed_events(
+    events: Sequence[EventRecord], dropped: Sequence[int]
+) -> list[tuple[str, bytes]]:
+    """``(type, payload)`` of each event a wait_for_event in the dropped groups consumed,
+    in the order the events arrived."""
+    gone = set(dropped)
+    found: list[tuple[int, int, str, bytes]] = []
+    for event in events:
+        if event.event_id in gone and event.type == "wait_completed" and event.data:
+            got = orjson.loads(event.data).get("event") or {}
+            if isinstance(got.get("type"), str):
+                payload = orjson.dumps(got.get("payload"))
+                found.append((int(got.get("timestamp") or 0), event.event_id, got["type"], payload))
+    return [(kind, payload) for _, _, kind, payload in sorted(found)]
 
 
 def check_workflow_name(name: str) -> None:

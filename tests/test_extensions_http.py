@@ -93,3 +93,26 @@ def test_hooks_over_http(server: LiveServer) -> None:
         assert client.delete(f"{hooks}/{hook['id']}").status_code == 200
         assert client.delete(f"{hooks}/{hook['id']}").status_code == 404
         assert client.get(hooks + "/deliveries").json()["result"] == []
+
+
+def test_restart_with_replayed_events_over_http(server: LiveServer) -> None:
+    sdk = server.sdk()
+    sdk.workflows.update("waiter", **A, class_name="Waiter", script_name=FLOWS)
+    sdk.workflows.instances.create("waiter", **A, instance_id="w1")
+    server.wait_status("waiter", "w1", {"waiting"})
+    sdk.workflows.instances.events.create(
+        "go", **A, workflow_name="waiter", instance_id="w1", body={"n": 1}
+    )
+    server.wait_status("waiter", "w1", {"complete"})
+    path = f"/accounts/{ACCOUNT}/workflows/waiter/instances/w1/stepstone/restart"
+    with server.http() as client:
+        bad = client.post(path, json={"from": {"name": "wait"}, "events": "keep"})
+        assert bad.status_code == 400
+        done = client.post(
+            path, json={"from": {"name": "wait", "type": "waitForEvent"}, "events": "replay"}
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["result"] == {"status": "queued", "events": "replay"}
+    # The event the dropped wait had consumed is sent again: the new run needs no new one.
+    final = server.wait_status("waiter", "w1", {"complete"})
+    assert final["output"] == '{"n":1}'

@@ -192,3 +192,50 @@ async def test_repairs_are_audited_whatever_the_outcome(engine: Engine) -> None:
     entries = await engine.storage.list_audit(AuditQuery(account_id="default"))
     mine = [(e.action, e.outcome, e.actor_name) for e in entries if e.instance_id == "o5"]
     assert mine == [("repair", "error", "oncall"), ("repair", "ok", "oncall")]
+
+
+class TwoApprovals(WorkflowEntrypoint):
+    async def run(self, event: Any, step: Any) -> Any:
+        async def prepare() -> str:
+            CALLS["prepare"] += 1
+            return "ready"
+
+        await step.do("prepare", prepare)
+        first = await step.wait_for_event("first", "approval", timeout="1 hour")
+        second = await step.wait_for_event("second", "approval", timeout="1 hour")
+        return [first["payload"], second["payload"]]
+
+
+@pytest.mark.parametrize("choice", ["replay", "drop"])
+async def test_restart_from_a_step_replays_or_drops_the_events_after_it(
+    engine: Engine, choice: str
+) -> None:
+    from stepstone.ops import RestartFrom
+
+    await engine.register("approvals", TwoApprovals)
+    handle = await engine.workflow("approvals").create(id=f"a-{choice}")
+    await wait_for(handle, "waiting")
+    await handle.send_event(type="approval", payload="alice")
+    await handle.send_event(type="approval", payload="bob")
+    assert (await handle.wait(10))["output"] == ["alice", "bob"]
+    await engine.ops.restart(
+        "default", "approvals", f"a-{choice}", from_=RestartFrom("first", 1, "waitForEvent", choice)
+    )
+    if choice == "replay":
+        assert (await handle.wait(10))["output"] == ["alice", "bob"]
+    else:
+        await wait_for(handle, "waiting")
+        await handle.send_event(type="approval", payload="carol")
+        await handle.send_event(type="approval", payload="dan")
+        assert (await handle.wait(10))["output"] == ["carol", "dan"]
+    assert CALLS["prepare"] == 1
+
+
+async def test_restart_events_must_be_drop_or_replay(engine: Engine) -> None:
+    from stepstone.ops import RestartFrom
+
+    await _errored(engine, "o9")
+    with pytest.raises(InvalidRequest, match="drop or replay"):
+        await engine.ops.restart(
+            "default", "checkout", "o9", from_=RestartFrom("charge", events="keep")
+        )

@@ -227,6 +227,8 @@ class Transition:
     reset_streams: bool | Sequence[str] = False
     clear_outcome: bool = False
     closing: Callable[[Sequence[EventRecord]], Sequence[NewEvent]] | None = None
+    # With ``reset_history``: keep the events sent and not yet consumed (restart's "replay").
+    keep_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

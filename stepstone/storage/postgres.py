@@ -640,7 +640,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                     instance_pk,
                     list(t.reset_history),
                 )
-            if t.reset_history:
+            if t.reset_history and not t.keep_pending:
                 await conn.execute("DELETE FROM pending_events WHERE instance_pk = $1", instance_pk)
             if t.reset_streams is True:
                 await conn.execute("DELETE FROM stream_chunks WHERE instance_pk = $1", instance_pk)

@@ -633,7 +633,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
                     "DELETE FROM instance_events WHERE event_id = ? AND instance_pk = ?",
                     [(e, instance_pk) for e in t.reset_history],
                 )
-            if t.reset_history:
+            if t.reset_history and not t.keep_pending:
                 conn.execute("DELETE FROM pending_events WHERE instance_pk = ?", (instance_pk,))
             if t.reset_streams is True:
                 conn.execute("DELETE FROM stream_chunks WHERE instance_pk = ?", (instance_pk,))
