@@ -62,7 +62,7 @@ def templates() -> Jinja2Templates:
 def create_dashboard(
     engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> FastAPI:
-    from stepstone.dashboard import actions, operators, pages
+    from stepstone.dashboard import actions, operators, pages, repair_hooks
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.dashboard = DashboardState(engine, SessionStore(), auth, insecure_no_auth)
@@ -75,6 +75,7 @@ def create_dashboard(
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.include_router(operators.router)
+    app.include_router(repair_hooks.router)
     _install_handlers(app)
     return app
 
