@@ -184,7 +184,9 @@ class Activation:
             return Release("paused")
         events = await self.storage.load_events(instance.pk)
         self.history = h.fold(events)
-        probe = ActivationProbe(self.workflow_name, instance.id, events, self.claim.epoch)
+        probe = ActivationProbe(
+            self.workflow_name, instance, events, self.claim.epoch, self.history, self.now()
+        )
         self.unrequested = {k for k in self.history.steps if k[0] != h.ROLLBACK}
         if self.history.started_at is None:
             self.write_nowait([self.event("workflow_started", {}, None)])

@@ -341,8 +341,7 @@ class Worker:
             current = self._active.get(instance.pk)
             if current is not None and current[0] is claim:
                 self._active[instance.pk] = (claim, current[1], activation)
-            due = instance.created_on if instance.started_on is None else None
-            metrics.claimed(workflow.name, due, self.clock.now_ms())
+            metrics.ACTIVATIONS.labels(workflow.name).inc()
             release = await activation.run()
             await self.storage.release_instance(claim, release, self.clock.now_ms())
             metrics.instance_ended(workflow.name, release.status)

@@ -62,7 +62,7 @@ LEASE_TAKEOVERS = Counter(
 WAKEUP_LAG_SECONDS = Histogram(
     "stepstone_wakeup_lag_seconds",
     "From the time an instance became due to the start of its activation: its creation for a"
-    " first activation.",
+    " first activation, else the sleep, wait timeout or retry that woke it.",
     buckets=_LAG_BUCKETS,
 )
 STORAGE_COMMIT_SECONDS = Histogram(
@@ -144,12 +144,6 @@ def untrack_worker(worker: _Slots) -> None:
 def instance_ended(workflow: str, status: str) -> None:
     if status in ("complete", "errored", "terminated"):
         INSTANCES_ENDED.labels(workflow, status).inc()
-
-
-def claimed(workflow: str, due_ms: int | None, now_ms: int) -> None:
-    ACTIVATIONS.labels(workflow).inc()
-    if due_ms is not None:
-        WAKEUP_LAG_SECONDS.observe(max(0, now_ms - due_ms) / 1000)
 
 
 # labels() takes a lock and builds a key; a dict lookup per attempt is a tenth of that.

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import orjson
 
+from stepstone.engine.history import InstanceHistory
 from stepstone.observability import logs, metrics, tracing
-from stepstone.storage.base import EventRecord
+from stepstone.storage.base import EventRecord, InstanceRecord
 
 
 def queued_traceparent(events: Sequence[EventRecord]) -> str | None:
@@ -22,14 +23,40 @@ def queued_traceparent(events: Sequence[EventRecord]) -> str | None:
     return None
 
 
+def woken_at(history: InstanceHistory, now_ms: int) -> int | None:
+    """When the timer that made this activation due fell due: the latest sleep, wait timeout
+    or retry of an unfinished step that is due by now; None if no timer woke it (an event,
+    a resume)."""
+    due = None
+    for step in history.steps.values():
+        if step.done:
+            continue
+        for at in (step.wake_at, step.retry_at):
+            if at is not None and at <= now_ms and (due is None or at > due):
+                due = at
+    return due
+
+
 class ActivationProbe:
     __slots__ = ("_log", "_span")
 
     def __init__(
-        self, workflow: str, instance_id: str, events: Sequence[EventRecord], epoch: int
+        self,
+        workflow: str,
+        instance: InstanceRecord,
+        events: Sequence[EventRecord],
+        epoch: int,
+        history: InstanceHistory,
+        now_ms: int,
     ) -> None:
-        self._log = logs.in_instance(workflow, instance_id)
-        self._span = tracing.activation(workflow, instance_id, queued_traceparent(events), epoch)
+        self._log = logs.in_instance(workflow, instance.id)
+        if history.started_at is None:  # a first run: due since it was queued (or restarted)
+            due: int | None = history.queued_at or instance.created_on
+        else:
+            due = woken_at(history, now_ms)
+        if due is not None:
+            metrics.WAKEUP_LAG_SECONDS.observe(max(0, now_ms - due) / 1000)
+        self._span = tracing.activation(workflow, instance.id, queued_traceparent(events), epoch)
 
     def end(self, error: BaseException | None = None) -> None:
         self._span.end(error)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from stepstone.auth import create_token
 from tests.api.conftest import ACCOUNT, LiveServer, start_server
@@ -51,6 +52,10 @@ def scrape(live: LiveServer, token: str | None = "default") -> httpx.Response:
 
 def test_counts_after_instances_ran(live: LiveServer) -> None:
     name = register(live, "FailsOnce")
+    lag = "stepstone_wakeup_lag_seconds_count"
+    # Read in process (the server runs in this one): a scrape now would take the store's
+    # reading that the scrape below then serves.
+    lags_before = REGISTRY.get_sample_value(lag) or 0.0
     with live.http() as client:
         for i in range(N):
             answer = client.post(
@@ -80,7 +85,9 @@ def test_counts_after_instances_ran(live: LiveServer) -> None:
     ]
     assert sum(created) >= N
     assert value(text, "stepstone_worker_slots_limit") >= 100
-    assert "stepstone_wakeup_lag_seconds_count" in text
+    assert value(text, "stepstone_activations_total", workflow=name) == 2 * N
+    # Each instance: its first activation (from its creation) and the one its retry woke.
+    assert value(text, lag) - lags_before == 2 * N
     store = "sqlite" if type(live.engine.storage).__name__.startswith("Sqlite") else "postgres"
     assert value(text, "stepstone_storage_commit_seconds_count", store=store) > 0
     assert value(text, "stepstone_group_commit_batch_size_count", store=store) > 0
