@@ -143,8 +143,6 @@ def make_spec(
         raise InvalidRequest(
             f"unknown status {unknown[0]!r}; statuses are {', '.join(ALL_STATUSES)}"
         )
-    if created_after is not None and created_before is not None and created_after >= created_before:
-        raise InvalidRequest("created_after must be before created_before")
     if id_prefix is not None and not 1 <= len(id_prefix) <= MAX_PREFIX:
         raise InvalidRequest(f"id_prefix must be 1 to {MAX_PREFIX} characters")
     if error_name is not None and not 1 <= len(error_name) <= MAX_ERROR_NAME:

@@ -99,9 +99,12 @@ def bulk(
             "id_prefix": id_prefix,
             "error_name": error_name,
         },
-        "rollback": rollback,
-        "from_step": from_step,
     }
+    # The API takes each option only with its action, and says so if given another.
+    if rollback:
+        body["rollback"] = True
+    if from_step is not None:
+        body["from_step"] = from_step
     with connect(url, token, account) as client:
         path = _bulk_path(client, workflow)
         preview = client.call("POST", path, json_body={**body, "dry_run": True})

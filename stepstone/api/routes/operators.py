@@ -13,7 +13,8 @@ Cloudflare route uses, so Cloudflare's clients never meet them:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -23,11 +24,9 @@ from stepstone import views
 from stepstone.api import deps
 from stepstone.api.auth import NOBODY_NEEDED, Principal
 from stepstone.api.envelope import ok
-from stepstone.api.query import parse_date
 from stepstone.audit import ANONYMOUS, TOKEN, Actor, entry_dict
-from stepstone.bulk import ACTIONS, BulkService, job_dict, make_spec
-from stepstone.errors import InvalidRequest
-from stepstone.storage.ops_records import ITEM_OUTCOMES, AuditQuery
+from stepstone.bulk import BulkService, job_dict, make_spec
+from stepstone.storage.ops_records import AuditQuery
 
 router = APIRouter(tags=["stepstone extensions"])
 
@@ -48,26 +47,64 @@ def request_actor(request: Request) -> Actor:
     return actor_of(deps.principal(request))
 
 
+StatusName = Literal[
+    "queued",
+    "running",
+    "paused",
+    "errored",
+    "terminated",
+    "complete",
+    "waitingForPause",
+    "waiting",
+    "rollingBack",
+]
+
+
+def _ms(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 class BulkFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: list[str] = Field(default_factory=list, max_length=9)
-    created_after: str | None = Field(default=None, description="ISO-8601; inclusive")
-    created_before: str | None = Field(default=None, description="ISO-8601; exclusive")
-    id_prefix: str | None = None
-    error_name: str | None = Field(default=None, description="the error's name")
+    status: list[StatusName] = Field(default_factory=list, max_length=9)
+    created_after: datetime | None = Field(default=None, description="inclusive")
+    created_before: datetime | None = Field(default=None, description="exclusive")
+    id_prefix: str | None = Field(default=None, min_length=1, max_length=100)
+    error_name: str | None = Field(
+        default=None, min_length=1, max_length=255, description="the error's name"
+    )
 
 
-class BulkRequest(BaseModel):
+class _Bulk(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(description=" | ".join(ACTIONS))
     filter: BulkFilter | None = None
-    rollback: StrictBool = Field(default=False, description="terminate only")
-    from_step: str | None = Field(
-        default=None, description="restart only: the step to restart from"
-    )
     dry_run: StrictBool = False
+
+
+class PlainBulk(_Bulk):
+    action: Literal["pause", "resume", "delete", "retry_errored", "retry-errored"]
+
+
+class TerminateBulk(_Bulk):
+    action: Literal["terminate"]
+    rollback: StrictBool = Field(default=False, description="run rollback handlers")
+
+
+class RestartBulk(_Bulk):
+    action: Literal["restart"]
+    from_step: str | None = Field(
+        default=None, min_length=1, max_length=256, description="the step to restart from"
+    )
+
+
+# One model per action, so the schema itself says which options go with which action.
+BulkRequest = Annotated[PlainBulk | TerminateBulk | RestartBulk, Field(discriminator="action")]
 
 
 @router.post(BULK, summary="Bulk action on a filter: dry run or start a job (extension)")
@@ -79,12 +116,12 @@ async def start_bulk(
     spec = make_spec(
         body.action,
         statuses=where.status,
-        created_after=parse_date(where.created_after, "filter.created_after"),
-        created_before=parse_date(where.created_before, "filter.created_before"),
+        created_after=_ms(where.created_after),
+        created_before=_ms(where.created_before),
         id_prefix=where.id_prefix,
         error_name=where.error_name,
-        rollback=body.rollback,
-        from_step=body.from_step,
+        rollback=body.rollback if isinstance(body, TerminateBulk) else False,
+        from_step=body.from_step if isinstance(body, RestartBulk) else None,
     )
     service = BulkService(deps.ops(request))
     if body.dry_run:
@@ -127,12 +164,10 @@ async def bulk_items(
     request: Request,
     account_id: str,
     job_id: str,
-    outcome: str | None = None,
+    outcome: Literal["done", "skipped", "failed"] | None = None,
     cursor: str | None = None,
     per_page: int = Query(100, ge=1, le=MAX_PER_PAGE),
 ) -> Response:
-    if outcome is not None and outcome not in ITEM_OUTCOMES:
-        raise InvalidRequest(f"outcome must be one of {', '.join(ITEM_OUTCOMES)}")
     service = BulkService(deps.ops(request))
     job = await service.get(deps.path(request, "account_id"), deps.path(request, "job_id"))
     items = await service.storage.list_bulk_items(job.id, outcome, cursor, per_page + 1)
@@ -160,29 +195,24 @@ async def list_audit(
     account_id: str,
     workflow: str | None = None,
     instance: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     action: Annotated[list[str] | None, Query()] = None,
     actor: str | None = None,
     bulk_job: str | None = None,
-    cursor: str | None = None,
+    cursor: int | None = Query(None, ge=1, description="result_info.cursor of the last page"),
     per_page: int = Query(50, ge=1, le=MAX_PER_PAGE),
 ) -> Response:
-    before = None
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise InvalidRequest("cursor must be the result_info.cursor of a previous page")
-        before = int(cursor)
     query = AuditQuery(
         account_id=deps.path(request, "account_id"),
         workflow_name=workflow,
         instance_id=instance,
-        since=parse_date(since, "since"),
-        until=parse_date(until, "until"),
+        since=_ms(since),
+        until=_ms(until),
         actions=tuple(action or ()),
         actor=actor,
         bulk_job_id=bulk_job,
-        before=before,
+        before=cursor,
         limit=per_page + 1,
     )
     entries = await deps.engine(request).storage.list_audit(query)
