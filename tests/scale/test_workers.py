@@ -215,7 +215,9 @@ async def test_a_killed_worker_is_taken_over_within_the_lease(
     # The victim can hold only some instances; the survivor starts second, with room to spare,
     # so what is measured is the lease, not the survivor waiting for a free slot.
     cluster.start(1, concurrency=20, lease_seconds=LEASE_SECONDS)
-    await create(engine, "slow", 60)
+    # Enough work (10 rounds of the victim's 20 slots) that the victim is still mid-step once
+    # the survivor's process is up, however slowly it starts on a loaded machine.
+    await create(engine, "slow", 200)
     victim = cluster.workers[0]
     owner = f"%:{victim.pid}:%"
     conn = await asyncpg.connect(cluster.url)
@@ -245,7 +247,7 @@ async def test_a_killed_worker_is_taken_over_within_the_lease(
         # The victim is dead: its in-flight slow steps are frozen and must be taken over.
         interrupted = {r[0] for r in await conn.fetch(mid_step, owner)}
         assert interrupted
-        await wait_complete(engine, cluster, "slow", 60, timeout=60)
+        await wait_complete(engine, cluster, "slow", 200, timeout=120)
         events = await conn.fetch(
             "SELECT instance_pk, ts, type, data FROM instance_events"
             " WHERE step_name = 'slow-1' AND type LIKE 'attempt_%' ORDER BY event_id"
