@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPMethod, HTTPStatus
 from typing import Any, TypeVar
 
-import httpx
-
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.errors import NonRetryableError
 
@@ -228,6 +226,10 @@ async def fetch(
     """Fetch over HTTP (httpx); ``cf`` and other Cloudflare-only options are accepted and
     ignored. ``redirect="manual"`` returns redirects instead of following them."""
     request = Request(resource, method=method, headers=headers, body=body)
+    # Imported here: every process that loads workflow modules imports this module, and
+    # httpx is most of its start-up cost; only a Worker that fetches needs it.
+    import httpx
+
     async with httpx.AsyncClient(follow_redirects=redirect != "manual") as client:
         answer = await client.request(
             request._method,
