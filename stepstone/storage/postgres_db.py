@@ -26,7 +26,7 @@ import asyncpg
 
 from stepstone.storage.migrations import migration_files
 from stepstone.storage.outage import StoreHealth, StoreUnreachable
-from stepstone.storage.postgres_hosts import commit_watch
+from stepstone.storage.postgres_hosts import CommitWatch, commit_watch
 
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[T]]
@@ -261,10 +261,9 @@ class Database:
         async def attempt() -> T:
             async with self._connection() as conn:
                 try:
-                    if not durable:  # commits without waiting for any standby
-                        return await self._transaction(conn, job, begin)
-                    with self._watch.pending():
-                        return await self._transaction(conn, job, begin)
+                    # A commit without the WAL flush waits for no standby either.
+                    watch = self._watch if durable else None
+                    return await self._transaction(conn, job, begin, watch)
                 except _Ambiguous as ambiguous:
                     if ambiguous.xid is None or await self._committed(ambiguous.xid):
                         result: T = ambiguous.result
@@ -293,7 +292,9 @@ class Database:
         return await self._retrying(attempt)
 
     @staticmethod
-    async def _transaction(conn: Any, job: Job[tuple[int | None, T]], begin: str) -> T:
+    async def _transaction(
+        conn: Any, job: Job[tuple[int | None, T]], begin: str, watch: CommitWatch | None
+    ) -> T:
         # Plain statements rather than asyncpg's Transaction, so that BEGIN can carry the
         # transaction's settings in the same round trip.
         await conn.execute(begin)
@@ -304,7 +305,13 @@ class Database:
                 await conn.execute("ROLLBACK")
             raise
         try:
-            await conn.execute("COMMIT")
+            # Only the COMMIT is watched: a long transaction (a migration, a bulk action) is
+            # not a held commit.
+            if watch is None:
+                await conn.execute("COMMIT")
+            else:
+                with watch.pending():
+                    await conn.execute("COMMIT")
         except (*_TRANSIENT, *_CLIENT_ERRORS) as exc:
             raise _Ambiguous(xid, result) from exc
         return result

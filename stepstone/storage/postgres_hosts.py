@@ -14,8 +14,8 @@ With ``synchronous_standby_names`` set, a COMMIT returns only once a standby has
 that standby is gone or cut off, and the policy says to wait for it, every commit waits: the
 database is reachable, answers reads, and yet no write completes. ``CommitWatch`` turns that
 into an outage the API can answer (503, ``/readyz`` not ready) instead of requests that hang:
-once some write has held its connection for ``STALL_S`` without an answer, the store's health
-is failing until a write completes again.
+once a COMMIT (or a one-statement write, whose commit is part of it) has waited ``STALL_S``
+without an answer, the store's health is failing until a write completes again.
 """
 
 from __future__ import annotations

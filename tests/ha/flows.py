@@ -31,7 +31,7 @@ def note(kind: str, instance_id: str, step: str) -> None:
 
 class Ledger(WorkflowEntrypoint):
     async def run(self, event: Any, step: Any) -> Any:
-        n = event.payload["n"]
+        n = int(event.payload["n"])
         total = 0
         for name in STEPS:
 
