@@ -160,6 +160,19 @@ class PostgresOpsLog:
         return [_job(r) for r in rows]
 
     async def claim_bulk_job(self, owner: str, now: int, lease_ms: int) -> BulkJobRecord | None:
+        # Every worker asks every few seconds: a read answers the usual "nothing to do".
+        waiting = await self._db.read(
+            lambda c: c.fetchval(
+                "SELECT 1 FROM bulk_jobs WHERE status = $1"
+                " OR (status = $2 AND (lease_expires IS NULL OR lease_expires <= $3)) LIMIT 1",
+                BULK_QUEUED,
+                BULK_RUNNING,
+                now,
+            )
+        )
+        if waiting is None:
+            return None
+
         async def run(conn: Any) -> BulkJobRecord | None:
             row = await conn.fetchrow(
                 f"UPDATE bulk_jobs SET status = $1, lease_owner = $2, lease_expires = $3,"

@@ -156,13 +156,19 @@ class SqliteOpsLog:
         return [_job(r) for r in rows]
 
     async def claim_bulk_job(self, owner: str, now: int, lease_ms: int) -> BulkJobRecord | None:
+        claimable = (
+            "SELECT id FROM bulk_jobs WHERE status = ?"
+            " OR (status = ? AND (lease_expires IS NULL OR lease_expires <= ?))"
+            " ORDER BY created_on LIMIT 1"
+        )
+        args = (BULK_QUEUED, BULK_RUNNING, now)
+        # Every worker asks every few seconds: a read answers the usual "nothing to do"
+        # without taking the one write lock.
+        if self._read(lambda c: c.execute(claimable, args).fetchone()) is None:
+            return None
+
         def run(conn: sqlite3.Connection) -> BulkJobRecord | None:
-            row = conn.execute(
-                "SELECT id FROM bulk_jobs WHERE status = ?"
-                " OR (status = ? AND (lease_expires IS NULL OR lease_expires <= ?))"
-                " ORDER BY created_on LIMIT 1",
-                (BULK_QUEUED, BULK_RUNNING, now),
-            ).fetchone()
+            row = conn.execute(claimable, args).fetchone()
             if row is None:
                 return None
             conn.execute(
