@@ -41,7 +41,10 @@ def scrape_until(url: str, ready: Any, process: subprocess.Popen[bytes], log: Pa
 
 def test_a_worker_alone_serves_its_metrics_and_logs_json(tmp_path: Path) -> None:
     (tmp_path / "stepstone.toml").write_text(PROJECT)
-    api = start_server(tmp_path, "--no-worker", "--insecure-no-auth")
+    api_port = free_port()
+    api = start_server(
+        tmp_path, "--no-worker", "--insecure-no-auth", "--metrics-addr", str(api_port)
+    )
     port = free_port()
     log = tmp_path / "worker.log"
     options = ["--db", api.db, "--metrics-addr", f"127.0.0.1:{port}", "--log-format", "json"]
@@ -83,6 +86,9 @@ def test_a_worker_alone_serves_its_metrics_and_logs_json(tmp_path: Path) -> None
         assert value(text, "stepstone_instances_created_total", workflow="fails-once") == 0
         assert value(text, "stepstone_worker_slots_limit") == 100
         on_api = httpx.get(f"{api.url}/metrics").text
+        # serve's own --metrics-addr (a bare port: on 127.0.0.1) serves the same registry.
+        apart = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
+        assert value(apart, "stepstone_instances_created_total", workflow="fails-once") == N
         assert value(on_api, "stepstone_instances_created_total", workflow="fails-once") == N
         assert value(on_api, "stepstone_worker_slots_limit") == 0
         # The store's series are cached for a few seconds; the worker's scrape may be older.
