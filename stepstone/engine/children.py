@@ -34,7 +34,7 @@ from stepstone.errors import (
     WorkflowFatalError,
     WorkflowNotFound,
 )
-from stepstone.storage.base import NewInstance, WorkflowRecord
+from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
 if TYPE_CHECKING:
@@ -318,3 +318,23 @@ async def terminate_children(ops: Operations, account_id: str, instance_pk: int)
         stopped.append(child.id)
         stopped += await terminate_children(ops, account_id, record.pk)
     return stopped
+
+
+def links_fields(links: InstanceLinks) -> dict[str, Any]:
+    """Instance details' extension fields for an instance with a parent or children: nothing
+    for any other instance, so what Cloudflare's clients see of those never changes (the SDK's
+    models allow extra keys, and this one is namespaced)."""
+    if links.parent is None and not links.children:
+        return {}
+    parent = links.parent
+    return {
+        "stepstone": {
+            "parent": None
+            if parent is None
+            else {"workflow": parent.workflow, "id": parent.id, "status": parent.status},
+            "children": [
+                {"workflow": c.workflow, "id": c.id, "status": c.status, "detached": c.detached}
+                for c in links.children
+            ],
+        }
+    }

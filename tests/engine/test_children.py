@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from cloudflare.types.workflows import InstanceGetResponse
 
-from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
-from stepstone.engine.children import terminate_children
+from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint, views
+from stepstone.engine.children import links_fields, terminate_children
 from tests.engine.conftest import steps_of, wait_for
 from tests.scale.test_workers import Cluster
 
@@ -108,6 +109,29 @@ async def test_the_child_output_is_the_step_output_and_both_are_linked(engine: E
     back = await engine.storage.instance_links(record.pk)
     assert back.parent is not None and (back.parent.workflow, back.parent.id) == ("parent", "p1")
     assert RUNS[f"child-{child.id}"] == 1
+    assert links_fields(links) == {
+        "stepstone": {
+            "parent": None,
+            "children": [
+                {"workflow": "doubler", "id": child.id, "status": "complete", "detached": False}
+            ],
+        }
+    }
+    assert links_fields(back)["stepstone"]["parent"] == {
+        "workflow": "parent",
+        "id": "p1",
+        "status": "complete",
+    }
+    # The official SDK's strict models take the details with the extension key added.
+    details = views.instance_details(parent, await engine.ops.history(parent))
+    details.update(links_fields(links))
+    model = InstanceGetResponse.model_validate_json(orjson.dumps(details), strict=True)
+    assert model.status == "complete" and model.model_extra is not None
+    assert model.model_extra["stepstone"]["children"][0]["id"] == child.id
+    alone = await engine.workflow("doubler").create(params={"n": 1})
+    await alone.wait(10)
+    _, lone = await engine.ops.instance("default", "doubler", alone.id)
+    assert links_fields(await engine.storage.instance_links(lone.pk)) == {}
 
 
 async def test_a_given_id_names_the_child(engine: Engine) -> None:
