@@ -9,6 +9,7 @@ front-end; only its own retention (``AuditSweeper``) removes entries.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +97,18 @@ def entry(
         outcome=outcome,
         workflow_name=workflow_name,
         instance_id=instance_id,
-        detail=orjson.dumps(body) if body else None,
+        detail=_encode(body) if body else None,
         bulk_job_id=bulk_job_id,
     )
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The detail as JSON, whatever the caller sent: recording an action must never be what
+    fails it (orjson refuses integers beyond 64 bits, which a client may send)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, default=str).encode()
 
 
 def entry_dict(item: AuditEntry) -> dict[str, Any]:

@@ -119,3 +119,16 @@ async def test_retention_trims_only_old_entries(storage: Storage) -> None:
     assert await sweeper.sweep() == 3
     left = await storage.list_audit(AuditQuery("acct"))
     assert sorted(e.instance_id or "" for e in left) == ["o-3", "o-4"]
+
+
+async def test_an_unencodable_detail_never_fails_the_action(storage: Storage) -> None:
+    """A restart's ``from.count`` beyond 64 bits (a client may send one) is still recorded."""
+    from stepstone.errors import CannotRestart
+    from stepstone.ops import RestartFrom
+
+    ops, _ = await setup(storage, 1)
+    with pytest.raises(CannotRestart):
+        await ops.restart("acct", "orders", "o-0", from_=RestartFrom("x", 2**70), actor=BOB)
+    [entry] = await storage.list_audit(AuditQuery("acct"))
+    assert entry.outcome == "error"
+    assert detail(entry)["from"] == {"name": "x", "count": 2**70, "type": "do"}
