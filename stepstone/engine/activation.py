@@ -85,7 +85,7 @@ class Activation:
         self.implicit_dependencies = implicit_dependencies
         self.history = h.InstanceHistory()
         self.unrequested: set[tuple[str, str]] = set()
-        self.executing = 0
+        self._executing = 0
         self.pause_pending = claim.instance.status == "waitingForPause"
         # Set by a worker shutting down: like a pause, no new step starts.
         self.draining = False
@@ -98,6 +98,19 @@ class Activation:
         self._order = 0
 
     # --- what the replay step uses ----------------------------------------------------------
+
+    @property
+    def executing(self) -> int:
+        """Calls of the step API doing work now (parked ones do not count)."""
+        return self._executing
+
+    @executing.setter
+    def executing(self, value: int) -> None:
+        self._executing = value
+        # Whichever call brings it to 0 (one parking, or a step ending beside a parked one),
+        # the drive loop must look again: the activation may now end and wait.
+        if value == 0 and self._parked:
+            self._idle.set()
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -170,8 +183,6 @@ class Activation:
         self._parked.append(wake_at)
         self.executing -= 1
         try:
-            if self.executing == 0:
-                self._idle.set()
             await asyncio.Future()
         finally:
             self.executing += 1
