@@ -19,6 +19,7 @@ import orjson
 from stepstone.audit import EMBEDDED_ACTOR, Actor
 from stepstone.audit import entry as audit_entry
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
+from stepstone.engine import children
 from stepstone.engine import history as h
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.lifecycle import (
@@ -464,6 +465,9 @@ class Operations:
 
         status = await self._transition(account_id, workflow_name, instance_id, plan)
         metrics.instance_ended(workflow_name, status)
+        # A parent's attached children end with it; detached ones run on (engine.children).
+        _, record = await self.instance(account_id, workflow_name, instance_id)
+        await children.terminate_children(self, account_id, record.pk)
         return status
 
     async def _restart(

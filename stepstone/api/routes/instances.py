@@ -25,6 +25,7 @@ from stepstone.api.schemas import (
     InstanceCreate,
     StatusChange,
 )
+from stepstone.engine import children
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.errors import (
@@ -368,7 +369,11 @@ async def instance_answer(
     """GET instance, its parameters already checked (shared with ``stepstone.api.hot``)."""
     _, record = await ops.instance(account_id, workflow_name, instance_id)
     history = await ops.history(record)
-    return ok(views.instance_details(record, history, order=order, simple=simple))
+    details = views.instance_details(record, history, order=order, simple=simple)
+    if not simple:
+        # Child workflows (an extension): a namespaced key, only on instances that have links.
+        details.update(children.links_fields(await ops.storage.instance_links(record.pk)))
+    return ok(details)
 
 
 @router.get(
