@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,11 +15,11 @@ from stepstone.authoring.entrypoint import WorkflowEntrypoint, WorkflowEvent
 from stepstone.engine import history as h
 from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
+from stepstone.engine.holding import holding
 from stepstone.engine.replay import MAX_JSON_BYTES, ReplayStep, encode_json
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.observability.probes import ActivationProbe
-from stepstone.storage.base import Claim, DeliveredEvent, Fenced, NewEvent, Release, Storage
-from stepstone.storage.outage import StoreOutage
+from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
 
 DEFAULT_STEP_LIMIT = 10_000
 DEFAULT_STORAGE_CAP = 1 << 30
@@ -46,18 +46,6 @@ class _Raised:
 @dataclass(frozen=True, slots=True)
 class _Suspended:
     wake_at: int
-
-
-@contextlib.contextmanager
-def _holding() -> Iterator[None]:
-    """A write of the activation's: a lost claim or a store outage ends the activation, never
-    the instance (neither is the workflow's failure)."""
-    try:
-        yield
-    except Fenced:
-        raise LeaseLost() from None
-    except StoreOutage as outage:
-        raise StoreLost(str(outage)) from outage
 
 
 class Activation:
@@ -139,7 +127,7 @@ class Activation:
         return 1 << 50 | self._order
 
     async def write(self, events: Sequence[NewEvent]) -> None:
-        with _holding():
+        with holding():
             current = await self.storage.record_progress(self.claim, events)
         self.pause_pending = current == "waitingForPause"
 
@@ -147,7 +135,7 @@ class Activation:
         self.storage.record_progress_nowait(self.claim, events)
 
     async def consume_event(self, event_type: str, completion: NewEvent) -> DeliveredEvent | None:
-        with _holding():
+        with holding():
             return await self.storage.consume_event(self.claim, event_type, completion)
 
     async def store_stream(
@@ -163,7 +151,7 @@ class Activation:
                     f"Step {step_name} exceeded the instance storage limit of "
                     f"{self.storage_cap} bytes",
                 )
-            with _holding():
+            with holding():
                 await self.storage.record_stream_chunk(self.claim, step_name, count, chunk)
             count += 1
         self.history.stream_bytes += total
@@ -338,7 +326,7 @@ class Activation:
         return outcome
 
     async def _set_status(self, status: str) -> None:
-        with _holding():
+        with holding():
             await self.storage.set_active_status(self.claim, status)
 
     async def _terminate_with_rollback(self, step: ReplayStep) -> Release:
