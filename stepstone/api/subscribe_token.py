@@ -4,27 +4,20 @@ A browser's ``EventSource`` cannot send an ``Authorization`` header, so a page t
 hold an API token asks its server (which does) to mint one of these with
 ``GET …/instances/{id}/subscribe/token`` and opens ``…/subscribe?token=<token>``.
 
-A token is ``<claims>.<signature>``: base64url JSON claims (account, workflow, instance id,
-expiry in epoch ms) signed with HMAC-SHA256 under a key made once per database, so every server
-on the database accepts it alike. It opens only that instance's stream, only for reading, and
-only until it expires; an ``EventSource`` reconnecting within that time resumes with it
-(``Last-Event-ID``), one reconnecting later is refused (401) and must be given a new token.
+A token is ``<claims>.<signature>`` (``stepstone.signed``): account, workflow, instance id
+and expiry (epoch ms), under a key made once per database, so every server on it accepts it
+alike. It opens only that instance's stream, only for reading, and only until it expires; an
+``EventSource`` reconnecting within that time resumes with it (``Last-Event-ID``), one
+reconnecting later is refused (401) and must be given a new token.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
-import secrets
-from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
 from stepstone import auth as tokens
+from stepstone import signed
 from stepstone.api.auth import Principal
 from stepstone.storage.base import Storage
 
@@ -44,21 +37,16 @@ async def mint(
     """A token for the instance's stream, and when it expires (epoch ms)."""
     expires = now + LIFETIME_MS
     claims = {"a": account_id, "w": workflow, "i": instance_id, "e": expires}
-    body = _b64(orjson.dumps(claims))
-    return f"{body}.{_b64(_mac(await _key(storage), body))}", expires
+    return signed.seal(await signed.key(storage, KEY_NAME), claims), expires
 
 
 async def principal(storage: Storage, path: str, token: str, now: int) -> Principal | None:
     """Who a token speaks for on ``path``: a read-only principal of the token's account, or
     None if the token is malformed, tampered with, expired, or for another stream."""
     match = _STREAM_PATH.match(path)
-    body, _, signature = token.partition(".")
-    if match is None or not signature:
+    if match is None or not signed.verified(await signed.key(storage, KEY_NAME), token):
         return None
-    expected = _b64(_mac(await _key(storage), body))
-    if not hmac.compare_digest(signature, expected):
-        return None
-    claims = _claims(body)
+    claims = signed.claims_of(token)
     if claims is None or not isinstance(claims.get("e"), int) or now >= claims["e"]:
         return None
     # The path as the client sent it, percent-decoding each segment as the router does.
@@ -66,23 +54,3 @@ async def principal(storage: Storage, path: str, token: str, now: int) -> Princi
     if (claims.get("a"), claims.get("w"), claims.get("i")) != (account, workflow, instance):
         return None
     return Principal("subscribe-token", STREAM_READER, (account,))
-
-
-def _claims(body: str) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-async def _key(storage: Storage) -> bytes:
-    return await storage.signing_key(KEY_NAME, secrets.token_bytes(32))
-
-
-def _mac(key: bytes, body: str) -> bytes:
-    return hmac.new(key, body.encode(), hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

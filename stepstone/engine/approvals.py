@@ -11,16 +11,13 @@ ended) is recorded in the audit log, as is the event sent.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import os
 import secrets
 from typing import Any
 
 import orjson
 
+from stepstone import signed
 from stepstone.audit import Actor
 from stepstone.errors import CannotSendEvent, InstanceNotFound
 from stepstone.storage.base import ApprovalLinkRecord, Storage
@@ -79,9 +76,8 @@ async def create_link(
     )
     await storage.create_approval_link(link)
     claims = {"l": link.id, "i": instance_pk, "t": event_type, "e": link.expires_at}
-    body = _b64(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
-    signature = _b64(_mac(await _key(storage), body))
-    return f"{public_url(base_url)}{PREFIX}{body}.{signature}"
+    token = signed.seal(await signed.key(storage, KEY_NAME), claims)
+    return f"{public_url(base_url)}{PREFIX}{token}"
 
 
 async def open_link(storage: Storage, token: str, now: int) -> ApprovalLinkRecord:
@@ -138,18 +134,16 @@ async def submit(
 async def _check(
     storage: Storage, token: str, now: int
 ) -> tuple[ApprovalLinkRecord | None, Refused | None]:
-    body, _, signature = token.partition(".")
-    claims = _claims(body)
+    claims = signed.claims_of(token)
     link = None
     if claims is not None and isinstance(claims.get("l"), str):
         link = await storage.get_approval_link(claims["l"])
-    expected = _b64(_mac(await _key(storage), body))
-    if not signature or not hmac.compare_digest(signature, expected) or claims is None:
+    if not signed.verified(await signed.key(storage, KEY_NAME), token) or claims is None:
         return link, Refused(403, "tampered", "This link is not valid: its signature is wrong.")
     if link is None:
         return None, Refused(404, "unknown", "This link is unknown (or its instance is gone).")
-    signed = (claims.get("i"), claims.get("t"), claims.get("e"))
-    if signed != (link.instance_pk, link.event_type, link.expires_at):
+    bound = (claims.get("i"), claims.get("t"), claims.get("e"))
+    if bound != (link.instance_pk, link.event_type, link.expires_at):
         return link, Refused(403, "tampered", "This link is not valid: it does not match.")
     if link.used_on is not None:
         return link, Refused(410, "used", "This link was used already.")
@@ -184,23 +178,3 @@ async def _audit(
         detail=orjson.dumps({**detail, "eventType": link.event_type} if link else detail),
     )
     await storage.append_audit([entry])
-
-
-async def _key(storage: Storage) -> bytes:
-    return await storage.signing_key(KEY_NAME, secrets.token_bytes(32))
-
-
-def _mac(key: bytes, body: str) -> bytes:
-    return hmac.new(key, body.encode(), hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _claims(body: str) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
