@@ -14,7 +14,7 @@ from stepstone import views
 from stepstone.api.guard import segment
 from stepstone.api.query import decode_cursor, encode_cursor, parse_date
 from stepstone.api.routes import subscribe
-from stepstone.dashboard import present, timeline
+from stepstone.dashboard import charts, present, timeline
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX, render
 from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
@@ -170,6 +170,7 @@ async def instances(
     date_from: str | None = Query(None, alias="from"),
     date_to: str | None = Query(None, alias="to"),
     cursor: str | None = Query(None),
+    window: str | None = Query(None),
 ) -> Response:
     ops = state(request).engine.ops
     account, name = segment(account_id), segment(workflow_name)
@@ -203,6 +204,7 @@ async def instances(
     versions, version_total = await ops.storage.list_versions(workflow.pk, 0, 5)
     retrying = await timeline.retry_notes(ops, records)
     graph = await timeline.recorded_graph(ops, workflow)
+    workflow_charts = await charts.build(ops, workflow, window, counts)
     cap = workflow.version.concurrency_limit
     usage = await ops.storage.concurrency_usage(workflow.pk, ops.now()) if cap else None
     # Operator extensions: "act on all N matching" and the Activity panel.
@@ -230,6 +232,7 @@ async def instances(
         counts=views.instance_counts(counts),
         retrying=retrying,
         graph=graph,
+        charts=workflow_charts,
         matching=matching,
         activity=activity,
     )

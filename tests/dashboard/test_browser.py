@@ -326,3 +326,43 @@ def test_long_class_names_never_break_mid_word_on_a_phone(browser: Any, live: Li
         assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
     shot(page, "long-class-name-phone.png")
     context.close()
+
+
+def test_workflow_charts_render_offline(browser: Any, live: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    from tests.dashboard import truth_flows
+
+    expect.set_options(timeout=WAIT_MS)
+    live.run(live.engine.register("pipeline", truth_flows.Pipeline))
+    for n in range(3):
+        live.run(live.engine.workflow("pipeline").create(id=f"run-{n}"))
+    for n in range(3):
+        live.wait_done("pipeline", f"run-{n}")
+
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    elsewhere = _same_origin_only(page, live)
+    sign_in(page, live)
+    page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/pipeline?window=1h")
+    charts = page.locator("#charts")
+    expect(charts).to_be_visible()
+    expect(page.locator("#created-total")).to_have_text("3")
+    for chart in ("#chart-created", "#chart-finished", "#chart-backlog"):
+        box = page.locator(chart).bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 50, (chart, box)
+    # Drawn, not just present: the created column has height on screen.
+    column = page.locator("#chart-created rect.seg.complete").first.bounding_box()
+    assert column and column["width"] > 0 and column["height"] > 10
+    rows = page.locator("#step-stats tbody tr")
+    expect(rows).to_have_count(4)
+    expect(rows.first).to_contain_text("fetch")
+    p95 = rows.first.locator("rect.p95").bounding_box()
+    p50 = rows.first.locator("rect.p50").bounding_box()
+    assert p95 and p50 and p95["width"] >= p50["width"] > 0
+    shot(page, "workflow-charts.png")
+    page.get_by_role("link", name="7 d").click()
+    expect(page.locator("#charts-h")).to_contain_text("7 d")
+    expect(page.locator("#created-total")).to_have_text("3")
+    assert elsewhere == [], f"the page fetched from elsewhere: {elsewhere}"
+    context.close()
