@@ -59,7 +59,7 @@ def test_hooks_over_http(server: LiveServer) -> None:
     hooks = f"/accounts/{ACCOUNT}/workflows/failing/stepstone/hooks"
     with server.http() as client:
         bad = client.post(hooks, json={"url": "ftp://nope", "events": ["errored"]})
-        assert bad.status_code == 400 and "http(s)" in bad.json()["messages"][0]["message"]
+        assert bad.status_code == 400 and "body.url" in bad.json()["messages"][0]["message"]
         # Nobody listens on port 9: every attempt fails and is logged.
         made = client.post(hooks, json={"url": "http://127.0.0.1:9/h", "events": ["errored"]})
         assert made.status_code == 200, made.text

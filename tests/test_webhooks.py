@@ -227,7 +227,8 @@ async def test_a_long_wait_for_an_event_is_announced_once(
         ({"url": "http://x", "events": []}, "non-empty"),
         ({"url": "http://x", "events": ["exploded"]}, "unknown event"),
         ({"url": "http://x", "events": ["errored"], "secret": "short"}, "16 characters"),
-        ({"url": "http://x", "events": ["waitingForEvent"]}, "go together"),
+        ({"url": "http://[", "events": ["errored"]}, "http"),
+        ({"url": "http://x", "events": ["errored"], "waitForEventLongerThan": "soon"}, "duration"),
         ({"url": "http://x", "events": ["errored"], "colour": 1}, "unknown key"),
         ({"url": "http://x", "events": ["errored"], "secretEnv": "NOPE_NOT_SET"}, "not set"),
     ],
@@ -240,6 +241,13 @@ def test_bad_hooks_say_what_is_wrong(entry: dict[str, Any], message: str) -> Non
 def test_a_hook_without_a_secret_gets_one() -> None:
     hook = parse_hook({"url": "https://x.example/h", "events": ["errored"]}, where="h")
     assert hook.secret.startswith("whsec_") and hook.source == SOURCE_API
+
+
+def test_a_wait_threshold_defaults_to_an_hour_and_only_counts_for_waits() -> None:
+    waits = parse_hook({"url": "http://x", "events": ["waitingForEvent"]}, where="h")
+    assert waits.wait_threshold_ms == 3_600_000
+    other = {"url": "http://x", "events": ["errored"], "waitForEventLongerThan": "5 minutes"}
+    assert parse_hook(other, where="h").wait_threshold_ms is None
 
 
 PROJECT = """

@@ -19,6 +19,8 @@ from stepstone.webhooks.records import EVENTS, SOURCE_API, SOURCE_CONFIG, WAITIN
 from stepstone.webhooks.signing import new_secret
 
 KEYS = {"id", "url", "events", "secret", "secretEnv", "waitForEventLongerThan"}
+# waitingForEvent without waitForEventLongerThan: a wait this old is news.
+DEFAULT_WAIT_THRESHOLD_MS = 3_600_000
 
 
 def parse_hook(
@@ -39,7 +41,10 @@ def parse_hook(
     if unknown:
         raise InvalidRequest(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(KEYS)}")
     url = entry.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidRequest(f"{where}: url must be an http(s) URL, got {url!r}")
     events = entry.get("events")
@@ -49,10 +54,10 @@ def parse_hook(
     if bad:
         raise InvalidRequest(f"{where}: unknown event(s) {bad}; choose from {list(EVENTS)}")
     threshold = _threshold(entry.get("waitForEventLongerThan"), where)
-    if (WAITING in events) != (threshold is not None):
-        raise InvalidRequest(
-            f"{where}: {WAITING} and waitForEventLongerThan go together (how long is too long?)"
-        )
+    if WAITING not in events:
+        threshold = None
+    elif threshold is None:
+        threshold = DEFAULT_WAIT_THRESHOLD_MS
     secret = _secret(entry, where, env) if resolve_env or "secretEnv" not in entry else ""
     hook_id = entry.get("id", default_id)
     if hook_id is None:

@@ -11,20 +11,50 @@ Under ``{workflow}/stepstone/hooks``, a segment no Cloudflare route uses:
 
 from __future__ import annotations
 
-import orjson
-from fastapi import APIRouter, Query, Request
+from typing import Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from stepstone.api import deps
 from stepstone.api.envelope import ok
 from stepstone.api.routes.operators import request_actor
-from stepstone.errors import InvalidRequest
-from stepstone.webhooks.service import Hooks, delivery_dict, hook_dict
+from stepstone.webhooks.records import EVENTS
+from stepstone.webhooks.service import MAX_LIST, Hooks, delivery_dict, hook_dict
 
 router = APIRouter(tags=["stepstone extensions"])
 
 HOOKS = deps.WORKFLOW_PREFIX + "/stepstone/hooks"
 DELIVERIES = HOOKS + "/deliveries"
+
+
+Event = Literal["errored", "complete", "terminated", "paused", "rolledBack", "waitingForEvent"]
+assert set(Event.__args__) == set(EVENTS)  # type: ignore[attr-defined]
+# What parse_hook accepts, said precisely enough that a schema-valid body is never refused.
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+DURATION_PATTERN = r"^[1-9][0-9]{0,8}( ?(ms|milliseconds?|seconds?|minutes?|hours?|days?|weeks?))?$"
+
+
+class HookBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=URL_PATTERN, max_length=2048)
+    events: list[Event] = Field(min_length=1, max_length=len(EVENTS))
+    secret: str | None = Field(
+        default=None, min_length=16, max_length=256, description="default: generated"
+    )
+    waitForEventLongerThan: int | str | None = Field(
+        default=None,
+        description='for waitingForEvent (default 1 hour): milliseconds or e.g. "4 hours"',
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 10**12},
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "null"},
+            ]
+        },
+    )
 
 
 def _where(request: Request) -> tuple[str, str]:
@@ -38,11 +68,10 @@ async def list_hooks(request: Request, account_id: str, workflow_name: str) -> R
 
 
 @router.post(HOOKS, summary="Add a lifecycle webhook (extension)")
-async def add_hook(request: Request, account_id: str, workflow_name: str) -> Response:
-    try:
-        entry = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("the body is not valid JSON") from None
+async def add_hook(
+    request: Request, account_id: str, workflow_name: str, body: HookBody
+) -> Response:
+    entry = body.model_dump(exclude_none=True)
     hook = await Hooks(deps.ops(request)).add(*_where(request), entry, request_actor(request))
     return ok(hook_dict(hook, reveal=True))
 
@@ -52,9 +81,9 @@ async def list_deliveries(
     request: Request,
     account_id: str,
     workflow_name: str,
-    hook: str | None = None,
-    state: str | None = None,
-    limit: int = Query(50),
+    hook: str | None = Query(None, min_length=1, max_length=100),
+    state: Literal["pending", "delivered", "failed"] | None = None,
+    limit: int = Query(50, ge=1, le=MAX_LIST),
 ) -> Response:
     found = await Hooks(deps.ops(request)).deliveries(
         *_where(request), hook_id=hook, state=state, limit=limit
@@ -64,7 +93,10 @@ async def list_deliveries(
 
 @router.post(DELIVERIES + "/{delivery_id}/resend", summary="Re-send a delivery now (extension)")
 async def resend(
-    request: Request, account_id: str, workflow_name: str, delivery_id: str
+    request: Request,
+    account_id: str,
+    workflow_name: str,
+    delivery_id: str = Path(pattern=r"^whd_[0-9]{1,18}$"),
 ) -> Response:
     await Hooks(deps.ops(request)).resend(
         *_where(request), deps.path(request, "delivery_id"), request_actor(request)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from stepstone.api import deps
 from stepstone.api.envelope import ok
 from stepstone.api.routes.operators import request_actor
+from stepstone.errors import CannotRestart, StepNotFound
 from stepstone.ops import RestartFrom, check_payload_size
 from stepstone.repair import RepairRequest, repair
 
@@ -56,7 +57,7 @@ class RestartPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=256)
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=2**31 - 1)
     type: Literal["do", "sleep", "waitForEvent"] = "do"
 
 
@@ -78,5 +79,10 @@ async def restart_from(
         deps.path(request, "workflow_name"),
         deps.path(request, "instance_id"),
     )
-    status = await deps.ops(request).restart(*where, from_=target, actor=request_actor(request))
+    try:
+        status = await deps.ops(request).restart(*where, from_=target, actor=request_actor(request))
+    except CannotRestart as exc:
+        # Under this route a step missing from the history is a missing resource, as it is
+        # for repair (Cloudflare's PATCH .../status keeps its 400, 10407).
+        raise StepNotFound(exc.detail) from None
     return ok({"status": status, "events": body.events})
