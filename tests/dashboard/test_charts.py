@@ -81,6 +81,7 @@ def test_window_switching_moves_what_is_counted(dash: LiveServer) -> None:
     assert '<b id="created-total">0</b>' in hour
     assert 'id="steps-none"' in hour
     assert hour.count('class="seg ') == 0
+    assert hour.count("none in this window") == 3  # created, finished, backlog
     day = _section(_page(dash, "pipeline", "?window=24h"))
     assert '<b id="created-total">1</b>' in day
     assert "<code>fetch</code>" in day
