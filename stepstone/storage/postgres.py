@@ -48,8 +48,8 @@ from stepstone.storage.postgres_progress import (
     release_sender,
 )
 from stepstone.storage.postgres_reads import ReadBatcher
-from stepstone.storage.postgres_worker import (
 from stepstone.storage.postgres_webhooks import PostgresWebhooks
+from stepstone.storage.postgres_worker import (
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
     TERMINAL,

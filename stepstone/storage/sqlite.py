@@ -46,8 +46,8 @@ from stepstone.storage.event_match import first_match
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.sqlite_ops_log import SqliteOpsLog
-from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.sqlite_webhooks import SqliteWebhooks
+from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
 T = TypeVar("T")
@@ -176,8 +176,8 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         self._writer = InlineWriter(conn, self._shared_lock, syncer, self.health)
         self._writer.on_commit(self._fire_wake)
         sqlite_children.install(conn, self._fire_wake)
-
         sqlite_webhooks.install(conn)
+
     async def close(self) -> None:
         if self._writer is None:
             return
