@@ -49,7 +49,7 @@ def audit(
         "instance": instance,
         "since": normalize_date(since, end=False) if since else None,
         "until": normalize_date(until, end=False) if until else None,
-        "action": action or None,
+        "action": ",".join(action) if action else None,
         "actor": actor,
         "bulk_job": bulk_job,
     }

@@ -182,11 +182,11 @@ def test_watch_an_instance_live_and_act_on_it(browser: Any, live: LiveServer) ->
     for n in range(3):
         live.run(live.engine.workflow("waiter").create(id=f"batch-{n}"))
     page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/waiter")
-    expect(page.locator("tbody tr")).to_have_count(4)
+    expect(page.locator("#instances-table tbody tr")).to_have_count(4)
     shot(page, "instances.png")
     page.get_by_label("Status", exact=True).select_option("terminated")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("#instances-table tbody tr")).to_have_count(1)
     page.goto(f"{live.base}/dashboard/accounts/{ACCOUNT}/workflows/waiter")
     page.get_by_label("Select all on this page").check()
     page.get_by_role("button", name="Terminate…").click()

@@ -85,6 +85,10 @@ def test_bulk_terminate_over_http_and_the_audit_trail(server: LiveServer) -> Non
         assert len(seen) == len(set(seen)) == 29
         assert "cursor" not in rest["result_info"]
         assert {e["bulk_job_id"] for e in first["result"]} == {job["id"]}
+        # Several actions at once: one comma-separated value, as every list in a query here.
+        both = client.get(audit, params={"per_page": 100, "action": "pause,terminate"}).json()
+        assert {e["action"] for e in both["result"]} == {"pause", "terminate"}
+        assert both["result_info"]["count"] == 30
 
 
 def test_bad_bulk_requests_are_clear(server: LiveServer) -> None:

@@ -197,7 +197,8 @@ async def list_audit(
     instance: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    action: Annotated[list[str] | None, Query()] = None,
+    # Comma-separated, as every list in a query here: a repeated key is refused (the Guard).
+    action: str | None = Query(None, description="comma-separated actions, e.g. pause,resume"),
     actor: str | None = None,
     bulk_job: str | None = None,
     cursor: int | None = Query(None, ge=1, description="result_info.cursor of the last page"),
@@ -209,7 +210,7 @@ async def list_audit(
         instance_id=instance,
         since=_ms(since),
         until=_ms(until),
-        actions=tuple(action or ()),
+        actions=tuple(a for a in (action or "").split(",") if a),
         actor=actor,
         bulk_job_id=bulk_job,
         before=cursor,
