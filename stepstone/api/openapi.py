@@ -44,6 +44,8 @@ QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/instances", "status"): {"type": "string", "enum": list(ALL_STATUSES)},
     ("/instances", "date_start"): {"type": "string", "format": "date-time"},
     ("/instances", "date_end"): {"type": "string", "format": "date-time"},
+    ("/stepstone/audit", "since"): {"type": "string", "format": "date-time"},
+    ("/stepstone/audit", "until"): {"type": "string", "format": "date-time"},
 }
 BATCH_BODIES = ("/instances/batch", "/instances/batch/terminate")
 ERRORS: dict[str, str] = {

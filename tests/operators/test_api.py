@@ -89,6 +89,13 @@ def test_bulk_terminate_over_http_and_the_audit_trail(server: LiveServer) -> Non
         both = client.get(audit, params={"per_page": 100, "action": "pause,terminate"}).json()
         assert {e["action"] for e in both["result"]} == {"pause", "terminate"}
         assert both["result_info"]["count"] == 30
+        # Dates are ISO-8601, as in every list here; anything else is a clear 400.
+        later = client.get(audit, params={"since": "2999-01-01T00:00:00Z"}).json()
+        assert later["result"] == []
+        bad = client.get(audit, params={"until": "0.5"})
+        assert bad.status_code == 400 and "until must be an ISO-8601 date" in bad.text
+        empty = client.get(audit, params={"since": ""})
+        assert empty.status_code == 400 and "since is empty" in empty.text
 
 
 def test_bad_bulk_requests_are_clear(server: LiveServer) -> None:

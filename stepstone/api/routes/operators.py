@@ -24,8 +24,10 @@ from stepstone import views
 from stepstone.api import deps
 from stepstone.api.auth import NOBODY_NEEDED, Principal
 from stepstone.api.envelope import ok
+from stepstone.api.query import parse_date
 from stepstone.audit import ANONYMOUS, TOKEN, Actor, entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
+from stepstone.errors import InvalidRequest
 from stepstone.storage.ops_records import AuditQuery
 
 router = APIRouter(tags=["stepstone extensions"])
@@ -58,6 +60,13 @@ StatusName = Literal[
     "waiting",
     "rollingBack",
 ]
+
+
+def _moment(value: str | None, name: str) -> int | None:
+    # Left out is no bound; given empty is a mistake worth saying (the schema says date-time).
+    if value == "":
+        raise InvalidRequest(f"{name} is empty: give an ISO-8601 date, or leave it out")
+    return parse_date(value, name)
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -195,8 +204,8 @@ async def list_audit(
     account_id: str,
     workflow: str | None = None,
     instance: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: str | None = Query(None, description="ISO-8601; entries at or after"),
+    until: str | None = Query(None, description="ISO-8601; entries at or before"),
     # Comma-separated, as every list in a query here: a repeated key is refused (the Guard).
     action: str | None = Query(None, description="comma-separated actions, e.g. pause,resume"),
     actor: str | None = None,
@@ -208,8 +217,8 @@ async def list_audit(
         account_id=deps.path(request, "account_id"),
         workflow_name=workflow,
         instance_id=instance,
-        since=_ms(since),
-        until=_ms(until),
+        since=_moment(since, "since"),
+        until=_moment(until, "until"),
         actions=tuple(a for a in (action or "").split(",") if a),
         actor=actor,
         bulk_job_id=bulk_job,
