@@ -271,6 +271,7 @@ def instance_detail(
         rows.append(("Rollback", escape(outcome)))
     if step_output and detail.get("output") not in (None, ""):
         rows.append(("Output", escape(truncate(detail["output"], limit))))
+    rows += link_rows(detail.get("stepstone") or {})
     for label, value in rows:
         head.add_row(label, value)
     console.print(head)
@@ -279,6 +280,19 @@ def instance_detail(
         console.print(timeline(steps, step_output=step_output, limit=limit, ended=ended))
     else:
         console.print(Text(f"{detail.get('step_count', 0) or 'No'} steps recorded", style="dim"))
+
+
+def link_rows(links: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Child workflows (an extension): the parent and each child, as ``workflow/id (status)``."""
+    rows: list[tuple[str, Any]] = []
+    parent = links.get("parent")
+    if parent:
+        rows.append(("Parent", escape(f"{parent['workflow']}/{parent['id']} ({parent['status']})")))
+    for child in links.get("children") or []:
+        detached = ", detached" if child.get("detached") else ""
+        text = f"{child['workflow']}/{child['id']} ({child['status']}{detached})"
+        rows.append(("Child", escape(text)))
+    return rows
 
 
 def last_successful_step(steps: Iterable[Mapping[str, Any]]) -> str | None:
