@@ -287,6 +287,8 @@ async def instance(
         context["activity"] = await operators.activity(
             ops, workflow.account_id, workflow.name, record.id
         )
+        # Child workflows (an extension): the parent and children, each a link.
+        context["links"] = await ops.storage.instance_links(record.pk)
     return page(request, who, "live.html" if fragment else "instance.html", **context)
 
 
