@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -158,6 +160,15 @@ def test_an_attempt_lost_to_a_crash_reads_worker_lost(tmp_path: Path) -> None:
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "hanging"
+        # Killed only once the attempt's start is committed (it commits with the next write,
+        # so it may lag the body's start): then the record shows an attempt lost.
+        with sqlite3.connect(tmp_path / "lost.db") as db:
+            deadline = time.monotonic() + 30
+            while not db.execute(
+                "SELECT 1 FROM instance_events WHERE type = 'attempt_started'"
+            ).fetchone():
+                assert time.monotonic() < deadline, "the attempt's start was never committed"
+                time.sleep(0.02)
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
