@@ -442,8 +442,11 @@ class Operations:
     async def _terminate(
         self, account_id: str, workflow_name: str, instance_id: str, *, rollback: bool = False
     ) -> str:
+        terminated: list[int] = []
+
         async def plan(instance: InstanceRecord) -> Transition | None:
             check_terminate(instance.status)
+            terminated[:] = [instance.pk]
             if rollback:
                 return Transition(
                     status=Status.ROLLING_BACK,
@@ -466,8 +469,8 @@ class Operations:
         status = await self._transition(account_id, workflow_name, instance_id, plan)
         metrics.instance_ended(workflow_name, status)
         # A parent's attached children end with it; detached ones run on (engine.children).
-        _, record = await self.instance(account_id, workflow_name, instance_id)
-        await children.terminate_children(self, account_id, record.pk)
+        # The planned instance's pk, so a terminate costs no second read of the instance.
+        await children.terminate_children(self, account_id, terminated[0])
         return status
 
     async def _restart(

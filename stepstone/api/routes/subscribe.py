@@ -353,6 +353,7 @@ async def subscribe(
     instance_id: str,
     cursor: int | None = Query(None, ge=0, description="last eventId seen; resume after it"),
     filter: str | None = Query(None, description="comma-separated event types to deliver"),
+    # Read by the Guard, which authenticates with it; declared so the OpenAPI document says so.
     token: str | None = Query(
         None, description="a subscribe token (from …/subscribe/token) instead of an API token"
     ),
