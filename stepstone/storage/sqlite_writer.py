@@ -323,6 +323,9 @@ class InlineWriter:
         self._path: str = conn.execute("PRAGMA database_list").fetchone()[2] or ""
         self._after_commit: list[Callable[[], None]] = []
         self._batch: list[_Entry] = []
+        # Whether the last commit changed any row: one that changed none wrote nothing to the
+        # WAL, so it needs no sync of its own (an idle server's periodic sweeps and claims).
+        self._changed = False
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after each acknowledged write submitted with ``wakes``."""
@@ -335,8 +338,10 @@ class InlineWriter:
         with self._lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                changes_before = conn.total_changes
                 try:
                     result = job(conn)
+                    self._changed = conn.total_changes != changes_before
                     started = time.perf_counter()
                     conn.execute("COMMIT")
                     metrics.SQLITE_COMMIT.observe(time.perf_counter() - started)
@@ -441,7 +446,9 @@ class InlineWriter:
         """Count the commit holding ``entries``, wake, and settle their futures."""
         syncer = self._syncer
         if syncer is not None and entries:
-            syncer.committed(any(e.durable for e in entries))
+            # A commit that changed nothing is still acknowledged only once what it may have
+            # read is durable (after_sync below), but adds no sync of its own.
+            syncer.committed(self._changed and any(e.durable for e in entries))
         if any(e.wakes for e in entries):
             for callback in self._after_commit:
                 callback()

@@ -82,6 +82,40 @@ async def test_awaited_writes_are_synced_and_progress_is_synced_on_demand(
         await storage.close()
 
 
+async def test_a_commit_that_changes_nothing_adds_no_sync_but_waits_for_earlier_ones(
+    tmp_path: Path,
+) -> None:
+    storage = await open_full(tmp_path / "s.db")
+    try:
+        workflow = await storage.register_workflow(
+            "acct", "orders", WorkflowDefinition("Orders", "shop"), NOW
+        )
+        assert not unsynced(storage)
+        assert storage._writer is not None
+        # An idle server's sweeps and claims find nothing: no fsync for them, and nothing a
+        # worker about to run user code has to wait for.
+        sweep = storage._writer.submit(
+            lambda conn: conn.execute("DELETE FROM instance_events WHERE 0").rowcount
+        )
+        assert not unsynced(storage)
+        assert sweep.done() and sweep.result() == 0
+        await storage.create_instances(
+            workflow.pk, workflow.version.id, [NewInstance("a", b"{}")], NOW, skip_existing=False
+        )
+        [claim] = await storage.claim_runnable("w1", 1, NOW, 30_000, [workflow.pk])
+        await storage.record_progress(claim, [NewEvent("workflow_started", NOW, b"{}")])
+        assert unsynced(storage)
+        # A read-only job may return what that commit wrote: it is acknowledged after the sync.
+        seen = storage._writer.submit(
+            lambda conn: conn.execute("SELECT count(*) FROM instance_events").fetchone()[0]
+        )
+        assert not seen.done()
+        assert await seen == 2
+        assert not unsynced(storage)
+    finally:
+        await storage.close()
+
+
 async def test_a_wal_that_cannot_be_synced_stops_all_writes(tmp_path: Path) -> None:
     storage = await open_full(tmp_path / "s.db")
     try:
