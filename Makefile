@@ -26,10 +26,13 @@ run: install
 run-cloudflare: install
 	cd examples/cloudflare && ../../$(BIN)/stepstone serve --db sqlite:///data/stepstone.db
 
+# The gates, the same for people and CI (`make test` runs them first). The layer rules and
+# their written-down exceptions are [tool.importlinter] in pyproject.toml.
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict stepstone
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff format .
