@@ -588,7 +588,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             current = None if row is None else row[0]
             if row is None or current != expected_status:
                 raise Conflict(current)
-            if queued is not None and queued[0].epoch == row[1]:
+            if queued is not None and (queued[0].epoch, queued[0].owner) == (row[1], row[2]):
                 await insert_events(conn, instance_pk, queued[1])
             args: list[Any] = [instance_pk]
 
@@ -809,7 +809,11 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             await _delete_instance_rows(conn, [r[0] for r in rows])
             return len(rows)
 
-        return await self._write(job)
+        deleted = await self._write(job)
+        if deleted < limit:
+            # The sweep's last batch: commit marks too old to be looked for go too (issue 19).
+            await self._db.forget_marks()
+        return deleted
 
     async def create_token(self, token: TokenRecord, token_hash: str) -> None:
         async def job(conn: Any) -> None:

@@ -2,11 +2,16 @@
 the LISTEN connection that wakes workers, and the migrations.
 
 A transaction that fails because its connection died (``pg_terminate_backend``, a server
-restart, a network cut) is retried on a fresh connection with backoff. Only a failure during
-COMMIT is ambiguous: the transaction may or may not have committed. Each write transaction
-therefore learns its own transaction id first and, when COMMIT's answer is lost, asks the
-server with ``txid_status`` whether it committed, so a write is never applied twice and never
-silently dropped.
+restart, a network cut, a failover) is retried on a fresh connection with backoff. Only a
+failure during COMMIT is ambiguous: the transaction may or may not have committed. Each write
+transaction therefore inserts a random commit mark (migration 0013) in the message that
+commits it, and when COMMIT's answer is lost the store settles the question by what is stored:
+it inserts the same mark, flagged as a veto, on whichever server is the primary now. Finding
+the transaction's own mark proves it committed there; otherwise the veto, once in, keeps it
+from ever committing, and the transaction is run again. So a write is never applied twice and
+never silently dropped, after a crash or a promotion alike. (Transaction ids cannot settle it:
+``txid_status`` on a promoted standby, or on a server restarted without the transaction's WAL,
+may answer for a different transaction that was given the same id.)
 
 While the database stays unreachable, the store's ``StoreHealth`` is in an outage episode,
 logged once when it begins; the API answers 503 meanwhile (``stepstone.api.outage``), and the
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -36,6 +42,17 @@ CHANNEL = "stepstone_wake"
 # Payload "pk:epoch,pk:epoch,..." ("pk:" for a deleted instance): claims older are void.
 CONTROL_CHANNEL = "stepstone_control"
 _BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit = off"
+# Outside the public schema: a PostgreSQL mechanism, not part of the data model both dialects
+# declare (tests/storage/schema.json).
+COMMIT_MARKS = "stepstone_internal.commit_marks"
+# Marks older than this are deleted (``forget_marks``); a lost commit is settled only within
+# half of it, so a mark is never looked for after it may have gone.
+MARKS_KEPT_S = 15 * 60
+_MARK_TRUSTED_S = MARKS_KEPT_S / 2
+_VETO = (
+    f"INSERT INTO {COMMIT_MARKS} (token, veto) VALUES ($1, true)"
+    f" ON CONFLICT (token) DO UPDATE SET veto = {COMMIT_MARKS}.veto RETURNING veto"
+)
 # Any fixed key: the lock only serialises migrations of concurrently starting processes.
 _MIGRATION_LOCK = 0x5735_7E90
 
@@ -49,10 +66,16 @@ class _Lost(Exception):
 
 
 class _Ambiguous(Exception):
-    def __init__(self, xid: int | None, result: Any) -> None:
-        super().__init__(xid)
-        self.xid = xid
+    """COMMIT's answer was lost. ``mark`` is the commit mark sent with it, None for a
+    transaction that wrote nothing (its result stands either way) or one run without a mark
+    (which is then simply run again)."""
+
+    def __init__(self, mark: uuid.UUID | None, wrote: bool, result: Any, sent: float) -> None:
+        super().__init__(mark)
+        self.mark = mark
+        self.wrote = wrote
         self.result = result
+        self.sent = sent
 
 
 _TRANSIENT = (
@@ -240,22 +263,23 @@ class Database:
     async def write(self, job: Job[T]) -> T:
         """Run ``job(conn)`` in one transaction, exactly once however connections fail."""
 
-        async def with_xid(conn: Any) -> tuple[int, T]:
-            xid = await conn.fetchval("SELECT txid_current()")
-            return int(xid), await job(conn)
+        async def wrote(conn: Any) -> tuple[bool, T]:
+            return True, await job(conn)
 
-        return await self.write_reporting_xid(with_xid)
+        return await self.write_reporting_xid(wrote)
 
     async def write_reporting_xid(
-        self, job: Job[tuple[int | None, T]], *, durable: bool = True
+        self, job: Job[tuple[object | None, T]], *, durable: bool = True, marked: bool = True
     ) -> T:
-        """As ``write``, for a job that returns ``(txid_current(), result)`` itself: a hot
-        write can ask for its transaction id in its own statement and save a round trip. A
-        job that wrote nothing may report None: its result stands whether or not it commits.
+        """As ``write``, for a job that returns ``(wrote, result)`` itself, where ``wrote`` is
+        None if the job wrote nothing (hot writes report their ``txid_current()``): a
+        transaction that wrote nothing commits without a mark, and its result stands whether
+        or not it commits.
 
-        ``durable=False`` commits without waiting for the WAL flush (claims, attempt starts:
-        losing one in a crash only means the work is claimed or attempted again; the next
-        durable commit flushes it anyway)."""
+        ``durable=False`` commits without waiting for the WAL flush (attempt starts: losing
+        one in a crash only means the step is attempted again; the next durable commit flushes
+        it anyway). ``marked=False`` is for a job that is safe to run twice (the migrations,
+        which must run before the marks' table exists): a lost COMMIT simply runs it again."""
         begin = "BEGIN" if durable else _BEGIN_NOT_DURABLE
 
         async def attempt() -> T:
@@ -263,10 +287,15 @@ class Database:
                 try:
                     # A commit without the WAL flush waits for no standby either.
                     watch = self._watch if durable else None
-                    return await self._transaction(conn, job, begin, watch)
+                    return await self._transaction(conn, job, begin, watch, marked)
                 except _Ambiguous as ambiguous:
-                    if ambiguous.xid is None or await self._committed(ambiguous.xid):
+                    if not ambiguous.wrote:
                         result: T = ambiguous.result
+                        return result
+                    if ambiguous.mark is not None and await self._committed(
+                        ambiguous.mark, ambiguous.sent
+                    ):
+                        result = ambiguous.result
                         return result
                     raise _Lost("the transaction was rolled back with its connection") from None
 
@@ -293,41 +322,76 @@ class Database:
 
     @staticmethod
     async def _transaction(
-        conn: Any, job: Job[tuple[int | None, T]], begin: str, watch: CommitWatch | None
+        conn: Any,
+        job: Job[tuple[object | None, T]],
+        begin: str,
+        watch: CommitWatch | None,
+        marked: bool,
     ) -> T:
         # Plain statements rather than asyncpg's Transaction, so that BEGIN can carry the
-        # transaction's settings in the same round trip.
+        # transaction's settings, and COMMIT the commit mark, in the same round trip.
         await conn.execute(begin)
         try:
-            xid, result = await job(conn)
+            wrote, result = await job(conn)
         except BaseException:
             with suppress(Exception):
                 await conn.execute("ROLLBACK")
             raise
+        mark = uuid.uuid4() if marked and wrote is not None else None
+        # The mark is a literal (simple query protocol: the only way to send two statements
+        # in one message); it is a UUID this process made, nothing from outside.
+        commit = (
+            "COMMIT"
+            if mark is None
+            else f"INSERT INTO {COMMIT_MARKS} (token) VALUES ('{mark}'); COMMIT"
+        )
+        sent = asyncio.get_running_loop().time()
         try:
             # Only the COMMIT is watched: a long transaction (a migration, a bulk action) is
             # not a held commit.
             if watch is None:
-                await conn.execute("COMMIT")
+                await conn.execute(commit)
             else:
                 with watch.pending():
-                    await conn.execute("COMMIT")
+                    await conn.execute(commit)
         except (*_TRANSIENT, *_CLIENT_ERRORS) as exc:
-            raise _Ambiguous(xid, result) from exc
+            raise _Ambiguous(mark, wrote is not None, result, sent) from exc
+        except BaseException:
+            # The server refused the mark (it did not commit): end the failed transaction.
+            with suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
         return result
 
-    async def _committed(self, xid: int) -> bool:
-        async def status() -> str | None:
-            async with self._connection() as conn:
-                value: str | None = await conn.fetchval("SELECT txid_status($1)", xid)
-                return value
+    async def _committed(self, mark: uuid.UUID, sent: float) -> bool:
+        """Whether the transaction that sent ``mark`` with its COMMIT committed, on the server
+        that is the primary now. Inserting the same mark as a veto waits for a transaction
+        still committing it (the unique key), finds its mark if it committed, and otherwise
+        keeps it from ever committing: the answer cannot change afterwards. A veto already
+        stored by an earlier try of this question (its answer lost too) says the same."""
 
-        while True:
-            found = await self._retrying(status)
-            # A terminated backend may still be finishing its transaction for a moment.
-            if found != "in progress":
-                return found == "committed"
-            await asyncio.sleep(0.02)
+        async def decide() -> bool:
+            if asyncio.get_running_loop().time() - sent > _MARK_TRUSTED_S:
+                # Its mark may have been deleted since: better an error than a guess.
+                raise StorageUnavailable("whether a write committed can no longer be told")
+            async with self._connection() as conn:
+                veto: bool = await conn.fetchval(_VETO, mark)
+                return not veto
+
+        return await self._retrying(decide)
+
+    async def forget_marks(self) -> int:
+        """Delete commit marks too old to be looked for; how many went."""
+
+        async def job(conn: Any) -> int:
+            done = await conn.execute(
+                f"DELETE FROM {COMMIT_MARKS} WHERE at < now() - make_interval(secs => $1)",
+                float(MARKS_KEPT_S),
+            )
+            return int(done.split()[-1])
+
+        # Deleting old marks twice is harmless: no mark of its own needed.
+        return await self.write_reporting_xid(lambda conn: _reporting(job(conn)), marked=False)
 
     async def migrate(self) -> int:
         """Apply pending migrations in one transaction; concurrent starters wait their turn."""
@@ -345,7 +409,12 @@ class Database:
                     current = number
             return int(current)
 
-        return await self.write(job)
+        # Safe to run twice, and it must run before the marks' table exists.
+        return await self.write_reporting_xid(lambda conn: _reporting(job(conn)), marked=False)
+
+
+async def _reporting(result: Awaitable[T]) -> tuple[bool, T]:
+    return True, await result
 
 
 class Listener:

@@ -5,8 +5,8 @@ A write waits for the event loop to run what is ready, so that the writes of eve
 that stepped in the same turn leave together; while ``max_inflight`` statements are under way,
 more queue up and leave together when one returns. A write alone goes as the one-instance
 function. Each statement runs in its own implicit transaction and is resent after a lost
-connection: the functions of migrations 0003 (one instance), 0004 and 0005 (many) recognise
-what already committed.
+connection: the functions of migration 0013 (after 0003, 0004 and 0005) recognise what already
+committed, and write only while the claim's epoch and lease owner both still hold.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ from stepstone.storage.postgres_db import Database
 
 W = TypeVar("W")  # what one call writes for its instance
 
-_ONE_PROGRESS = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8)"
+# The functions of migration 0013: fenced by the lease owner as well as the epoch.
+_ONE_PROGRESS = "SELECT stepstone_record_progress($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _MANY_PROGRESS = (
-    "SELECT r_pk, r_status FROM stepstone_record_progress_many($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "SELECT r_pk, r_status FROM stepstone_record_progress_many($1, $2, $3, $4, $5, $6, $7, $8,"
+    " $9, $10)"
 )
 _ONE_RELEASE = (
     "SELECT stepstone_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-    " $12, $13, $14, $15, $16)"
+    " $12, $13, $14, $15, $16, $17)"
 )
 _MANY_RELEASE = (
     "SELECT r_pk, r_status FROM stepstone_release_many($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-    " $10, $11, $12, $13, $14, $15, $16, $17)"
+    " $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 )
 _Entry = tuple[Claim, W, "asyncio.Future[str | None]"]
 # (connection, retry, claim, write) -> the instance's status, None if fenced.
@@ -109,7 +111,7 @@ async def progress_one(
     conn: Any, retry: bool, claim: Claim, events: Sequence[NewEvent]
 ) -> str | None:
     status: str | None = await conn.fetchval(
-        _ONE_PROGRESS, claim.instance.pk, claim.epoch, retry, *event_columns(events)
+        _ONE_PROGRESS, claim.instance.pk, claim.epoch, claim.owner, retry, *event_columns(events)
     )
     return status
 
@@ -122,6 +124,7 @@ async def progress_many(
         _MANY_PROGRESS,
         [claim.instance.pk for claim, _ in writes],
         [claim.epoch for claim, _ in writes],
+        [claim.owner for claim, _ in writes],
         retry,
         of,
         *columns,
@@ -144,6 +147,7 @@ def release_sender(
             _ONE_RELEASE,
             claim.instance.pk,
             claim.epoch,
+            claim.owner,
             claim.wake_seq,
             r.status,
             r.runnable_at,
@@ -165,6 +169,7 @@ def release_sender(
             _MANY_RELEASE,
             [claim.instance.pk for claim, _ in writes],
             [claim.epoch for claim, _ in writes],
+            [claim.owner for claim, _ in writes],
             [claim.wake_seq for claim, _ in writes],
             [r.status for _, (r, _, _) in writes],
             [r.runnable_at for _, (r, _, _) in writes],

@@ -133,27 +133,6 @@ async def test_operations_survive_terminated_connections(
         assert started == done
 
 
-async def test_an_unanswered_commit_is_resolved_by_asking_the_server(pg: PostgresStorage) -> None:
-    db = pg._db
-    conn = await asyncpg.connect(pg.url)
-    try:
-        committed = await conn.fetchval("SELECT txid_current()")
-        async with conn.transaction():
-            aborted = await conn.fetchval("SELECT txid_current()")
-            await conn.execute("SELECT 1")
-            raise_later = True
-        tx = conn.transaction()
-        await tx.start()
-        rolled_back = await conn.fetchval("SELECT txid_current()")
-        await tx.rollback()
-    finally:
-        await conn.close()
-    assert raise_later
-    assert await db._committed(committed) is True
-    assert await db._committed(aborted) is True
-    assert await db._committed(rolled_back) is False
-
-
 async def test_a_resent_write_is_applied_once(pg: PostgresStorage) -> None:
     """The one-round-trip writes have no transaction id to ask about when their answer is lost:
     they are sent again with ``retry`` set and must recognise that they committed."""
