@@ -16,7 +16,8 @@ from stepstone.engine import history as h
 from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.holding import holding
-from stepstone.engine.replay import MAX_JSON_BYTES, ReplayStep, encode_json
+from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
+from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
@@ -49,6 +50,9 @@ class _Suspended:
 
 
 class Activation:
+    """One run of ``run()`` for a claimed instance, and the host its step object works in
+    (``step_host.StepHost``)."""
+
     def __init__(
         self,
         storage: Storage,

@@ -24,10 +24,13 @@ import orjson
 from stepstone.authoring.config import resolve_config
 from stepstone.authoring.durations import parse_duration
 from stepstone.engine import history as h
+from stepstone.engine.arguments import duration_argument
 from stepstone.engine.errors_codec import is_non_retryable, recreate_error
 from stepstone.engine.holding import holding
+from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
+from stepstone.engine.step_host import park
 from stepstone.errors import (
     CannotTerminate,
     InstanceNotFound,
@@ -38,8 +41,7 @@ from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
 if TYPE_CHECKING:
-    from stepstone.engine.activation import Activation
-    from stepstone.engine.replay import ReplayStep
+    from stepstone.engine.step_host import StepHost
     from stepstone.ops import Operations
 
 DEFAULT_TIMEOUT = "24 hours"
@@ -57,7 +59,7 @@ def child_id(base: str, attempt: int) -> str:
     return base[: MAX_INSTANCE_ID - len(suffix)] + suffix
 
 
-def derived_base_id(act: Activation, step_key: str) -> str:
+def derived_base_id(act: StepHost, step_key: str) -> str:
     """A readable id unique to the parent's run (a restart gets fresh children) and step."""
     instance = act.claim.instance
     seed = f"{act.workflow_name}\0{instance.id}\0{instance.started_on}\0{step_key}"
@@ -84,7 +86,6 @@ class ChildCall:
 
 
 def prepare(
-    step: ReplayStep,
     name: str,
     workflow: str,
     params: Any,
@@ -95,8 +96,6 @@ def prepare(
     detached: bool,
 ) -> ChildCall:
     """Check the call's arguments; a bad one fails the instance as a bad step.do does."""
-    from stepstone.engine.replay import MAX_JSON_BYTES, _duration, encode_json  # a cycle
-
     where = f"step.run_workflow({name!r})"
     if not isinstance(workflow, str) or not workflow:
         raise WorkflowFatalError(f"{where}: the workflow is the name of a registered workflow")
@@ -104,7 +103,7 @@ def prepare(
         problem = instance_id_problem(instance_id)
         if problem:
             raise WorkflowFatalError(f"{where}: invalid instance id {instance_id!r}: {problem}")
-    timeout_ms = _duration(timeout, f"{where} timeout")
+    timeout_ms = duration_argument(timeout, f"{where} timeout")
     if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
         raise WorkflowFatalError(f"{where}: the timeout is between 1 second and 365 days")
     if callable(resolve_config(config, name).delay):
@@ -116,16 +115,15 @@ def prepare(
 
 
 async def run_child(
-    step: ReplayStep,
+    act: StepHost,
     key: tuple[str, str],
     record: h.StepRecord | None,
     fresh_config: dict[str, Any],
     call: ChildCall,
 ) -> Any:
     """Execute (or resume) the step: ``run_do`` has answered recorded ends already."""
-    act = step.activation
     child = _Child(
-        step,
+        act,
         key,
         record,
         {**fresh_config, "timeout": call.timeout},
@@ -141,7 +139,7 @@ async def run_child(
 class _Child:
     def __init__(
         self,
-        step: ReplayStep,
+        act: StepHost,
         key: tuple[str, str],
         record: h.StepRecord | None,
         fresh_config: dict[str, Any],
@@ -149,8 +147,7 @@ class _Child:
         params: bytes,
         detached: bool,
     ) -> None:
-        self.step = step
-        self.act = step.activation
+        self.act = act
         self.key = key
         if record is None:
             record = h.StepRecord(h.DO, key[1], 0, self.act.now())
@@ -172,9 +169,9 @@ class _Child:
             last = record.attempts[-1] if record.attempts else None
             if last is None or last.end is not None:
                 if last is not None and last.retry_at is not None and act.now() < last.retry_at:
-                    await self.step._park(last.retry_at)
+                    await park(act, last.retry_at)
                 if act.holds_new_steps:
-                    await self.step._park(None)
+                    await park(act, None)
                 last = await self._start(1 if last is None else last.attempt + 1)
             attempt = last.attempt
             target = await self._workflow()
@@ -200,7 +197,7 @@ class _Child:
                     f"The child instance {instance.id} did not end within {self.timeout_ms}ms",
                 )
             else:
-                await self.step._park(last.start + self.timeout_ms)
+                await park(act, last.start + self.timeout_ms)
             exc = recreate_error(error)
             now = act.now()
             data: dict[str, Any] = {"attempt": attempt, "error": error}
@@ -270,7 +267,7 @@ class _Child:
         return found
 
 
-async def _account_of(act: Activation) -> str:
+async def _account_of(act: StepHost) -> str:
     """The parent's account: children are created beside it."""
     pk = act.claim.instance.workflow_pk
     offset = 0

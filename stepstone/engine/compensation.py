@@ -17,8 +17,8 @@ from stepstone.engine.errors_codec import encode_error, recreate_error
 from stepstone.engine.signals import InstanceFailed
 
 if TYPE_CHECKING:
-    from stepstone.engine.activation import Activation
     from stepstone.engine.python_api import SagaStepFunction
+    from stepstone.engine.step_host import StepHost
 
 ROLLBACK_PARAMS = frozenset({"ctx", "error", "output", "step_name"})
 
@@ -83,7 +83,7 @@ class Compensations:
     handlers, after an uncaught error or a terminate with rollback) and the Python saga's
     ``step.rollback_all()``. Both compensate only steps that started, newest start first."""
 
-    activation: Activation
+    activation: StepHost
     rollbacks: list[Compensation]
     sagas: list[Compensation]
     in_rollback_phase: bool

@@ -18,19 +18,41 @@ import asyncio
 import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepstone.authoring.config import ResolvedConfig, parse_rollback_config, resolve_config
 from stepstone.engine.callables import off_loop
 
 if TYPE_CHECKING:
-    from stepstone.engine.replay import ReplayStep
+    from stepstone.engine.step_host import StepHost
+
+
+class DecoratingStep(Protocol):
+    """What a decorated step needs from the step object that made it (``ReplayStep``)."""
+
+    implicit: bool
+
+    @property
+    def activation(self) -> StepHost: ...
+
+    def find_step_function(self, param: str) -> StepFunction | None: ...
+
+    async def run_do(
+        self,
+        name: str,
+        call: Callable[[dict[str, Any]], Any],
+        *,
+        config: Any,
+        rollback: Callable[..., Any] | None,
+        rollback_config: Any,
+        saga: SagaStepFunction | None = None,
+    ) -> Any: ...
 
 
 class StepFunction:
     """What the decorator form returns: call it to run (or replay) the step, once per run."""
 
-    def __init__(self, step: ReplayStep, name: str, fn: Callable[..., Any], **options: Any):
+    def __init__(self, step: DecoratingStep, name: str, fn: Callable[..., Any], **options: Any):
         self._step = step
         self.name = name
         self.fn = fn
@@ -121,7 +143,7 @@ class SagaStepFunction(StepFunction):
     given, the step's own error if it failed) and the step's output (``None`` if it failed).
     """
 
-    def __init__(self, step: ReplayStep, name: str, fn: Callable[..., Any], config: Any):
+    def __init__(self, step: DecoratingStep, name: str, fn: Callable[..., Any], config: Any):
         super().__init__(step, name, fn, config=config, legacy=not step.implicit)
         self.undo_fn: Callable[..., Any] | None = None
         self.undo_config: Any = None

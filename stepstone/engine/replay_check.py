@@ -30,14 +30,11 @@ from stepstone.engine.clock import ManualClock
 from stepstone.engine.compensation import Compensation
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.lifecycle import TERMINAL
+from stepstone.engine.payloads import recorded_result
 from stepstone.engine.recorded import RecordedInstance
-from stepstone.engine.replay import (
-    ReplayStep,
-    _describe,
-    _recorded_result,
-    _wait_result,
-)
+from stepstone.engine.replay import ReplayStep, describe_step
 from stepstone.engine.signals import InstanceFailed
+from stepstone.engine.waits import wait_result
 from stepstone.storage.base import Claim, InstanceRecord, Storage
 
 # Bounds a run() that awaits something other than steps (real I/O between steps).
@@ -219,7 +216,7 @@ class _CheckStep(ReplayStep):
                 entry.observe(record)
             self.sagas.append(entry)
         if record is not None and record.done:
-            return await _recorded_result(self.activation, record)
+            return await recorded_result(self.activation, record)
         await self._frontier(key)
 
     async def _compensate(
@@ -234,12 +231,12 @@ class _CheckStep(ReplayStep):
         key, _ = self._begin(h.WAIT, name)
         record = await self._recorded(key)
         if record is not None and record.done:
-            return _wait_result(record)
+            return wait_result(record)
         if record is not None and record.event_type not in (None, event_type):
             self.activation.mismatch = (
-                f"{_describe(key)} waits for events of type {event_type!r} where the record"
+                f"{describe_step(key)} waits for events of type {event_type!r} where the record"
                 f" waits for {record.event_type!r}",
-                _describe(key),
+                describe_step(key),
             )
         await self._frontier(key)
 
@@ -261,7 +258,7 @@ class _CheckStep(ReplayStep):
 
     async def _frontier(self, key: tuple[str, str]) -> NoReturn:
         act = self.activation
-        act.frontier.append(_describe(key))
+        act.frontier.append(describe_step(key))
         act.executing += 1
         try:
             await act.park(None)
@@ -328,7 +325,7 @@ async def check_instance(
     )
     # Requested-but-unfinished steps left the unrequested set too (in _begin).
     if left:
-        missing = _describe((left[0].kind, left[0].name))
+        missing = describe_step((left[0].kind, left[0].name))
         return verdict(
             f"the code no longer asks for the recorded {missing}"
             + (f" (it asks for {act.frontier[0]} instead)" if act.frontier else ""),
