@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--backend", default="sqlite_full")
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--venv", default=str(REPO / ".venv-bench"))
+    ap.add_argument("--venv", default=str(peer.DBOS_VENV))
     ap.add_argument("--out", help="keep the raw py-spy output here")
     args = ap.parse_args()
     env = peer.PeerEnv(Path(args.venv))

@@ -1,14 +1,18 @@
-"""``make bench``: Stepstone side by side with DBOS Transact 3.4.0, and Stepstone alone.
+"""``make bench``: Stepstone beside DBOS Transact 3.4.0, Restate 1.7.12 and Absurd 0.5.1.
 
-One run does, in order: the disk's commit floor (shared ``sqlite_floor.py``); then, for each
-round, each backend (SQLite FULL, SQLite NORMAL, PostgreSQL) with Stepstone and DBOS
-alternating (who goes first flips every round), each in a fresh process on a fresh database;
-then Stepstone's memory with sleeping instances and the instances list with many stored.
-Medians over rounds and Stepstone/DBOS ratios are printed, written to
+First the peers' environments are made ready (``bench/peer.py``: each in its own venv or npm
+prefix under ``~/.cache/stepstone-bench/``, installed from the registries on first use, left
+alone after). Then the run goes in rounds: a round runs every cell once (the disk's commit
+floor; Stepstone embedded on SQLite FULL, SQLite NORMAL and PostgreSQL; Stepstone's HTTP API
+on SQLite FULL; DBOS on its SQLite configurations and PostgreSQL; Restate over its HTTP
+ingress; Absurd on PostgreSQL), each in a fresh process on a fresh database or server, in an
+order that rotates from round to round. Then Stepstone alone: memory with sleeping instances,
+the instances list with many stored, the step endpoint under load. Medians over rounds,
+Stepstone/peer ratios per round and the durability of each side are printed, written to
 ``bench/results/<date>-<name>.json`` and rendered to ``docs/performance.md``.
 
-    .venv/bin/python bench/run.py            # the default run (~12 min on 2 cores)
-    .venv/bin/python bench/run.py --quick    # a smaller run (~2 min), name "quick"
+    .venv/bin/python bench/run.py            # the default run (5 rounds, ~25 min on 2 cores)
+    .venv/bin/python bench/run.py --quick    # a smaller run (~3 min), name "quick"
     .venv/bin/python bench/run.py --help
 """
 
@@ -19,10 +23,13 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import peer, report  # noqa: E402
+from bench import durability, peer, report  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
     "STEPSTONE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -44,27 +51,36 @@ def log(msg: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="Stepstone vs DBOS benchmark suite",
+        description="Stepstone beside DBOS, Restate and Absurd",
         formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, one round")
-    ap.add_argument("--runs", type=int, help="rounds per backend (default 3, quick 1)")
+    ap.add_argument("--runs", type=int, help="rounds (default 5, quick 1)")
     ap.add_argument("--name", help="result name (default: full, or quick)")
     ap.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma-separated")
     ap.add_argument("--pg-url", default=DEFAULT_PG)
     ap.add_argument("--peer-dir", help="directory of dbos_bench.py and sqlite_floor.py")
-    ap.add_argument("--venv", default=str(REPO / ".venv-bench"), help="DBOS venv")
+    ap.add_argument("--venv", default=str(peer.DBOS_VENV), help="DBOS venv")
     ap.add_argument("--n", type=int, help="steps in the sequential workflow (1000)")
     ap.add_argument("--w", type=int, help="concurrent 3-step workflows (500)")
     ap.add_argument("--lat-runs", type=int, help="latency samples (200)")
     ap.add_argument("--memory-counts", help="sleeping instances, comma-separated (10000,100000)")
     ap.add_argument("--list-count", type=int, help="instances stored for the list (1000000)")
     ap.add_argument("--skip-dbos", action="store_true")
+    ap.add_argument("--skip-restate", action="store_true")
+    ap.add_argument("--skip-absurd", action="store_true")
+    ap.add_argument("--skip-durability", action="store_true", help="no strace fsync count")
+    ap.add_argument(
+        "--max-load",
+        type=float,
+        help="run a round again if the 1-minute load average passed this (default: never)",
+    )
+    ap.add_argument("--max-extra", type=int, default=3, help="rounds run again at most")
     ap.add_argument("--no-dbos-wal-full", action="store_true", help="skip DBOS with WAL+FULL")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-list", action="store_true")
     ap.add_argument("--skip-floor", action="store_true")
-    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-http", action="store_true", help="no Stepstone HTTP cell or load")
     ap.add_argument(
         "--http-into",
         metavar="RESULT",
@@ -75,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     quick = args.quick
     defaults = {
-        "runs": 1 if quick else 3,
+        "runs": 1 if quick else 5,
         "name": "quick" if quick else "full",
         "n": 200 if quick else 1000,
         "w": 100 if quick else 500,
@@ -153,6 +169,185 @@ def settle(env: peer.PeerEnv, pg_url: str | None) -> None:
     os.sync()
 
 
+@dataclass
+class Cell:
+    """One system in one configuration: a command run once per round, in a fresh process."""
+
+    key: str
+    cmd: Callable[[int], list[str]]  # round -> command
+    env: dict[str, str] = field(default_factory=dict)
+    pg: bool = False
+
+
+def build_cells(
+    args: argparse.Namespace,
+    env: peer.PeerEnv,
+    peer_dir: Path,
+    skipped: dict[str, str],
+    peers: dict[str, Any],
+) -> list[Cell]:
+    sizes = ["--n", str(args.n), "--w", str(args.w), "--lat-runs", str(args.lat_runs)]
+    cells: list[Cell] = []
+    pg_ok = "postgres" not in skipped
+    if not args.skip_floor:
+        floor_pg = args.pg_url if pg_ok and "postgres" in args.backends else None
+        cells.append(Cell("floor", lambda r: peer.floor_command(env, peer_dir, 1000, floor_pg)))
+
+    def stepstone(backend: str) -> Callable[[int], list[str]]:
+        def cmd(run: int) -> list[str]:
+            extra = ["--backend", backend, "--run", str(run), *sizes]
+            if run == 0:
+                extra += ["--diag", "--handle-wait-runs", "50"]
+            return stepstone_cmd(args, *extra)
+
+        return cmd
+
+    for backend in args.backends:
+        if backend == "postgres" and (not pg_ok or "stepstone:postgres" in skipped):
+            continue
+        cells.append(Cell(f"stepstone:{backend}", stepstone(backend), pg=backend == "postgres"))
+    if "sqlite_full" in args.backends and not args.skip_http:
+        http = [sys.executable, "-m", "bench.stepstone_http", "--backend", "sqlite_full", *sizes]
+        cells.append(Cell("stepstone:http_sqlite_full", lambda r: [*http, "--run", str(r)]))
+
+    if not args.skip_dbos:
+        dbos_configs = {
+            "sqlite_full": ["default"] + ([] if args.no_dbos_wal_full else ["wal_full"]),
+            "sqlite_normal": ["wal_normal"],
+            "postgres": ["postgres"],
+        }
+        for backend in args.backends:
+            if backend == "postgres" and not pg_ok:
+                continue
+            for config in dbos_configs[backend]:
+                kind = "postgres" if backend == "postgres" else "sqlite"
+                key = "dbos:postgres" if kind == "postgres" else f"dbos:sqlite:{config}"
+
+                def dbos(run: int, kind: str = kind) -> list[str]:
+                    return peer.dbos_command(
+                        env, peer_dir, kind, args.pg_url, args.n, args.w, args.lat_runs, run == 0
+                    )
+
+                extra_env = {} if kind == "postgres" else peer.dbos_pragma_env(config)
+                cells.append(Cell(key, dbos, extra_env, pg=kind == "postgres"))
+
+    if "restate" in peers:
+        restate = [
+            str(peers["restate"].python), "-m", "bench.restate_peer",
+            "--server", str(peers["restate_server"]), *sizes,
+        ]  # fmt: skip
+        cells.append(Cell("restate:default", lambda r: [*restate, "--run", str(r)]))
+    if "absurd" in peers:
+        absurd = [
+            str(peers["absurd"].python), "-m", "bench.absurd_peer", "--pg-url", args.pg_url,
+            *sizes,
+        ]  # fmt: skip
+        cells.append(Cell("absurd:postgres", lambda r: [*absurd, "--run", str(r)], pg=True))
+    return cells
+
+
+def setup_peers(args: argparse.Namespace, pg_ok: bool, skipped: dict[str, str]) -> dict[str, Any]:
+    """Build Restate's and Absurd's environments (idempotent); a peer that cannot be installed
+    is reported as skipped and the rest of the run goes on."""
+    peers: dict[str, Any] = {}
+    if not args.skip_restate:
+        try:
+            restate = peer.restate_env()
+            restate.ensure(log=log)
+            peers["restate_server"] = peer.RestateServer().ensure(log=log)
+            peers["restate"] = restate
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            skipped["restate"] = f"could not be installed: {exc}"
+            log(f"Restate skipped: {exc}")
+    if not args.skip_absurd:
+        if not pg_ok:
+            skipped["absurd"] = "no PostgreSQL"
+        else:
+            try:
+                absurd = peer.absurd_env()
+                absurd.ensure(log=log)
+                peers["absurd"] = absurd
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                skipped["absurd"] = f"could not be installed: {exc}"
+                log(f"Absurd skipped: {exc}")
+    return peers
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_rounds(
+    args: argparse.Namespace, env: peer.PeerEnv, cells: list[Cell], errors: list[str]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Every cell once per round, the order rotated each round. With ``--max-load``, a round
+    whose 1-minute load average passed it is run again (up to ``--max-extra`` times) and left
+    out of the figures."""
+    rows: dict[str, list[dict[str, Any]]] = {c.key: [] for c in cells}
+    rounds: list[dict[str, Any]] = []
+    valid = extra = attempt = 0
+    while valid < args.runs and cells:
+        shift = attempt % len(cells)
+        order = cells[shift:] + cells[:shift]
+        info: dict[str, Any] = {
+            "run": attempt,
+            "order": [c.key for c in order],
+            "loadavg_before": loadavg(),
+            "cells": {},
+        }
+        log(f"round {attempt}: load {info['loadavg_before'][0]}; order {info['order']}")
+        peak = info["loadavg_before"][0]
+        for cell in order:
+            # Every cell, PostgreSQL or not, starts after a CHECKPOINT: the previous cell's
+            # dirty shared buffers are not written behind this one's fsyncs.
+            settle(env, args.pg_url if args.pg_ok else None)
+            before, t = loadavg(), time.perf_counter()
+            log(f"round {attempt}: {cell.key}")
+            got, err = peer.run_json(cell.cmd(attempt), env=cell.env, cwd=REPO, timeout=900)
+            for r in got:
+                r["run"] = attempt
+            rows[cell.key].extend(got)
+            after = loadavg()
+            peak = max(peak, after[0])
+            info["cells"][cell.key] = {
+                "seconds": round(time.perf_counter() - t, 1),
+                "loadavg_before": before,
+                "loadavg_after": after,
+                **({"error": err} if err else {}),
+            }
+            if err:
+                errors.append(f"{cell.key} round {attempt}: {err}")
+                log(f"  failed: {err}")
+        info["peak_load1"] = peak
+        info["valid"] = True
+        if args.max_load and peak > args.max_load and extra < args.max_extra:
+            info["valid"] = False
+            extra += 1
+            log(f"  load average reached {peak} > {args.max_load}: the round is run again")
+        valid += info["valid"]
+        rounds.append(info)
+        attempt += 1
+    return rows, rounds
+
+
+def pg_settings(env: peer.PeerEnv, url: str) -> dict[str, str]:
+    code = (
+        "import json, psycopg, sys\n"
+        "names = ['fsync', 'synchronous_commit', 'wal_sync_method', 'commit_delay',"
+        " 'full_page_writes']\n"
+        "with psycopg.connect(sys.argv[1]) as c:\n"
+        "    print(json.dumps({n: c.execute('SHOW ' + n).fetchone()[0] for n in names}))\n"
+    )
+    out = subprocess.run(
+        [str(env.python), "-c", code, url], capture_output=True, text=True, check=False
+    )
+    try:
+        found: dict[str, str] = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return {}
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.http_into:
@@ -160,14 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     load_start = os.getloadavg()
-    env = peer.PeerEnv(Path(args.venv))
+    env = peer.dbos_env(Path(args.venv))
     peer_dir = peer.find_peer_dir(args.peer_dir)
     env.ensure(log=log)
-    log(f"peer harness: {peer_dir}; DBOS venv: {env.venv}")
+    log(f"DBOS harness: {peer_dir / peer.HARNESS}; DBOS venv: {env.venv}")
 
     skipped: dict[str, str] = {}
-    stepstone_rows: dict[str, list[dict[str, Any]]] = {}
-    dbos_rows: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
     notes: list[str] = []
 
@@ -187,65 +380,20 @@ def main(argv: list[str] | None = None) -> int:
             skipped["stepstone:postgres"] = f"open_storage('postgresql://...') fails: {reason}"
             log(f"Stepstone PostgreSQL skipped: {reason}")
 
-    floor: list[dict[str, Any]] = []
-    if not args.skip_floor:
-        log("disk floor (sqlite_floor.py)")
-        floor, err = peer.run_json(
-            peer.floor_command(env, peer_dir, 1000, args.pg_url if use_pg and pg_ver else None),
-            timeout=300,
-        )
-        if err:
-            errors.append(f"sqlite_floor: {err}")
+    args.pg_ok = pg_ver is not None
+    peers = setup_peers(args, use_pg and "postgres" not in skipped, skipped)
+    cells = build_cells(args, env, peer_dir, skipped, peers)
+    cell_rows, rounds = run_rounds(args, env, cells, errors)
+    valid_runs = [r["run"] for r in rounds if r["valid"]]
+    cell_rows = {k: [r for r in rs if r.get("run") in valid_runs] for k, rs in cell_rows.items()}
+    floor = cell_rows.pop("floor", [])
 
-    dbos_configs = {
-        "sqlite_full": ["default"] + ([] if args.no_dbos_wal_full else ["wal_full"]),
-        "sqlite_normal": ["wal_normal"],
-        "postgres": ["postgres"],
+    stepstone_rows = {
+        k.split(":", 1)[1]: rs
+        for k, rs in cell_rows.items()
+        if k.startswith("stepstone:") and not k.startswith("stepstone:http")
     }
-
-    def run_stepstone(backend: str, run: int) -> None:
-        if backend == "postgres" and ("postgres" in skipped or "stepstone:postgres" in skipped):
-            return
-        extra = [
-            "--backend", backend, "--run", str(run), "--n", str(args.n), "--w", str(args.w),
-            "--lat-runs", str(args.lat_runs),
-        ]  # fmt: skip
-        if run == 0:
-            extra += ["--diag", "--handle-wait-runs", "50"]
-        log(f"round {run}: Stepstone {backend}")
-        settle(env, None if "postgres" in skipped else args.pg_url)
-        rows, err = peer.run_json(stepstone_cmd(args, *extra), cwd=REPO, timeout=900)
-        stepstone_rows.setdefault(backend, []).extend(rows)
-        if err:
-            errors.append(f"Stepstone {backend} run {run}: {err}")
-            log(f"  failed: {err}")
-
-    def run_dbos(backend: str, run: int) -> None:
-        if args.skip_dbos or (backend == "postgres" and "postgres" in skipped):
-            return
-        for config in dbos_configs[backend]:
-            key = "postgres" if backend == "postgres" else f"sqlite:{config}"
-            kind = "postgres" if backend == "postgres" else "sqlite"
-            log(f"round {run}: DBOS {key}")
-            cmd = peer.dbos_command(
-                env, peer_dir, kind, args.pg_url, args.n, args.w, args.lat_runs, run == 0
-            )
-            extra_env = {} if kind == "postgres" else peer.dbos_pragma_env(config)
-            settle(env, None if "postgres" in skipped else args.pg_url)
-            rows, err = peer.run_json(cmd, env=extra_env, timeout=900)
-            for r in rows:
-                r["run"] = run
-            dbos_rows.setdefault(key, []).extend(rows)
-            if err:
-                errors.append(f"DBOS {key} run {run}: {err}")
-                log(f"  failed: {err}")
-
-    for run in range(args.runs):
-        for backend in args.backends:
-            order = [run_stepstone, run_dbos] if run % 2 == 0 else [run_dbos, run_stepstone]
-            for fn in order:
-                fn(backend, run)
-
+    dbos_rows = {k.split(":", 1)[1]: rs for k, rs in cell_rows.items() if k.startswith("dbos:")}
     stepstone_skips = {}
     for key in ("postgres", "stepstone:postgres"):
         if key in skipped:
@@ -256,9 +404,35 @@ def main(argv: list[str] | None = None) -> int:
         stepstone_skips,
         {"postgres": skipped["postgres"]} if "postgres" in skipped else {},
     )
+    peer_summary = report.summarize_cells({**cell_rows, "floor": floor}, valid_runs)
 
     if args.no_dbos_wal_full or args.skip_dbos:
         summary.pop("sqlite_full_wal", None)
+
+    strace: dict[str, Any] = {}
+    if args.skip_durability:
+        pass
+    elif shutil.which("strace") is None:
+        skipped["durability"] = "strace is not installed: fsync calls and round trips not counted"
+    else:
+        log("durability: fsync calls per step and PostgreSQL round trips (strace, not timed)")
+        harness = {
+            key: [str(peers[key].python), "-m", f"bench.{key}_peer"]
+            for key in ("restate", "absurd")
+            if key in peers
+        }
+        if "restate" in harness:
+            harness["restate"] += ["--server", str(peers["restate_server"])]
+        if "absurd" in harness:
+            harness["absurd"] += ["--pg-url", args.pg_url]
+        strace = durability.measure(
+            args.pg_url if "stepstone:postgres" in cell_rows else None,
+            harness.get("restate"),
+            harness.get("absurd"),
+            steps=200 if args.quick else 1000,
+            trips=50 if args.quick else 200,
+        )
+        errors += [f"durability: {e}" for e in strace.pop("errors")]
 
     memory: list[dict[str, Any]] = []
     if not args.skip_memory:
@@ -286,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     http = {} if args.skip_http else http_bench(args)
     env_rows = [r for rows in stepstone_rows.values() for r in rows if r.get("bench") == "env"]
     dbos_env = [r for rows in dbos_rows.values() for r in rows if r.get("bench") == "env"]
+
+    def env_of(cell: str) -> dict[str, Any]:
+        return next((r for r in cell_rows.get(cell, []) if r.get("bench") == "env"), {})
+
+    restate_env, absurd_env = env_of("restate:default"), env_of("absurd:postgres")
     pragmas = {
         key: next((r for r in rows if r.get("bench") == "dbos_sqlite_pragmas"), None)
         for key, rows in dbos_rows.items()
@@ -300,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             **machine_info(),
             "postgres": pg_ver,
+            "postgres_settings": pg_settings(env, args.pg_url) if pg_ver else {},
             "loadavg_1_5_15_start": [round(x, 2) for x in load_start],
             "loadavg_1_5_15_end": [round(x, 2) for x in os.getloadavg()],
         },
@@ -307,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
             "stepstone": env_rows[0]["stepstone"] if env_rows else None,
             "git": git_describe(),
             "dbos": dbos_env[0]["dbos"] if dbos_env else None,
+            "restate_server": (restate_env.get("server") or "").rpartition(" ")[2] or None,
+            "restate_sdk": restate_env.get("sdk"),
+            "hypercorn": restate_env.get("hypercorn"),
+            "absurd_sdk": absurd_env.get("absurd_sdk"),
+            "absurdctl": absurd_env.get("absurdctl"),
         },
         "config": {
             "runs": args.runs,
@@ -317,11 +502,16 @@ def main(argv: list[str] | None = None) -> int:
             "worker": env_rows[0]["worker"] if env_rows else None,
             "pg_url": args.pg_url,
             "peer_dir": str(peer_dir),
+            "cells": [c.key for c in cells],
+            "max_load": args.max_load,
         },
+        "rounds": rounds,
         "dbos_sqlite_pragmas": pragmas,
         "skipped": skipped,
         "floor": floor,
         "summary": summary,
+        "peers": peer_summary,
+        "durability": strace,
         "stepstone_extra": stepstone_extra(stepstone_rows),
         "diag": diag_rows(stepstone_rows, dbos_rows),
         "memory": memory,
@@ -329,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": http,
         "errors": errors,
         "notes": notes,
-        "raw": {"stepstone": stepstone_rows, "dbos": dbos_rows},
+        "raw": cell_rows,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     out_dir = REPO / "bench" / "results"
@@ -390,7 +580,7 @@ def http_bench(args: argparse.Namespace) -> dict[str, Any]:
         "--http-seconds", "3" if args.quick else "10", "--http-clients", "16",
     ]  # fmt: skip
     rounds: list[dict[str, Any]] = []
-    err = ""
+    err: str | None = None
     for run in range(args.runs):
         log(f"Stepstone over HTTP (create-to-complete, step endpoint under load), run {run}")
         rows, err = peer.run_json(stepstone_cmd(args, *extra), cwd=REPO, timeout=600)
@@ -427,10 +617,23 @@ def print_summary(result: dict[str, Any]) -> None:
         )
     )
     print()
-    print(f"Stepstone vs DBOS (median of {result['config']['runs']} run(s)):")
+    print(f"Stepstone vs DBOS (median of {result['config']['runs']} round(s)):")
     print(report.console_table(report.comparison_rows(result["summary"]), report.HEADER))
     for cid, entry in result["summary"].items():
         print(f"  {cid}: {entry['durability']}")
+    peers = result.get("peers") or {}
+    if peers.get("cells"):
+        header = [label for _, label in report.PEER_FIGURES]
+        print()
+        print(f"Every system (median (min-max) over {peers['rounds']} round(s)):")
+        print(report.console_table(report.peer_rows(peers), ["system", *header]))
+        print()
+        print("Stepstone/peer, per round, then median (min-max):")
+        print(report.console_table(report.pair_rows(peers), ["pair", *header]))
+        if peers.get("floor"):
+            print(f"SQLite FULL W1 per step / WAL FULL commit floor: {peers['floor']}")
+    if result.get("durability"):
+        print(f"durability: {json.dumps(result['durability'])}")
     for r in result["memory"]:
         print(f"memory: {json.dumps(r)}")
     for r in result["list"]:
