@@ -603,6 +603,18 @@ def pair_rows(peers: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _round_loads(rounds: list[dict[str, Any]]) -> list[str]:
+    if not rounds:
+        return []
+    starts = ", ".join(_fmt(r["loadavg_before"][0]) for r in rounds)
+    peaks = ", ".join(_fmt(r["peak_load1"]) for r in rounds)
+    again = sum(1 for r in rounds if not r["valid"])
+    text = f"1-minute load average at each round's start: {starts}; highest in each: {peaks}."
+    if again:
+        text += f" {again} round(s) passed the load limit and were run again, left out here."
+    return [text, ""]
+
+
 def render_peers(result: dict[str, Any]) -> list[str]:
     peers = result.get("peers")
     if not peers or not peers.get("cells"):
@@ -631,6 +643,7 @@ def render_peers(result: dict[str, Any]) -> list[str]:
         " `~/.cache/stepstone-bench/`, installed by `make bench` from the registries; none is"
         " a Stepstone dependency.",
         "",
+        *_round_loads(result.get("rounds", [])),
         "Median (min-max) over rounds:",
         "",
         md_table(peer_rows(peers), ["system", *(label for _, label in PEER_FIGURES)]),
@@ -677,10 +690,27 @@ def render_peers(result: dict[str, Any]) -> list[str]:
             + ".",
             "",
         ]
+    out += ["What differs between the harnesses:", ""] + [f"- {n}" for n in HARNESS_NOTES] + [""]
     skipped = {k: val for k, val in result.get("skipped", {}).items() if k in PEER_SKIP_KEYS}
     if skipped:
         out += [f"- {k} not measured: {reason}" for k, reason in skipped.items()] + [""]
     return out
 
 
-PEER_SKIP_KEYS = ("restate", "absurd", "dbos")
+PEER_SKIP_KEYS = ("restate", "absurd", "dbos", "durability")
+
+HARNESS_NOTES = [
+    "Restate runs with its defaults (one node, 24 partitions, replication 1) except loopback"
+    " binding, free ports, telemetry and the web UI off and quieter logs; the SDK service is a"
+    " stateless `restate.Service` under hypercorn (h2c). Restate cannot be embedded: every"
+    " step goes from the SDK over HTTP/2 to the server and its log-server and back.",
+    "Absurd: one worker (concurrency 100, its own connection) and a client in one process;"
+    " Absurd has no LISTEN/NOTIFY, so the worker polls every 1 ms (its default 0.25 s alone"
+    " would put W3's p50 near 270 ms).",
+    "DBOS's W1 (and its empty workflow) is a direct call of the workflow function in the"
+    " caller's thread, with no create and claim through a queue as Stepstone and Absurd do;"
+    " its W2 and W3 go through `DBOS.start_workflow` and `handle.get_result()`.",
+    "Stepstone serve is `stepstone.server.run_server` (API and worker in one process, an API"
+    " token on every request, access log off); its client polls, as a Cloudflare Workflows"
+    " client does, where Restate's ingress call blocks until the invocation ends.",
+]
