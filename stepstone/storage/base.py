@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepstone.errors import JurisdictionImmutable
+from stepstone.storage.appended import AppendSignal
 from stepstone.storage.ops_records import (
     AuditEntry,
     AuditQuery,
@@ -303,6 +304,9 @@ class Storage(Protocol):
     """Every durable operation. Unless stated, an operation is one atomic transaction."""
 
     url: str
+    # Fired after each commit of this process that appends events to an instance's log, and
+    # polled for other processes' (see storage/appended.py): what event streams wait on.
+    appended: AppendSignal
 
     async def open(self) -> None:
         """Connect and apply pending migrations. Idempotent."""

@@ -22,6 +22,7 @@ import orjson
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage import approval_sql, sqlite_children, sqlite_webhooks
+from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     ApprovalLinkRecord,
     Claim,
@@ -143,6 +144,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         # record_progress_nowait: events not yet written, per instance pk.
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
+        self.appended = AppendSignal(self._latest_event_ids)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
     async def close(self) -> None:
         if self._writer is None:
             return
+        self.appended.stop()
         self._flush_queued()
         self._writer.close()
         self._writer = None
@@ -262,6 +265,12 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
                     _insert_events(conn, claim.instance.pk, events)
                 return main(conn)
 
+            written = self._writer.submit(
+                job, durable=durable, wait=wait, wakes=wakes, batched=batched
+            )
+            if self.appended.active:
+                written.add_done_callback(lambda _: self.appended.fire_many(queued))
+            return written
         return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes, batched=batched)
 
     def _cancel_flush(self) -> None:
@@ -564,6 +573,15 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         )
         return [EventRecord(*r) for r in rows]
 
+    async def _latest_event_ids(self, pks: Sequence[int]) -> dict[int, int]:
+        sql = (
+            "SELECT i.pk, coalesce((SELECT max(event_id) FROM instance_events"
+            " WHERE instance_pk = i.pk), 0) FROM instances i"
+            " WHERE i.pk IN (SELECT value FROM json_each(?))"
+        )
+        rows = self._read(lambda c: c.execute(sql, (orjson.dumps(list(pks)),)).fetchall())
+        return {int(pk): int(newest) for pk, newest in rows}
+
     async def read_stream(
         self, instance_pk: int, step_name: str, chunks: int
     ) -> AsyncIterator[bytes]:
@@ -654,6 +672,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
             return int(current[1]) + 1 if held else None
 
         epoch = await self._write(job, wakes=True)
+        self.appended.fire(instance_pk)
         if epoch is not None:
             self._fire_control([(instance_pk, epoch)])
 
@@ -804,6 +823,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
             return status
 
         result: str = await self._write(job, wait=False, batched=True)
+        self.appended.fire(claim.instance.pk)
         return result
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
@@ -887,6 +907,8 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
             return delivered
 
         result: DeliveredEvent | None = await self._write(job)
+        if result is not None:
+            self.appended.fire(claim.instance.pk)
         return result
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
@@ -942,6 +964,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         ends = r.status in TERMINAL
         # An instance that ended leaves nothing to claim or to wait for: only watchers hear.
         result: str = await self._write(job, wakes=not ends, batched=True)
+        self.appended.fire(claim.instance.pk)
         if ends:
             for callback in self._change_listeners:
                 callback()

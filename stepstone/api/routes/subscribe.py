@@ -19,8 +19,9 @@ see that; its connection is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -68,11 +69,6 @@ EVENT_TYPES: frozenset[str] = frozenset(
         *(f"rollback_{t}" for t in _STEP_EVENTS),
     }
 )
-# A poll is one indexed range read; 200 ms keeps the stream live without costing a busy server
-# much, even with many subscribers of idle (sleeping, waiting) instances.
-POLL_SECONDS = 0.2
-# Re-reading the instance row notices a delete (which leaves no event behind) within a second.
-EXISTS_CHECK_SECONDS = 1.0
 HEARTBEAT_SECONDS = 15.0
 BATCH = 500
 # Most event data one subscriber holds while its reader catches up (at least one event).
@@ -202,11 +198,14 @@ async def instance_events(
     record: InstanceRecord,
     after: int,
     types: Iterable[str] | None = None,
-    *,
-    poll_seconds: float = POLL_SECONDS,
-) -> AsyncIterator[bytes | None]:
+) -> AsyncGenerator[bytes | None, None]:
     """SSE frames of the events after ``after``, then of live ones, until a terminal event or
     the instance is gone.
+
+    Between reads it waits on the store's append signal (storage/appended.py): fired at once
+    by a commit of this process that appends to the instance's log, and by the store's shared
+    fallback poll (about a second) for other processes' writes and for a delete, which leaves
+    no event behind. An idle subscriber so reads nothing until something happens.
 
     Yields None when nothing happened for ``HEARTBEAT_SECONDS``, so a caller can keep an idle
     connection alive (and learn early that its client left).
@@ -216,42 +215,52 @@ async def instance_events(
     # Sensitivity is declared at a step's start, which may lie before the cursor.
     cursor = 0
     clock = asyncio.get_running_loop().time
-    last_sent = last_check = clock()
-    while True:
-        loaded = await ops.storage.load_events(record.pk, cursor, BATCH)
-        events, truncated = _within_budget(loaded)
-        more = truncated or len(loaded) == BATCH
-        # Each event is let go of once sent, not at the batch's end.
-        pending = deque(events)
-        del loaded, events
-        while pending:
-            event = pending.popleft()
-            cursor = event.event_id
-            redactor.see(event)
-            if event.event_id <= after:
+    last_sent = clock()
+    woken = False
+    with ops.storage.appended.watching(record.pk) as watch:
+        while True:
+            watch.arm()  # a commit from here on wakes the wait below, even one during the read
+            loaded = await ops.storage.load_events(record.pk, cursor, BATCH)
+            events, truncated = _within_budget(loaded)
+            more = truncated or len(loaded) == BATCH
+            found = bool(loaded)
+            # Each event is let go of once sent, not at the batch's end.
+            pending = deque(events)
+            del loaded, events
+            while pending:
+                event = pending.popleft()
+                cursor = event.event_id
+                redactor.see(event)
+                if event.event_id <= after:
+                    continue
+                terminal = event.type in TERMINAL_EVENTS
+                frame = None
+                if wanted is None or event.type in wanted:
+                    frame = _FRAMES.frame(record.id, record.pk, event, redactor)
+                # While the frame waits on a slow reader, only the frame (shared if large) is
+                # held.
+                del event
+                if frame is not None:
+                    yield frame
+                    last_sent = clock()
+                if terminal:
+                    return
+            if more:
                 continue
-            terminal = event.type in TERMINAL_EVENTS
-            frame = None
-            if wanted is None or event.type in wanted:
-                frame = _FRAMES.frame(record.id, record.pk, event, redactor)
-            # While the frame waits on a slow reader, only the frame (shared if large) is held.
-            del event
-            if frame is not None:
-                yield frame
-                last_sent = clock()
-            if terminal:
+            # Woken with nothing to read: the poll saw the instance gone (or a write rolled
+            # back, or a poll raced a read).
+            gone = woken and not found
+            if gone and await ops.storage.get_instance(record.workflow_pk, record.id) is None:
                 return
-        if more:
-            continue
-        now = clock()
-        if now - last_check >= EXISTS_CHECK_SECONDS:
-            last_check = now
-            if await ops.storage.get_instance(record.workflow_pk, record.id) is None:
-                return
-        if now - last_sent >= HEARTBEAT_SECONDS:
-            last_sent = now
-            yield None
-        await asyncio.sleep(poll_seconds)
+            while True:
+                idle = clock() - last_sent
+                if idle >= HEARTBEAT_SECONDS:
+                    last_sent = clock()
+                    yield None
+                    continue
+                if await watch.wait(cursor, HEARTBEAT_SECONDS - idle):
+                    break
+            woken = True
 
 
 async def finished(ops: Operations, record: InstanceRecord, after: int) -> bool:
@@ -270,10 +279,12 @@ def sse_frame(event: dict[str, Any] | None) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (event["eventId"], data)
 
 
-async def sse_body(events: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
+async def sse_body(events: AsyncGenerator[bytes | None, None]) -> AsyncIterator[bytes]:
     yield f"retry: {RECONNECT_MS}\n\n".encode()
-    async for frame in events:
-        yield sse_frame(None) if frame is None else frame
+    # Closed with the response, not whenever it is collected: it holds a watch until then.
+    async with contextlib.aclosing(events):
+        async for frame in events:
+            yield sse_frame(None) if frame is None else frame
 
 
 class EventStream(StreamingResponse):
