@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import orjson
 
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
     DeliveredEvent,
@@ -88,6 +87,11 @@ _CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 _CLAIM_PLAIN = pg_plain_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 
 
+def _same_claim(a: Claim, b: Claim) -> bool:
+    # The fence's own terms: two claims of one epoch by different owners are different.
+    return a.epoch == b.epoch and a.owner == b.owner
+
+
 async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
     if events:
         await conn.executemany(
@@ -152,7 +156,6 @@ class WorkerWrites:
 
     _db: Database
     _lease_db: Database
-    appended: AppendSignal
     _wake_listeners: list[Callable[[], None]]
     _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
@@ -274,7 +277,7 @@ class WorkerWrites:
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
         pk = claim.instance.pk
         queued = self._queued.get(pk)
-        if queued is not None and queued[0].epoch == claim.epoch:
+        if queued is not None and _same_claim(queued[0], claim):
             queued[1].extend(events)
         else:
             self._queued[pk] = (claim, list(events))
@@ -294,7 +297,6 @@ class WorkerWrites:
                 await self._db.write_reporting_xid(
                     partial(self._write_batch, batch=batch), durable=False
                 )
-                self.appended.fire_many(batch)
             except Exception as exc:
                 # The claim's next awaited write fails the same way (fenced or unreachable).
                 log.debug("queued history events were not written: %r", exc)
@@ -322,7 +324,7 @@ class WorkerWrites:
         while self._inflight is not None and pk in self._inflight[0]:
             await asyncio.shield(self._inflight[1])
         queued = self._queued.pop(pk, None)
-        if queued is None or queued[0].epoch != claim.epoch:
+        if queued is None or not _same_claim(queued[0], claim):
             return []
         return queued[1]
 
@@ -347,9 +349,7 @@ class WorkerWrites:
             await insert_events(conn, pk, earlier)
             return await fn(conn, row)
 
-        result = await self._write(job, wakes=wakes)
-        self.appended.fire(pk)
-        return result
+        return await self._write(job, wakes=wakes)
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
         # The hot path of every step: shares one statement, in its own transaction, with the
@@ -357,7 +357,6 @@ class WorkerWrites:
         status = await self._progress.write(claim, [*await self._take_queued(claim), *events])
         if status is None:
             raise Fenced(claim.instance.id)
-        self.appended.fire(claim.instance.pk)
         return status
 
     async def set_active_status(self, claim: Claim, status: str) -> None:
@@ -439,7 +438,6 @@ class WorkerWrites:
         status = await self._releases.write(claim, (release, events, now))
         if status is None:
             raise Fenced(claim.instance.id)
-        self.appended.fire(claim.instance.pk)
         # Local listeners hear of every release (a waiter may be watching this instance);
         # other processes are notified only when the instance is due again soon.
         self._fire_wake()
