@@ -20,6 +20,7 @@ import orjson
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
 from stepstone.storage import approval_sql, postgres_children
+from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     ApprovalLinkRecord,
     Claim,
@@ -170,6 +171,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         self._history_reads: ReadBatcher[int, list[EventRecord]] = ReadBatcher(
             self._events, self._histories, [], max(1, max_connections // 2)
         )
+        self.appended = AppendSignal(self._latest_event_ids)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
     async def close(self) -> None:
         if not self._opened:
             return
+        self.appended.stop()
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
         await self._progress.drain()
@@ -551,6 +554,16 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         )
         return [EventRecord(*r) for r in rows]
 
+    async def _latest_event_ids(self, pks: Sequence[int]) -> dict[int, int]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                "SELECT i.pk, coalesce((SELECT max(event_id) FROM instance_events"
+                " WHERE instance_pk = i.pk), 0) FROM instances i WHERE i.pk = ANY($1::bigint[])",
+                list(pks),
+            )
+        )
+        return {int(pk): int(newest) for pk, newest in rows}
+
     async def read_stream(
         self, instance_pk: int, step_name: str, chunks: int
     ) -> AsyncIterator[bytes]:
@@ -669,6 +682,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
         try:
             epoch = await self._write(job, wakes=t.runnable)
+            self.appended.fire(instance_pk)
         except BaseException:
             if queued is not None:  # not written: back to the front of the queue
                 later = self._queued.get(instance_pk)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
     DeliveredEvent,
@@ -156,6 +157,7 @@ class WorkerWrites:
 
     _db: Database
     _lease_db: Database
+    appended: AppendSignal
     _wake_listeners: list[Callable[[], None]]
     _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
@@ -297,6 +299,7 @@ class WorkerWrites:
                 await self._db.write_reporting_xid(
                     partial(self._write_batch, batch=batch), durable=False
                 )
+                self.appended.fire_many(batch)
             except Exception as exc:
                 # The claim's next awaited write fails the same way (fenced or unreachable).
                 log.debug("queued history events were not written: %r", exc)
@@ -349,7 +352,9 @@ class WorkerWrites:
             await insert_events(conn, pk, earlier)
             return await fn(conn, row)
 
-        return await self._write(job, wakes=wakes)
+        result = await self._write(job, wakes=wakes)
+        self.appended.fire(pk)
+        return result
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
         # The hot path of every step: shares one statement, in its own transaction, with the
@@ -357,6 +362,7 @@ class WorkerWrites:
         status = await self._progress.write(claim, [*await self._take_queued(claim), *events])
         if status is None:
             raise Fenced(claim.instance.id)
+        self.appended.fire(claim.instance.pk)
         return status
 
     async def set_active_status(self, claim: Claim, status: str) -> None:
@@ -438,6 +444,7 @@ class WorkerWrites:
         status = await self._releases.write(claim, (release, events, now))
         if status is None:
             raise Fenced(claim.instance.id)
+        self.appended.fire(claim.instance.pk)
         # Local listeners hear of every release (a waiter may be watching this instance);
         # other processes are notified only when the instance is due again soon.
         self._fire_wake()
