@@ -206,6 +206,37 @@ class WorkerWrites:
         # their own, so the claim's snapshot holds every claim committed under them.
         locked = sorted(pk for pk in self._caps_seen if in_scope is None or pk in in_scope)
 
+        def taken(rows: Sequence[Any]) -> list[Claim]:
+            claims = [
+                Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
+            ]
+            seen = next(r[21] for r in rows if r[21] is not None)
+            # A workflow capped since the last look was left alone this time; the next claim
+            # locks it (taking it now, after the others, could deadlock with another claimer).
+            if in_scope is None:
+                self._caps_seen = set(seen)
+            else:
+                self._caps_seen = (self._caps_seen - in_scope) | set(seen)
+            return claims
+
+        # Claims commit durably (they wait for the WAL flush, and for the synchronous
+        # standby): a claim acknowledged and then lost with a failed primary would leave its
+        # holder running while the promoted standby hands the instance out again. Measured
+        # cost: about 0.3 ms a claim statement (docs/scaling.md).
+        if max_running is None and not locked:
+            # One statement in its own implicit transaction: one round trip, BEGIN and COMMIT
+            # included. If its answer is lost it is simply sent again: what a lost try claimed
+            # stays leased to this owner, unseen, until the lease expires, and is then claimed
+            # again at a new epoch (a delay for those instances, never a second holder).
+            async def plain(conn: Any, _retry: bool) -> list[Claim]:
+                return taken(
+                    await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, limit, scope)
+                )
+
+            claims = await self._db.idempotent(plain)
+            claims.sort(key=lambda c: c.instance.pk)
+            return claims
+
         async def job(conn: Any) -> tuple[int | None, list[Claim]]:
             allowed = limit
             if max_running is not None:
@@ -224,22 +255,9 @@ class WorkerWrites:
                 rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
             else:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
-            claims = [
-                Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
-            ]
-            seen = next(r[21] for r in rows if r[21] is not None)
-            # A workflow capped since the last look was left alone this time; the next claim
-            # locks it (taking it now, after the others, could deadlock with another claimer).
-            if in_scope is None:
-                self._caps_seen = set(seen)
-            else:
-                self._caps_seen = (self._caps_seen - in_scope) | set(seen)
+            claims = taken(rows)
             return (rows[0][22] if claims else None), claims
 
-        # Durable (waits for the WAL flush, and for the synchronous standby): a claim
-        # acknowledged and then lost with a failed primary would leave its holder running
-        # while the promoted standby hands the instance out again. Measured cost: about
-        # 0.3 ms a claim statement (docs/scaling.md).
         claims = await self._db.write_reporting_xid(job)
         claims.sort(key=lambda c: c.instance.pk)
         return claims
