@@ -16,7 +16,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from stepstone.api.routes.subscribe import instance_events
+from stepstone.api.routes.subscribe import MIN_READ_GAP_SECONDS, instance_events
 from stepstone.ops import Operations
 from stepstone.storage import open_storage
 from stepstone.storage.base import (
@@ -154,6 +154,38 @@ async def test_idle_subscribers_read_nothing_while_polls_go_by(fx: Fixture) -> N
         for stream in streams:
             await stream.aclose()
     assert signal.parked() == 0 and not signal.active
+
+
+async def test_a_busy_instance_costs_its_subscriber_a_bounded_number_of_reads(
+    fx: Fixture,
+) -> None:
+    fx.storage.appended.fallback_seconds = NO_POLL
+    await fx.create("i1")
+    record = await fx.get("i1")
+    claim = await fx.claim_one("i1")
+    loads = Counted(fx.storage, "load_events")
+    steps = 200
+    async with subscribed(fx.storage, record) as stream:
+        assert (await next_event(stream))["type"] == "workflow_queued"
+
+        async def read_all() -> list[str]:
+            names: list[str] = []
+            while len(names) < steps:
+                names.append((await next_event(stream))["stepName"])
+            return names
+
+        reader = asyncio.ensure_future(read_all())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for n in range(steps):  # one commit each
+            await fx.storage.record_progress(claim, [step(f"s{n}", "step_started")])
+        async with asyncio.timeout(PROMPT):
+            names = await reader
+        elapsed = loop.time() - started
+    assert names == [f"s{n}" for n in range(steps)]
+    # Reads woken by commits are at least MIN_READ_GAP_SECONDS apart, each taking every
+    # event committed meanwhile (plus the first read of the history).
+    assert loads.calls <= elapsed / MIN_READ_GAP_SECONDS + 3, (loads.calls, elapsed)
 
 
 async def wait_for(condition: Any) -> None:
