@@ -44,7 +44,8 @@ class Idle(WorkflowEntrypoint):
     """Waits an hour for a ``go`` event: a stream that stays open with nothing to send."""
 
     async def run(self, event: Any, step: Any) -> Any:
-        return await step.wait_for_event("wait", "go", timeout="1 hour")
+        got = await step.wait_for_event("wait", "go", timeout="1 hour")
+        return got["payload"]
 
 
 def cpu_seconds(pid: int) -> float:
