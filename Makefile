@@ -31,8 +31,9 @@ run-cloudflare: install
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict stepstone
+	$(BIN)/mypy --strict stepstone tools
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/python tools/module_size.py
 
 format: install
 	$(BIN)/ruff format .
