@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from stepstone.audit import Actor
 from stepstone.engine.lifecycle import TERMINAL
 from stepstone.errors import StepstoneError
 from stepstone.ops import Operations
@@ -26,13 +27,19 @@ class TerminateJobs:
         return task is not None and not task.done()
 
     def start(
-        self, ops: Operations, account_id: str, workflow_name: str, status: str | None
+        self,
+        ops: Operations,
+        account_id: str,
+        workflow_name: str,
+        status: str | None,
+        actor: Actor,
     ) -> bool:
-        """Start a job; False if one is already running for the workflow."""
+        """Start a job; False if one is already running for the workflow. Each terminate is
+        recorded in the audit log as ``actor``'s, who asked for them all."""
         key = (account_id, workflow_name)
         if self.running(*key):
             return False
-        task = asyncio.create_task(_terminate_all(ops, account_id, workflow_name, status))
+        task = asyncio.create_task(_terminate_all(ops, account_id, workflow_name, status, actor))
         self._tasks[key] = task
         return True
 
@@ -49,7 +56,7 @@ class TerminateJobs:
 
 
 async def _terminate_all(
-    ops: Operations, account_id: str, workflow_name: str, status: str | None
+    ops: Operations, account_id: str, workflow_name: str, status: str | None, actor: Actor
 ) -> None:
     try:
         workflow = await ops.workflow(account_id, workflow_name)
@@ -62,7 +69,7 @@ async def _terminate_all(
                     if record.status in TERMINAL:
                         continue
                     try:
-                        await ops.terminate(account_id, workflow_name, record.id)
+                        await ops.terminate(account_id, workflow_name, record.id, actor=actor)
                     except (StepstoneError, Conflict):
                         # It ended or vanished meanwhile; nothing left to stop.
                         continue

@@ -153,6 +153,13 @@ def test_batch_terminate_and_terminate_all(server: LiveServer) -> None:
             time.sleep(0.02)
         listed = http.get(f"{WF}/waiter/instances").json()["result"]
         assert {i["status"] for i in listed} == {"terminated"}
+        # The background job acts for whoever asked: the audit log names the token's holder.
+        audit = http.get(
+            f"/accounts/{ACCOUNT}/stepstone/audit", params={"action": "terminate"}
+        ).json()["result"]
+        by_instance = {e["instance"]: e["actor"]["name"] for e in audit}
+        assert by_instance.keys() >= {"w3", "w4"}
+        assert {by_instance["w3"], by_instance["w4"]} == {"test-admin"}
         bad = http.put(f"{WF}/waiter/instances/terminate", params={"status": "complete"})
         assert bad.status_code == 400
 

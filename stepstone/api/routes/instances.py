@@ -325,7 +325,9 @@ async def terminate_all(
     ops = deps.ops(request)
     account, name = _where(request)
     await ops.workflow(account, name)
-    started = request.app.state.terminate_jobs.start(ops, account, name, status)
+    started = request.app.state.terminate_jobs.start(
+        ops, account, name, status, request_actor(request)
+    )
     return ok({"status": "ok" if started else "already_running"})
 
 
