@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
@@ -40,7 +41,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
-from stepstone.storage.postgres_db import CHANNEL, Database, Listener
+from stepstone.storage.postgres_db import CHANNEL, COMMIT_MARKS, Database, Listener
 from stepstone.storage.postgres_ops_log import PostgresOpsLog
 from stepstone.storage.postgres_progress import (
     GroupCommitter,
@@ -92,6 +93,34 @@ _CREATE_INSTANCES = (
     " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"
     f" SELECT pk, id, txid_current(), pg_notify('{CHANNEL}', '') FROM created"
 )
+
+# A lone create whose every id must be new, as one statement in its own implicit transaction
+# (one round trip) carrying its commit mark ($11): a taken id fails the whole statement.
+_CREATE_ONCE = (
+    f"WITH mark AS (INSERT INTO {COMMIT_MARKS} (token) VALUES ($11::uuid)), "
+    + _CREATE_INSTANCES.removeprefix("WITH ").replace(
+        " ON CONFLICT (workflow_pk, id) DO NOTHING", ""
+    )
+)
+
+
+def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[list[Any], ...]:
+    """$4 to $10 of the create statements: the instances as parallel arrays."""
+    return (
+        [i.id for i in unique],
+        [i.trigger_source for i in unique],
+        [i.params for i in unique],
+        [i.schedule for i in unique],
+        [i.success_retention_ms for i in unique],
+        [i.error_retention_ms for i in unique],
+        [
+            orjson.dumps(
+                {"versionId": version_id, "trigger": {"source": i.trigger_source}}
+                | ({"traceparent": i.traceparent} if i.traceparent else {})
+            )
+            for i in unique
+        ],
+    )
 
 
 def _version(row: Sequence[Any]) -> VersionRecord:
@@ -435,10 +464,49 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 taken = missing[0] if missing else _first_duplicate([i.id for i in items])
                 raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
 
-        pks = await self._insert_instances(workflow_pk, version_id, unique, now, check)
+        pks = None
+        if not skip_existing and len(unique) == len(items):
+            pks = await self._create_once(workflow_pk, version_id, unique, now)
+        if pks is None:
+            pks = await self._insert_instances(workflow_pk, version_id, unique, now, check)
         return [
             i.as_created(pks[i.id], workflow_pk, version_id, now) for i in unique if i.id in pks
         ]
+
+    async def _create_once(
+        self, workflow_pk: int, version_id: str, unique: Sequence[NewInstance], now: int
+    ) -> dict[str, int] | None:
+        """Create instances none of whose ids may exist yet in one round trip; None if one
+        exists (nothing was stored: the transaction of ``_insert_instances`` then finds which
+        and says so)."""
+        ids = [i.id for i in unique]
+
+        async def job(conn: Any, mark: uuid.UUID) -> dict[str, int]:
+            rows = await conn.fetch(
+                _CREATE_ONCE,
+                workflow_pk,
+                version_id,
+                now,
+                *_create_columns(version_id, unique),
+                mark,
+            )
+            return {r[1]: r[0] for r in rows}
+
+        async def recover(conn: Any) -> dict[str, int]:
+            # It committed, so it created every one of them.
+            rows = await conn.fetch(
+                "SELECT pk, id FROM instances WHERE workflow_pk = $1 AND id = ANY($2::text[])",
+                workflow_pk,
+                ids,
+            )
+            return {r[1]: r[0] for r in rows}
+
+        try:
+            pks = await self._db.once(job, recover)
+        except asyncpg.UniqueViolationError:
+            return None
+        self._fire_wake()
+        return pks
 
     async def _insert_instances(
         self,
@@ -457,19 +525,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 workflow_pk,
                 version_id,
                 now,
-                [i.id for i in unique],
-                [i.trigger_source for i in unique],
-                [i.params for i in unique],
-                [i.schedule for i in unique],
-                [i.success_retention_ms for i in unique],
-                [i.error_retention_ms for i in unique],
-                [
-                    orjson.dumps(
-                        {"versionId": version_id, "trigger": {"source": i.trigger_source}}
-                        | ({"traceparent": i.traceparent} if i.traceparent else {})
-                    )
-                    for i in unique
-                ],
+                *_create_columns(version_id, unique),
             )
             pks: dict[str, int] = {r[1]: r[0] for r in rows}
             check(pks)

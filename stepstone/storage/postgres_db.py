@@ -320,6 +320,28 @@ class Database:
 
         return await self._retrying(attempt)
 
+    async def once(self, job: Callable[[Any, uuid.UUID], Awaitable[T]], recover: Job[T]) -> T:
+        """Run ``job(conn, mark)``: one statement in its own implicit transaction that inserts
+        ``mark`` into the commit marks itself, so one round trip, BEGIN and COMMIT included.
+
+        When its answer is lost the mark settles whether it committed, as for a transaction:
+        if it did, ``recover(conn)`` reads back what it wrote; if not, it is sent again (with
+        a new mark)."""
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> T:
+            mark, sent = uuid.uuid4(), loop.time()
+            try:
+                async with self._connection() as conn:
+                    with self._watch.pending():
+                        return await job(conn, mark)
+            except (*_TRANSIENT, *_CLIENT_ERRORS) as exc:
+                if not await self._committed(mark, sent):
+                    raise _Lost("the statement was rolled back with its connection") from exc
+            return await self.read(recover)
+
+        return await self._retrying(attempt)
+
     @staticmethod
     async def _transaction(
         conn: Any,

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from stepstone.errors import InstanceAlreadyExists
 from stepstone.storage.base import Claim, Fenced, NewEvent, NewInstance, Release, WorkflowDefinition
 from stepstone.storage.postgres import PostgresStorage
 from stepstone.storage.postgres_db import COMMIT_MARKS, Database, StorageUnavailable
@@ -295,3 +296,68 @@ async def test_a_lost_claim_made_again_at_its_epoch_fences_its_first_holder(
             ("step_completed", "s-new"),
             ("workflow_completed", None),
         ], instance_id
+
+
+# --- one-statement writes that carry their own mark ------------------------------------------
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_one_statement_write_whose_answer_is_lost_is_applied_once(
+    cut: tuple[CommitCutter, Database, str], committed: bool
+) -> None:
+    _, db, url = cut
+    tries: list[uuid.UUID] = []
+
+    async def job(conn: Any, mark: uuid.UUID) -> str:
+        tries.append(mark)
+        if len(tries) == 1 and not committed:
+            raise asyncpg.ConnectionDoesNotExistError("lost before it was sent")
+        await conn.execute(
+            f"WITH m AS (INSERT INTO {COMMIT_MARKS} (token) VALUES ($1))"
+            " INSERT INTO lost_commit_probe VALUES (1)",
+            mark,
+        )
+        if len(tries) == 1:
+            # Committed on its own; the answer never arrives.
+            raise asyncpg.ConnectionDoesNotExistError("the answer was lost")
+        return "sent"
+
+    async def recover(conn: Any) -> str:
+        return "recovered"
+
+    assert await db.once(job, recover) == ("recovered" if committed else "sent")
+    assert len(tries) == (1 if committed else 2)
+    assert await _probe_rows(url) == [1]
+
+
+async def test_a_lone_create_is_one_statement_and_a_taken_id_still_fails_alone(
+    pg: PostgresStorage,
+) -> None:
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    made = await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance("i1", b"1")], NOW, skip_existing=False
+    )
+    assert [r.id for r in made] == ["i1"]
+    with pytest.raises(InstanceAlreadyExists, match="'i1'"):
+        await pg.create_instances(
+            wf.pk,
+            wf.version.id,
+            [NewInstance("i2", b"1"), NewInstance("i1", b"1")],
+            NOW,
+            skip_existing=False,
+        )
+    # Nothing of the failed create was stored, and its ids are free for the next one.
+    assert await pg.get_instance(wf.pk, "i2") is None
+    made = await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance("i2", b"1")], NOW, skip_existing=False
+    )
+    assert [r.id for r in made] == ["i2"]
+    with pytest.raises(InstanceAlreadyExists, match="'i3'"):
+        await pg.create_instances(
+            wf.pk,
+            wf.version.id,
+            [NewInstance("i3", b"1"), NewInstance("i3", b"2")],
+            NOW,
+            skip_existing=False,
+        )
+    assert await pg.get_instance(wf.pk, "i3") is None
