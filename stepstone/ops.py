@@ -19,10 +19,10 @@ import orjson
 from stepstone.audit import EMBEDDED_ACTOR, Actor
 from stepstone.audit import entry as audit_entry
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
-from stepstone.engine import children
 from stepstone.engine import history as h
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.lifecycle import (
+    TERMINAL,
     Status,
     check_send_event,
     check_terminate,
@@ -31,6 +31,7 @@ from stepstone.engine.lifecycle import (
 )
 from stepstone.errors import (
     CannotRestart,
+    CannotTerminate,
     DuplicateInBatch,
     InstanceAlreadyExists,
     InstanceNotFound,
@@ -440,7 +441,13 @@ class Operations:
         return await self._transition(account_id, workflow_name, instance_id, plan)
 
     async def _terminate(
-        self, account_id: str, workflow_name: str, instance_id: str, *, rollback: bool = False
+        self,
+        account_id: str,
+        workflow_name: str,
+        instance_id: str,
+        *,
+        rollback: bool = False,
+        actor: Actor = EMBEDDED_ACTOR,
     ) -> str:
         terminated: list[int] = []
 
@@ -468,9 +475,10 @@ class Operations:
 
         status = await self._transition(account_id, workflow_name, instance_id, plan)
         metrics.instance_ended(workflow_name, status)
-        # A parent's attached children end with it; detached ones run on (engine.children).
+        # A parent's attached children end with it; detached ones run on.
         # The planned instance's pk, so a terminate costs no second read of the instance.
-        await children.terminate_children(self, account_id, terminated[0])
+        # A child's terminate is audited as the parent terminator's.
+        await self.terminate_children(account_id, terminated[0], actor)
         return status
 
     async def _restart(
@@ -602,13 +610,37 @@ class Operations:
         record: list[AuditEntry] | None = None,
         bulk_job_id: str | None = None,
     ) -> str:
-        work = self._terminate(account_id, workflow_name, instance_id, rollback=rollback)
+        work = self._terminate(
+            account_id, workflow_name, instance_id, rollback=rollback, actor=actor
+        )
         where = (account_id, workflow_name, instance_id)
         detail = {"rollback": True} if rollback else {}
         result: str = await self._audited(
             actor, "terminate", where, detail, work, record, bulk_job_id
         )
         return result
+
+    async def terminate_children(
+        self, account_id: str, instance_pk: int, actor: Actor = EMBEDDED_ACTOR
+    ) -> list[str]:
+        """After a parent's terminate: terminate its attached children still running, as
+        ``actor`` (each child's terminate does the same for its own children); detached
+        children run on. Returns the ids of the children terminated.
+
+        An operator's stop is not a failure of the child: its parent is ending anyway, so this
+        runs after the parent's terminate and never instead of it.
+        """
+        stopped = []
+        links = await self.storage.instance_links(instance_pk)
+        for child in links.children:
+            if child.detached or child.status in TERMINAL:
+                continue
+            try:
+                await self.terminate(account_id, child.workflow, child.id, actor=actor)
+            except (CannotTerminate, InstanceNotFound, WorkflowNotFound):
+                continue  # ended or deleted meanwhile
+            stopped.append(child.id)
+        return stopped
 
     async def restart(
         self,

@@ -31,18 +31,12 @@ from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
 from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import park
-from stepstone.errors import (
-    CannotTerminate,
-    InstanceNotFound,
-    WorkflowFatalError,
-    WorkflowNotFound,
-)
+from stepstone.errors import WorkflowFatalError
 from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
 if TYPE_CHECKING:
     from stepstone.engine.step_host import StepHost
-    from stepstone.ops import Operations
 
 DEFAULT_TIMEOUT = "24 hours"
 MIN_TIMEOUT_MS = 1_000
@@ -293,28 +287,6 @@ def _child_error(status: str, raw: bytes | None, instance_id: str) -> dict[str, 
         if isinstance(error, dict) and "name" in error:
             return {"name": str(error["name"]), "message": str(error.get("message") or "")}
     return _error("Error", f"The child instance {instance_id} failed")
-
-
-async def terminate_children(ops: Operations, account_id: str, instance_pk: int) -> list[str]:
-    """After a parent's terminate: terminate its attached children still running (each of
-    which does the same for its own); detached children run on. Returns the ids terminated.
-
-    An operator's stop is not a failure of the child: its parent is ending anyway, so this
-    runs after the parent's terminate and never instead of it.
-    """
-    stopped = []
-    links = await ops.storage.instance_links(instance_pk)
-    for child in links.children:
-        if child.detached or child.status in TERMINAL:
-            continue
-        try:
-            await ops.terminate(account_id, child.workflow, child.id)
-        except (CannotTerminate, InstanceNotFound, WorkflowNotFound):
-            continue  # ended or deleted meanwhile
-        _, record = await ops.instance(account_id, child.workflow, child.id)
-        stopped.append(child.id)
-        stopped += await terminate_children(ops, account_id, record.pk)
-    return stopped
 
 
 def links_fields(links: InstanceLinks) -> dict[str, Any]:

@@ -14,7 +14,9 @@ import pytest
 from cloudflare.types.workflows import InstanceGetResponse
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint, views
-from stepstone.engine.children import links_fields, terminate_children
+from stepstone.audit import Actor
+from stepstone.engine.children import links_fields
+from stepstone.storage.ops_records import AuditQuery
 from tests.engine.conftest import steps_of, wait_for
 from tests.scale.test_workers import Cluster
 
@@ -221,9 +223,23 @@ async def test_terminating_the_parent_terminates_its_running_children(
     expected = "waiting" if detached else "terminated"
     assert (await child.status())["status"] == expected
     # Asked again, nothing is left to stop.
-    assert await terminate_children(engine.ops, "default", parent.pk) == []
+    assert await engine.ops.terminate_children("default", parent.pk) == []
     links = await engine.storage.instance_links(parent.pk)
     assert [(c.id, c.detached) for c in links.children] == [(child_id, detached)]
+
+
+async def test_a_cascaded_terminate_is_audited_as_the_parent_terminator(engine: Engine) -> None:
+    await engine.workflow("parent").create(id="p10", params={"workflow": "gated"})
+    _, parent = await engine.ops.instance("default", "parent", "p10")
+    [child_id] = await _wait_children(engine, parent.pk, 1)
+    await wait_for(await engine.workflow("gated").get(child_id), "waiting")
+    amy = Actor("token", "amy", "tok-amy")
+    await engine.ops.terminate("default", "parent", "p10", actor=amy)
+    log = await engine.storage.list_audit(AuditQuery("default", actions=("terminate",)))
+    assert {(e.workflow_name, e.instance_id, e.actor_id) for e in log} == {
+        ("parent", "p10", "tok-amy"),
+        ("gated", child_id, "tok-amy"),
+    }
 
 
 async def _wait_children(
