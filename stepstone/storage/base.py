@@ -641,6 +641,10 @@ class Storage(Protocol):
     async def release_delivery_leases(self) -> int:
         """Drop every delivery lease (a sole worker starting: the holder died)."""
 
+    async def prune_deliveries(self, before: int, limit: int) -> int:
+        """Delete up to ``limit`` delivered or failed deliveries (with their attempts) that
+        finished before ``before``, oldest first; return how many. Pending ones stay."""
+
     async def list_deliveries(
         self, workflow_pk: int, hook_id: str | None, state: str | None, limit: int
     ) -> list[DeliveryRecord]:

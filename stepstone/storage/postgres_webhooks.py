@@ -168,10 +168,11 @@ class PostgresWebhooks:
         async def job(conn: Any) -> bool:
             done = await conn.execute(
                 "UPDATE webhook_deliveries SET state = $1, lease_owner = NULL,"
-                " lease_expires = NULL, next_attempt_at = coalesce($2, next_attempt_at),"
+                " lease_expires = NULL, next_attempt_at = $2,"
                 " last_error = $3, delivered_on = $4 WHERE pk = $5 AND lease_owner = $6",
                 state,
-                retry_at,
+                # A finished row keeps when it finished here: what pruning goes by.
+                ended if retry_at is None else retry_at,
                 attempt.error,
                 ended if delivered else None,
                 delivery_pk,
@@ -191,6 +192,31 @@ class PostgresWebhooks:
             return True
 
         return bool(await self._db.write(job))
+
+    async def prune_deliveries(self, before: int, limit: int) -> int:
+        async def job(conn: Any) -> int:
+            # SKIP LOCKED: a row a resend is changing is left for the next sweep; one the
+            # resend made pending meanwhile no longer matches when its lock is taken.
+            pks = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT pk FROM webhook_deliveries WHERE state <> 'pending'"
+                    " AND next_attempt_at < $1 ORDER BY next_attempt_at LIMIT $2"
+                    " FOR UPDATE SKIP LOCKED",
+                    before,
+                    limit,
+                )
+            ]
+            if pks:
+                await conn.execute(
+                    "DELETE FROM webhook_attempts WHERE delivery_pk = ANY($1::bigint[])", pks
+                )
+                await conn.execute(
+                    "DELETE FROM webhook_deliveries WHERE pk = ANY($1::bigint[])", pks
+                )
+            return len(pks)
+
+        return int(await self._db.write(job))
 
     async def release_delivery_leases(self) -> int:
         async def job(conn: Any) -> int:

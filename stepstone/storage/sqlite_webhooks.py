@@ -61,6 +61,10 @@ WHERE h.events LIKE ? AND h.wait_threshold_ms IS NOT NULL AND e.type = 'wait_sta
     AND e.ts <= ? - h.wait_threshold_ms
 """
 
+# Delivered or failed for good; the predicate of the index webhook_deliveries_done, word for
+# word, so the planner uses it.
+_FINISHED = "state <> 'pending'"
+
 _HOOK_COLUMNS = "id, url, events, secret, wait_threshold_ms, source, created_on"
 _DELIVERY_COLUMNS = (
     "d.pk, h.id, h.url, d.instance_id, d.event, d.at, d.state, d.attempts,"
@@ -198,11 +202,12 @@ class SqliteWebhooks:
         def job(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE webhook_deliveries SET state = ?, lease_owner = NULL,"
-                " lease_expires = NULL, next_attempt_at = coalesce(?, next_attempt_at),"
+                " lease_expires = NULL, next_attempt_at = ?,"
                 " last_error = ?, delivered_on = ? WHERE pk = ? AND lease_owner = ?",
                 (
                     state,
-                    retry_at,
+                    # A finished row keeps when it finished here: what pruning goes by.
+                    ended if retry_at is None else retry_at,
                     attempt.error,
                     ended if delivered else None,
                     delivery_pk,
@@ -225,6 +230,22 @@ class SqliteWebhooks:
             return True
 
         return bool(await self._write(job))
+
+    async def prune_deliveries(self, before: int, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            pks = [
+                (r[0],)
+                for r in conn.execute(
+                    f"SELECT pk FROM webhook_deliveries WHERE {_FINISHED}"
+                    " AND next_attempt_at < ? ORDER BY next_attempt_at LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            conn.executemany("DELETE FROM webhook_attempts WHERE delivery_pk = ?", pks)
+            conn.executemany("DELETE FROM webhook_deliveries WHERE pk = ?", pks)
+            return len(pks)
+
+        return int(await self._write(job))
 
     async def release_delivery_leases(self) -> int:
         def job(conn: sqlite3.Connection) -> int:

@@ -6,7 +6,8 @@ anything else (a refused connection, a timeout, a 500, a receiver killed mid-req
 retried with exponential backoff until ``max_attempts``, then the row is failed and waits
 for an operator's re-send. A sender that dies mid-delivery leaves its lease to lapse and
 another tick sends the row again: delivery is at least once, and the ``Stepstone-Delivery``
-header lets a receiver drop duplicates.
+header lets a receiver drop duplicates. Delivered and failed rows, with their attempts, are
+deleted ``retention_ms`` (7 days by default) after they finished.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ BATCH = 20
 MAX_ATTEMPTS = 12
 BASE_DELAY_MS = 2_000
 MAX_DELAY_MS = 3_600_000
+# Delivered and failed deliveries are deleted this long after they finished (pending ones are
+# kept whatever their age), so the outbox does not grow forever; like the instances' default.
+DELIVERY_RETENTION_MS = 7 * 86_400_000
+# Pruning runs at most this often, in batches, so an idle outbox costs one indexed read a minute.
+PRUNE_SECONDS = 60.0
+PRUNE_BATCH = 500
+MAX_PRUNE_BATCHES = 20
 
 _STATUS = {"complete": "complete", "paused": "paused", "terminated": "terminated"}
 
@@ -85,7 +93,10 @@ class WebhookDispatcher:
         max_attempts: int = MAX_ATTEMPTS,
         base_delay_ms: int = BASE_DELAY_MS,
         transport: httpx.AsyncBaseTransport | None = None,
+        retention_ms: int = DELIVERY_RETENTION_MS,
     ) -> None:
+        if retention_ms <= 0:
+            raise ValueError("retention_ms must be positive")
         self.storage = storage
         self.clock = clock or SystemClock()
         self.owner = owner or f"hooks-{uuid.uuid4().hex[:12]}"
@@ -95,7 +106,9 @@ class WebhookDispatcher:
         self.max_attempts = max_attempts
         self.base_delay_ms = base_delay_ms
         self._transport = transport
+        self.retention_ms = retention_ms
         self._started = False
+        self._pruned_at: int | None = None
 
     async def tick(self) -> int:
         """Queue overdue waits, then send what is due; return how many were attempted."""
@@ -105,6 +118,9 @@ class WebhookDispatcher:
                 # No other process can hold a lease on this database: the holder died.
                 await self.storage.release_delivery_leases()
         now = self.clock.now_ms()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_SECONDS * 1000:
+            self._pruned_at = now
+            await self.prune(now)
         await self.storage.enqueue_overdue_waits(now)
         jobs = await self.storage.claim_deliveries(self.owner, now, self.lease_ms, self.batch)
         if not jobs:
@@ -112,6 +128,20 @@ class WebhookDispatcher:
         async with httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport) as client:
             await asyncio.gather(*(self._send(client, job) for job in jobs))
         return len(jobs)
+
+    async def prune(self, now: int) -> int:
+        """Delete what finished more than ``retention_ms`` before ``now``; return how many.
+        A huge backlog goes over several sweeps, never holding the store for long."""
+        total = 0
+        for _ in range(MAX_PRUNE_BATCHES):
+            deleted = await self.storage.prune_deliveries(now - self.retention_ms, PRUNE_BATCH)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0)
+        if total:
+            log.info("webhooks: pruned %d finished deliveries", total)
+        return total
 
     async def _send(self, client: httpx.AsyncClient, job: DeliveryJob) -> None:
         body = body_of(job)
