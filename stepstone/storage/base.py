@@ -158,6 +158,21 @@ class InstanceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """What an instance's status answer needs beyond its row, read by index, not from the
+    whole history: the cost of a status poll does not grow with the steps done."""
+
+    # Distinct (step kind, step name) groups in the history, kept on the row at write time.
+    step_count: int
+    # The first workflow_queued event's time.
+    queued_at: int | None
+    # The first workflow_started event's time; only read when the row has no started_on.
+    started_at: int | None
+    # Whether a workflow_terminated event is in the history; only looked for when terminated.
+    terminated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     event_id: int
     ts: int
@@ -392,6 +407,17 @@ class Storage(Protocol):
         self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
         """The instance's history after ``after_event_id``, oldest first."""
+
+    async def get_instance_summary(
+        self, workflow_pk: int, instance_id: str
+    ) -> tuple[InstanceRecord, InstanceSummary] | None:
+        """The instance and its summary in one read, costing the same at any history length."""
+
+    async def load_step_events(
+        self, instance_pk: int, step_name: str, kinds: Sequence[str]
+    ) -> list[EventRecord]:
+        """The events of the steps called ``step_name`` of the given kinds, oldest first, by
+        index: what one step's answer needs, not the whole history."""
 
     def read_stream(self, instance_pk: int, step_name: str, chunks: int) -> AsyncIterator[bytes]:
         """The first ``chunks`` chunks of a byte-stream step output, in order, read lazily."""

@@ -20,7 +20,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import approval_sql, postgres_children
+from stepstone.storage import approval_sql, instance_reads, postgres_children
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     ApprovalLinkRecord,
@@ -30,6 +30,7 @@ from stepstone.storage.base import (
     InstanceLinks,
     InstanceQuery,
     InstanceRecord,
+    InstanceSummary,
     NewEvent,
     NewInstance,
     TokenRecord,
@@ -545,6 +546,28 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             )
         )
         return instance_row(row) if row else None
+
+    async def get_instance_summary(
+        self, workflow_pk: int, instance_id: str
+    ) -> tuple[InstanceRecord, InstanceSummary] | None:
+        sql = instance_reads.summary_sql(INSTANCE_COLUMNS, "$1", "$2")
+        row = await self._db.read(lambda c: c.fetchrow(sql, workflow_pk, instance_id))
+        return instance_reads.summary_row(row) if row else None
+
+    async def load_step_events(
+        self, instance_pk: int, step_name: str, kinds: Sequence[str]
+    ) -> list[EventRecord]:
+        rows = await self._db.read(
+            lambda c: c.fetch(
+                f"SELECT {instance_reads.STEP_EVENT_COLUMNS} FROM instance_events"
+                " WHERE instance_pk = $1 AND step_kind = ANY($2::text[]) AND step_name = $3"
+                " ORDER BY event_id",
+                instance_pk,
+                list(kinds),
+                step_name,
+            )
+        )
+        return [EventRecord(*r) for r in rows]
 
     async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
         clauses = ["workflow_pk = $1"]

@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.retention import DEFAULT_RETENTION_MS
-from stepstone.storage import approval_sql, sqlite_children, sqlite_webhooks
+from stepstone.storage import approval_sql, instance_reads, sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     ApprovalLinkRecord,
@@ -33,6 +33,7 @@ from stepstone.storage.base import (
     InstanceLinks,
     InstanceQuery,
     InstanceRecord,
+    InstanceSummary,
     NewEvent,
     NewInstance,
     Release,
@@ -537,6 +538,26 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
             ).fetchone()
         )
         return _instance(row) if row else None
+
+    async def get_instance_summary(
+        self, workflow_pk: int, instance_id: str
+    ) -> tuple[InstanceRecord, InstanceSummary] | None:
+        sql = instance_reads.summary_sql(_INSTANCE_COLUMNS, "?", "?")
+        row = self._read(lambda c: c.execute(sql, (workflow_pk, instance_id)).fetchone())
+        return instance_reads.summary_row(row) if row else None
+
+    async def load_step_events(
+        self, instance_pk: int, step_name: str, kinds: Sequence[str]
+    ) -> list[EventRecord]:
+        # Named: for the ORDER BY, SQLite would rather walk the whole history by event id.
+        sql = (
+            f"SELECT {instance_reads.STEP_EVENT_COLUMNS} FROM instance_events"
+            " INDEXED BY instance_events_by_step"
+            f" WHERE instance_pk = ? AND step_kind IN ({', '.join('?' * len(kinds))})"
+            " AND step_name = ? ORDER BY event_id"
+        )
+        rows = self._read(lambda c: c.execute(sql, (instance_pk, *kinds, step_name)).fetchall())
+        return [EventRecord(*r) for r in rows]
 
     async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
         clauses = ["workflow_pk = ?"]

@@ -46,6 +46,16 @@ def apply_sqlite_migrations(conn: sqlite3.Connection) -> int:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration on ';' at line ends; migrations hold no triggers or string ';'."""
+    """Split a migration into statements; a trigger's body (``BEGIN ... END;``) stays whole.
+    Migrations hold no string ';'."""
     body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
-    return [s.strip() for s in body.split(";") if s.strip()]
+    statements: list[str] = []
+    pending = ""
+    for piece in body.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip().removesuffix(";").strip())
+    return [s for s in statements if s]
