@@ -60,13 +60,25 @@ async def _deliveries(engine: Engine) -> dict[tuple[str, str], Any]:
     return {(d.hook_id, d.instance_id): d for d in found}
 
 
-async def _attempt_rows(engine: Engine) -> int:
-    """Counted in the table itself: a pruned delivery must not leave its attempts behind."""
+async def outbox_rows(engine: Engine) -> tuple[int, int]:
+    """(deliveries, attempts) counted in the tables themselves: a pruned or dropped delivery
+    must not leave its attempts behind."""
     storage: Any = engine.storage
-    sql = "SELECT count(*) FROM webhook_attempts"
-    if hasattr(storage, "_db"):
-        return int(await storage._db.read(lambda c: c.fetchval(sql)))
-    return int(storage._read(lambda c: c.execute(sql).fetchone()[0]))
+    tables = getattr(storage, "_tables", None)
+    if tables is not None:  # the plain-Python store: attempts live on their delivery
+        return len(tables.deliveries), sum(len(d.log) for d in tables.deliveries.values())
+    found = []
+    for table in ("webhook_deliveries", "webhook_attempts"):
+        sql = f"SELECT count(*) FROM {table}"
+        if hasattr(storage, "_db"):
+            found.append(int(await storage._db.read(lambda c, q=sql: c.fetchval(q))))
+        else:
+            found.append(int(storage._read(lambda c, q=sql: c.execute(q).fetchone()[0])))
+    return found[0], found[1]
+
+
+async def _attempt_rows(engine: Engine) -> int:
+    return (await outbox_rows(engine))[1]
 
 
 async def test_finished_deliveries_go_after_the_retention_and_pending_ones_stay(

@@ -51,7 +51,7 @@ from stepstone.storage.postgres_progress import (
     release_sender,
 )
 from stepstone.storage.postgres_reads import ReadBatcher
-from stepstone.storage.postgres_webhooks import PostgresWebhooks
+from stepstone.storage.postgres_webhooks import PostgresWebhooks, drop_workflow_hooks
 from stepstone.storage.postgres_worker import (
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
@@ -381,6 +381,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 workflow_pk,
             )
             await _delete_instance_rows(conn, [r[0] for r in pks])
+            await drop_workflow_hooks(conn, workflow_pk)
             await conn.execute("DELETE FROM versions WHERE workflow_pk = $1", workflow_pk)
             gone[:] = [(r[0], None) for r in pks if r[1] is not None]
             await notify_control(conn, gone)

@@ -425,6 +425,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
                 r[0] for r in conn.execute("SELECT pk FROM instances WHERE workflow_pk = ?", row)
             ]
             _delete_instance_rows(conn, pks)
+            sqlite_webhooks.drop_workflow_hooks(conn, row[0])
             conn.execute("DELETE FROM versions WHERE workflow_pk = ?", row)
             conn.execute("DELETE FROM workflows WHERE pk = ?", row)
             gone[:] = pks

@@ -81,6 +81,19 @@ def install(conn: sqlite3.Connection) -> None:
         conn.execute(_TRIGGER)
 
 
+def drop_workflow_hooks(conn: sqlite3.Connection, workflow_pk: int) -> None:
+    """Delete a workflow's hooks with their deliveries and attempts, in the transaction that
+    deletes the workflow: a hook left behind would keep its id from a new workflow's."""
+    hooks = "SELECT pk FROM webhooks WHERE workflow_pk = ?"
+    conn.execute(
+        "DELETE FROM webhook_attempts WHERE delivery_pk IN (SELECT pk FROM webhook_deliveries"
+        f" WHERE hook_pk IN ({hooks}))",
+        (workflow_pk,),
+    )
+    conn.execute(f"DELETE FROM webhook_deliveries WHERE hook_pk IN ({hooks})", (workflow_pk,))
+    conn.execute("DELETE FROM webhooks WHERE workflow_pk = ?", (workflow_pk,))
+
+
 def _hook(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(
         str(row[0]), str(row[1]), events_of(str(row[2])), str(row[3]), row[4], row[5], row[6]
