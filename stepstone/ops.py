@@ -53,6 +53,7 @@ from stepstone.storage.base import (
     EventRecord,
     InstanceQuery,
     InstanceRecord,
+    InstanceSummary,
     NewEvent,
     NewInstance,
     Storage,
@@ -403,6 +404,27 @@ class Operations:
 
     async def history(self, instance: InstanceRecord) -> h.InstanceHistory:
         return h.fold(await self.storage.load_events(instance.pk))
+
+    async def instance_summary(
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[WorkflowRecord, InstanceRecord, InstanceSummary]:
+        """The instance and what its status answer needs, at a cost the history's length
+        does not change (``ops.instance``'s checks and errors)."""
+        workflow = await self.workflow(account_id, workflow_name)
+        problem = addressable_id_problem(instance_id)
+        if problem:
+            raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+        found = await self.storage.get_instance_summary(workflow.pk, instance_id)
+        if found is None:
+            raise InstanceNotFound(f"Instance {instance_id!r} not found")
+        return workflow, *found
+
+    async def step_history(self, instance: InstanceRecord, name: str) -> h.InstanceHistory:
+        """The history folded from the events of the steps called ``name`` only (a step, a
+        wait and a sleep may share a name): enough to answer for one step, or to say it is of
+        another kind, without reading the rest. Instance-level facts are not in it."""
+        kinds = (h.DO, h.WAIT, h.SLEEP)
+        return h.fold(await self.storage.load_step_events(instance.pk, name, kinds))
 
     async def _pause(self, account_id: str, workflow_name: str, instance_id: str) -> str:
         async def plan(instance: InstanceRecord) -> Transition | None:

@@ -8,6 +8,7 @@ docs/compatibility.md under "REST API".
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import orjson
 from stepstone.cron import next_fire_ms
 from stepstone.engine import history as h
 from stepstone.engine.lifecycle import ALL_STATUSES
-from stepstone.storage.base import InstanceRecord, VersionRecord, WorkflowRecord
+from stepstone.storage.base import InstanceRecord, InstanceSummary, VersionRecord, WorkflowRecord
 
 REDACTED = "[REDACTED]"
 # Fields of the recorded event data that are for people (logs, dashboard), never for the API:
@@ -35,8 +36,14 @@ def iso(ms: int | None) -> str | None:
     """Epoch milliseconds as ``2026-05-01T02:48:57.132Z``."""
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return _iso_second(ms // 1000) + f"{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    # A history's timestamps crowd into few seconds, and formatting a datetime costs most of
+    # a step's entry in instance details: each second is formatted once.
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def _json(data: bytes | None) -> Any:
@@ -63,7 +70,10 @@ def instance_output(data: bytes | None) -> str | int | float:
 
 
 def preview(value: Any) -> str:
-    text = as_text(value)
+    return _cut(as_text(value))
+
+
+def _cut(text: str) -> str:
     if len(text) > STEP_OUTPUT_PREVIEW_CHARS:
         return text[:STEP_OUTPUT_PREVIEW_CHARS]
     return text
@@ -190,19 +200,48 @@ def instance_details(
         entries.append({"type": "termination", "trigger": dict(history.terminated_by)})
     if order == "desc":
         entries.reverse()
+    return _details(
+        record,
+        queued=history.queued_at,
+        started=history.started_at,
+        step_count=len(entries),
+        steps=[] if simple else entries,
+    )
+
+
+def instance_summary(record: InstanceRecord, summary: InstanceSummary) -> dict[str, Any]:
+    """GET .../instances/{id}?simple=true, from the row and its summary: the same answer as
+    ``instance_details(..., simple=True)`` without folding the history."""
+    return _details(
+        record,
+        queued=summary.queued_at,
+        started=summary.started_at,
+        step_count=summary.step_count + (1 if summary.terminated else 0),
+        steps=[],
+    )
+
+
+def _details(
+    record: InstanceRecord,
+    *,
+    queued: int | None,
+    started: int | None,
+    step_count: int,
+    steps: list[dict[str, Any]],
+) -> dict[str, Any]:
     details: dict[str, Any] = {
         "status": record.status,
         "params": _json(record.params),
         "trigger": {"source": record.trigger_source},
         "versionId": record.version_id,
-        "queued": iso(history.queued_at or record.created_on),
-        "start": iso(record.started_on or history.started_at),
+        "queued": iso(queued or record.created_on),
+        "start": iso(record.started_on or started),
         "end": iso(record.ended_on),
         "success": _success(record.status),
         "error": _json(record.error),
         "output": instance_output(record.output),
-        "step_count": len(entries),
-        "steps": [] if simple else entries,
+        "step_count": step_count,
+        "steps": steps,
         "rollback": _json(record.rollback),
     }
     if record.schedule is not None:
@@ -252,14 +291,25 @@ def _step_output_preview(step: h.StepRecord) -> str | None:
         return REDACTED
     if step.stream is not None:
         return f"[ReadableStream (binary): {int(step.stream['bytes'])} bytes]"
-    return None if step.output is None else preview(orjson.loads(step.output))
+    if step.output is None:
+        return None
+    if not step.output.startswith(b'"'):
+        # The fold re-encodes outputs with orjson (compact): anything but a string is
+        # already its own compact JSON text.
+        return _cut(step.output.decode())
+    return preview(orjson.loads(step.output))
 
 
 # --- the step endpoint ------------------------------------------------------------------------
 
 
-def step_result(step: h.StepRecord, attempt: h.AttemptRecord | None) -> dict[str, Any]:
-    """The JSON answer of GET .../step (spec 2.5, 7.12); byte streams are served elsewhere."""
+def step_result(
+    step: h.StepRecord, attempt: h.AttemptRecord | None, *, spliced: bool = False
+) -> dict[str, Any]:
+    """The JSON answer of GET .../step (spec 2.5, 7.12); byte streams are served elsewhere.
+
+    ``spliced``: a step's output stays the encoded bytes the fold holds, for orjson to copy into
+    the answer (``orjson.Fragment``) instead of decoding and encoding it again."""
     if step.kind == h.WAIT:
         status = ("complete" if step.success else "errored") if step.done else "waiting"
         payload = None
@@ -276,10 +326,10 @@ def step_result(step: h.StepRecord, attempt: h.AttemptRecord | None) -> dict[str
             return {"status": "running", "error": None, "output": None}
         if not attempt.success:
             return {"status": "errored", "error": attempt.error, "output": None}
-        return {"status": "complete", "error": None, "output": _full_output(step)}
+        return {"status": "complete", "error": None, "output": _full_output(step, spliced)}
     if step.done:
         if step.success:
-            return {"status": "complete", "error": None, "output": _full_output(step)}
+            return {"status": "complete", "error": None, "output": _full_output(step, spliced)}
         return {"status": "errored", "error": step.error, "output": None}
     last = step.attempts[-1] if step.attempts else None
     # Between retries the step is still running, and the error says why it is retrying.
@@ -287,7 +337,9 @@ def step_result(step: h.StepRecord, attempt: h.AttemptRecord | None) -> dict[str
     return {"status": "running", "error": error, "output": None}
 
 
-def _full_output(step: h.StepRecord) -> Any:
+def _full_output(step: h.StepRecord, spliced: bool) -> Any:
     if step.sensitive:
         return REDACTED
-    return None if step.output is None else orjson.loads(step.output)
+    if step.output is None:
+        return None
+    return orjson.Fragment(step.output) if spliced else orjson.loads(step.output)

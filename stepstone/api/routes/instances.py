@@ -369,6 +369,11 @@ async def instance_answer(
     simple: bool,
 ) -> Response:
     """GET instance, its parameters already checked (shared with ``stepstone.api.hot``)."""
+    if simple:
+        # What pollers ask for (the SDK's status(), the Workers shim): from the row and an
+        # indexed summary, so a poll costs the same at 1 step as at 10,000.
+        _, record, summary = await ops.instance_summary(account_id, workflow_name, instance_id)
+        return ok(views.instance_summary(record, summary))
     _, record = await ops.instance(account_id, workflow_name, instance_id)
     history = await ops.history(record)
     details = views.instance_details(record, history, order=order, simple=simple)
@@ -416,7 +421,8 @@ async def step_answer(
 ) -> Response:
     """GET step, its parameters already checked (shared with ``stepstone.api.hot``)."""
     _, record = await ops.instance(account_id, workflow_name, instance_id)
-    history = await ops.history(record)
+    # Only the events of the steps with this name: one index range, whatever the history holds.
+    history = await ops.step_history(record, name)
     step = history.steps.get((h.DO if kind == "step" else h.WAIT, name))
     if step is None:
         raise StepNotFound(
@@ -437,7 +443,7 @@ async def step_answer(
             media_type="application/octet-stream",
             headers={"content-length": str(int(stream["bytes"]))},
         )
-    return ok(views.step_result(step, chosen))
+    return ok(views.step_result(step, chosen, spliced=True))
 
 
 async def _check_stream(
