@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -245,10 +246,25 @@ async def test_two_workers_sharing_a_database_create_one_instance_per_firing(
         await second.close()
 
 
-async def test_two_engines_fire_through_the_worker_hook(tmp_path: Path) -> None:
+async def test_two_engines_fire_through_the_worker_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """End to end: two engines (workers) on one SQLite file; the firing runs once."""
     url = f"sqlite:///{tmp_path / 'engines.db'}"
     clock = ManualClock(T0 - MINUTE)
+    # Ticks begun and ended per scheduler: each scheduler's ticks run one after another.
+    begun: Counter[int] = Counter()
+    ended: Counter[int] = Counter()
+    tick = CronScheduler.tick
+
+    async def counted(self: CronScheduler) -> list[str]:
+        begun[id(self)] += 1
+        try:
+            return await tick(self)
+        finally:
+            ended[id(self)] += 1
+
+    monkeypatch.setattr(CronScheduler, "tick", counted)
     settings = WorkerSettings(poll_ms=20)
     one = await Engine.open(url, worker_settings=settings, clock=clock)
     two = await Engine.open(url, worker_settings=settings, clock=clock)
@@ -269,7 +285,12 @@ async def test_two_engines_fire_through_the_worker_hook(tmp_path: Path) -> None:
             "payload": {},
             "schedule": {"cron": EVERY_5, "scheduledTime": T0},
         }
-        await asyncio.sleep(1.5)  # both engines' ticks have run since
+        # Until a tick of each engine begun after the firing has ended (both at T0 again).
+        since = dict(begun)
+        assert len(since) == 2
+        async with asyncio.timeout(10):
+            while any(ended[key] <= count for key, count in since.items()):
+                await asyncio.sleep(0.01)
         assert [r.id for r in await instances(one.storage)] == [f"{EVERY_5}-{T0}"]
     finally:
         await one.close()

@@ -14,7 +14,7 @@ from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
 from stepstone.authoring.config import resolve_config
 from stepstone.engine import history as h
 from stepstone.errors import WorkflowFatalError
-from tests.engine.conftest import steps_of, wait_for
+from tests.engine.conftest import LoopPasses, steps_of, wait_for
 
 ATTEMPTS: Counter[str] = Counter()
 
@@ -78,16 +78,23 @@ def test_math_inf_resolves_to_an_infinite_limit() -> None:
         assert resolved.recorded()["retries"]["limit"] == "Infinity"
 
 
-async def test_infinite_retries_stop_when_the_instance_is_terminated(engine: Engine) -> None:
+async def test_infinite_retries_stop_when_the_instance_is_terminated(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine.worker is not None
+    passes = LoopPasses(engine.worker, monkeypatch)
     handle = await engine.workflow("never").create(id="n")
     async with asyncio.timeout(30):
         while ATTEMPTS["n"] < 15:
             await asyncio.sleep(0.01)
     await handle.terminate()
     assert (await wait_for(handle, "terminated"))["status"] == "terminated"
+    async with asyncio.timeout(10):  # the attempts run in the activation: it must end
+        while engine.worker.active_count:
+            await asyncio.sleep(0.005)
     seen = ATTEMPTS["n"]
-    await asyncio.sleep(0.1)
-    assert ATTEMPTS["n"] == seen
+    await passes.more()  # a whole pass in which to claim it again, were it claimable
+    assert engine.worker.active_count == 0 and ATTEMPTS["n"] == seen
 
 
 @pytest.mark.parametrize("limit", ["inf", -math.inf, math.nan, 10_001, "infinity", 1.5])

@@ -62,8 +62,11 @@ async def test_an_answer_about_an_older_claim_leaves_the_new_activation_alone(
         assert second.epoch == first.epoch + 1
         activations.append(asyncio.create_task(asyncio.sleep(60)))
         worker._active[second.instance.pk] = (second, activations[1], None)
+        storage.renewing.clear()
         storage.gate.set()
-        await asyncio.sleep(0.3)  # the answer (first claim: no longer held) is acted on
+        # The beat renews again only once it has acted on the answer (first claim: no longer
+        # held) to the renewal let through.
+        await asyncio.wait_for(storage.renewing.wait(), 5)
 
         assert not activations[1].cancelled() and not activations[1].done()
         held = await storage.renew_leases(worker.owner, [second], NOW, 60_000)

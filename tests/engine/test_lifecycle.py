@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from stepstone import Engine, WorkerSettings
+from stepstone.engine.clock import ManualClock
 from stepstone.errors import CannotRestart, CannotSendEvent, CannotTerminate, InvalidAction
 from stepstone.ops import RestartFrom
 from tests.engine import flows
@@ -78,19 +79,34 @@ async def test_pause_lets_the_running_step_finish_then_parks(engine: Engine) -> 
     assert flows.CALLS["hold-p1"] == 1
 
 
-async def test_resume_shifts_the_sleep_by_the_paused_time(engine: Engine) -> None:
-    handle = await engine.workflow("sleeper").create(id="p2", params={"ms": 400})
-    await wait_for(handle, "waiting")
-    planned = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")].wake_at
-    await handle.pause()
-    assert (await handle.status())["status"] == "paused"
-    await asyncio.sleep(0.6)  # longer than the whole sleep
-    await handle.resume()
-    assert (await handle.wait(10))["output"] == "woke"
-    nap = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")]
-    assert planned is not None and nap.wake_at is not None
-    assert nap.wake_at >= planned + 600
-    assert nap.end is not None and nap.end >= nap.wake_at
+async def test_resume_shifts_the_sleep_by_the_paused_time(backend_url: str) -> None:
+    # The engine's clock moves only when told: the pause lasts exactly 600 ms of it, longer
+    # than the whole sleep, and the sleep can end only once the clock passes the shifted wake.
+    clock = ManualClock()
+    engine = await Engine.open(
+        backend_url, clock=clock, worker_settings=WorkerSettings(concurrency=20, poll_ms=25)
+    )
+    try:
+        await engine.register("sleeper", flows.Sleeper)
+        handle = await engine.workflow("sleeper").create(id="p2", params={"ms": 400})
+        await wait_for(handle, "waiting")
+        planned = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")].wake_at
+        assert planned == clock.now_ms() + 400
+        await handle.pause()
+        assert (await handle.status())["status"] == "paused"
+        clock.advance(600)
+        await handle.resume()
+        nap = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")]
+        assert nap.wake_at == planned + 600
+        # The worker takes the resumed instance up again and parks it on the shifted sleep.
+        await wait_for(handle, "waiting")
+        assert ("do", "after-1") not in await steps_of(engine, "sleeper", "p2")
+        clock.advance(400)
+        assert (await handle.wait(10))["output"] == "woke"
+        nap = (await steps_of(engine, "sleeper", "p2"))[("sleep", "nap-1")]
+        assert nap.end is not None and nap.end >= nap.wake_at
+    finally:
+        await engine.close()
 
 
 async def test_pause_and_resume_rules(engine: Engine) -> None:
@@ -114,7 +130,12 @@ async def test_terminate_stops_a_running_step_and_records_why(engine: Engine) ->
     await handle.terminate()
     assert (await handle.status())["status"] == "terminated"
     flows.gate("t1").set()
-    await asyncio.sleep(0.2)
+    # The abandoned attempt is over once its body and its activation are gone: anything it
+    # could still record is recorded by then.
+    assert engine.worker is not None
+    async with asyncio.timeout(10):
+        while flows.CALLS["holding"] or engine.worker.active_count:
+            await asyncio.sleep(0.01)
     steps = await steps_of(engine, "blocking", "t1")
     assert steps[("do", "hold-1")].done is False  # the abandoned attempt records nothing
     with pytest.raises(CannotTerminate):

@@ -14,7 +14,7 @@ from stepstone.errors import InvalidWorkflowDefinition, InvalidWorkflowName
 from stepstone.project import ProjectConfigError, load_project
 from stepstone.storage import InvalidDatabaseURL, open_storage
 from tests.engine import flows
-from tests.engine.conftest import wait_for
+from tests.engine.conftest import LoopPasses, wait_for
 
 
 class Timed(WorkflowEntrypoint):
@@ -109,12 +109,16 @@ async def test_misuse_raises_a_clear_fatal_error(engine: Engine, kind: str, need
     assert needle in output["message"]
 
 
-async def test_concurrency_limit_queues_the_rest(backend_url: str) -> None:
+async def test_concurrency_limit_queues_the_rest(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     flows.CALLS.clear()
     flows.GATES.clear()
     async with await Engine.open(
         backend_url, worker_settings=WorkerSettings(concurrency=2, poll_ms=20)
     ) as engine:
+        assert engine.worker is not None
+        passes = LoopPasses(engine.worker, monkeypatch)
         await engine.register("blocking", flows.Blocking)
         handles = [
             await engine.workflow("blocking").create(id=f"c{i}", params={"gate": "shared"})
@@ -123,7 +127,7 @@ async def test_concurrency_limit_queues_the_rest(backend_url: str) -> None:
         async with asyncio.timeout(10):
             while flows.CALLS["holding"] < 2:
                 await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
+        await passes.more()  # the worker had a whole pass to claim more, had the limit let it
         statuses = [(await h.status())["status"] for h in handles]
         assert statuses.count("running") == 2
         assert statuses.count("queued") == 3
@@ -145,8 +149,9 @@ async def test_woken_instances_go_before_new_ones(backend_url: str) -> None:
         now = engine.ops.now()
         await storage.release_instance(claims[0], Release("waiting", runnable_at=now + 100), now)
         await engine.workflow("approval").create(id="new")
-        await asyncio.sleep(0.15)
-        order = await storage.claim_runnable("w", 2, engine.ops.now(), 10_000, [workflow.pk])
+        # Claimed as of a moment after both are runnable, instead of waiting for it.
+        later = max(now + 150, engine.ops.now())
+        order = await storage.claim_runnable("w", 2, later, 10_000, [workflow.pk])
         assert [c.instance.id for c in order] == ["old", "new"]
 
 
@@ -182,7 +187,9 @@ def test_project_file_errors(tmp_path: Path) -> None:
         load_project(tmp_path / "missing.toml")
 
 
-async def test_max_running_holds_across_workers(backend_url: str) -> None:
+async def test_max_running_holds_across_workers(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if backend_url == "memory://":
         pytest.skip("two engines cannot share an in-memory store")
     flows.CALLS.clear()
@@ -195,6 +202,8 @@ async def test_max_running_holds_across_workers(backend_url: str) -> None:
         await first.register("blocking", flows.Blocking)
         assert second.worker is not None
         second.worker.invalidate_workflows()  # both workers compete for the instances
+        assert first.worker is not None
+        passes = [LoopPasses(w, monkeypatch) for w in (first.worker, second.worker)]
         handles = [
             await first.workflow("blocking").create(id=f"m{i}", params={"gate": "cap"})
             for i in range(6)
@@ -202,7 +211,10 @@ async def test_max_running_holds_across_workers(backend_url: str) -> None:
         async with asyncio.timeout(10):
             while flows.CALLS["holding"] < 2:
                 await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)  # both workers had time to claim more, had the cap let them
+        for worker_passes in passes:  # each worker had a whole pass to claim more
+            await worker_passes.more()
+        statuses = [(await h.status())["status"] for h in handles]
+        assert (statuses.count("running"), statuses.count("queued")) == (2, 4)
         assert flows.CALLS["max-holding"] == 2
         flows.gate("cap").set()
         for handle in handles:

@@ -14,7 +14,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
+from stepstone.storage.base import Claim
 from tests.engine.conftest import wait_for
 
 LIMIT: dict[str, Any] = {}
@@ -41,7 +44,9 @@ class FillsTheStore(WorkflowEntrypoint):
         return len(output)
 
 
-async def test_a_full_store_under_a_step_is_not_a_step_error(tmp_path: Path) -> None:
+async def test_a_full_store_under_a_step_is_not_a_step_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     LIMIT.clear()
     SEEN.clear()
     engine = await Engine.open(
@@ -50,6 +55,17 @@ async def test_a_full_store_under_a_step_is_not_a_step_error(tmp_path: Path) -> 
     )
     # The one write connection: the page cap must be on it to refuse the step's result.
     LIMIT["conn"] = engine.storage._writer._conn  # type: ignore[attr-defined]
+    assert engine.worker is not None
+    ended = asyncio.Event()
+    activate = engine.worker._activate
+
+    async def observed(claim: Claim) -> None:
+        try:
+            await activate(claim)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(engine.worker, "_activate", observed)
     try:
         await engine.register("fills", FillsTheStore)
         handle = await engine.workflow("fills").create(id="f1")
@@ -58,8 +74,10 @@ async def test_a_full_store_under_a_step_is_not_a_step_error(tmp_path: Path) -> 
             while engine.storage.health.failing is None:  # type: ignore[attr-defined]
                 assert (await handle.status())["status"] != "complete", "the write did not fail"
                 await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
+        # Once the activation has ended, all it did is recorded: nothing ended the instance.
+        await asyncio.wait_for(ended.wait(), 10)
         assert (await handle.status())["status"] not in ("complete", "errored")
+        assert SEEN == []
         LIMIT["conn"].execute(f"PRAGMA max_page_count={NO_CAP}")
         status = await wait_for(handle, "complete", "errored", timeout=20)
         assert SEEN == []

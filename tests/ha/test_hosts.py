@@ -74,6 +74,12 @@ async def test_the_store_skips_a_host_that_is_down(pg_database: str) -> None:
         await store.close()
 
 
+async def until_stalled(watch: CommitWatch) -> None:
+    async with asyncio.timeout(5):
+        while not watch.stalled:
+            await asyncio.sleep(0.01)
+
+
 async def test_a_write_that_waits_too_long_is_an_outage_until_one_completes() -> None:
     health = StoreHealth("PostgreSQL")
     watch = CommitWatch(health, stall_after=0.05)
@@ -84,8 +90,8 @@ async def test_a_write_that_waits_too_long_is_an_outage_until_one_completes() ->
             await held.wait()
 
     task = asyncio.create_task(write())
-    await asyncio.sleep(0.2)
-    assert isinstance(health.failing, CommitsStalled) and watch.stalled
+    await until_stalled(watch)
+    assert isinstance(health.failing, CommitsStalled)
     held.set()
     await task
     assert health.failing is None and not watch.stalled
@@ -95,8 +101,10 @@ async def test_a_stalled_write_given_up_leaves_a_probe_to_end_the_episode() -> N
     health = StoreHealth("PostgreSQL")
     watch = CommitWatch(health, stall_after=0.05)
     commits_flow = asyncio.Event()
+    probing = asyncio.Event()
 
     async def probe() -> None:
+        probing.set()
         with watch.pending():
             await commits_flow.wait()
 
@@ -107,10 +115,9 @@ async def test_a_stalled_write_given_up_leaves_a_probe_to_end_the_episode() -> N
             await asyncio.Event().wait()
 
     task = asyncio.create_task(write())
-    await asyncio.sleep(0.2)
-    assert watch.stalled
+    await until_stalled(watch)
     task.cancel()  # as the API cuts a request short
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(probing.wait(), 5)
     # Nothing proved that commits go through: still an outage, the probe waiting like any write.
     assert isinstance(health.failing, CommitsStalled)
     commits_flow.set()
