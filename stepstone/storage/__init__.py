@@ -1,7 +1,8 @@
 """Open a store from a database URL; the dialect's module is imported only when used.
 
 URLs follow the SQLAlchemy convention: ``sqlite:///relative/path.db``,
-``sqlite:////absolute/path.db``, ``sqlite:///path.db?synchronous=NORMAL``, ``memory://`` and
+``sqlite:////absolute/path.db``, ``sqlite:///path.db?synchronous=NORMAL``, ``memory://`` (the
+plain-Python store, ``memory.py``; ``sqlite:///:memory:`` is SQLite in memory) and
 ``postgresql://user@host:port/dbname``, or with several hosts for failover,
 ``postgresql://user@h1:5432,h2:5433/dbname?target_session_attrs=read-write``
 (``postgres_hosts``).
@@ -27,9 +28,9 @@ def open_storage(url: str) -> Storage:
         raise InvalidDatabaseURL(f"{url!r} is not a database URL; examples: {_EXAMPLES}")
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        from stepstone.storage.sqlite import SqliteStorage
+        from stepstone.storage.memory import MemoryStorage
 
-        return SqliteStorage(url, None)
+        return MemoryStorage(url)
     if scheme == "sqlite":
         from stepstone.storage.sqlite import SqliteStorage
 
