@@ -74,6 +74,11 @@ class StepType(StrEnum):
     waitForEvent = "waitForEvent"
 
 
+class RestartEvents(StrEnum):
+    drop = "drop"
+    replay = "replay"
+
+
 class OutputType(StrEnum):
     step = "step"
     waitForEvent = "waitForEvent"
@@ -298,12 +303,17 @@ def _change(
     token: str | None,
     account: str,
     json_: bool,
+    extension: str | None = None,
 ) -> None:
+    """PATCH ``.../status`` with ``body``; with ``extension``, POST it to that Stepstone
+    extension route of the instance (``.../stepstone/<extension>``) instead."""
     with connect(url, token, account) as client:
         instance_id = client.resolve(name, instance_id)
-        result = client.call(
-            "PATCH", client.instances(name, instance_id) + "/status", json_body=body
-        )
+        path = client.instances(name, instance_id)
+        if extension is None:
+            result = client.call("PATCH", path + "/status", json_body=body)
+        else:
+            result = client.call("POST", f"{path}/stepstone/{extension}", json_body=body)
     if json_:
         render.print_json(result)
         return
@@ -370,6 +380,13 @@ def restart(
     from_step_type: Annotated[
         StepType | None, typer.Option(help="Kind of the step (default do).")
     ] = None,
+    events: Annotated[
+        RestartEvents | None,
+        typer.Option(
+            help="What becomes of the events the dropped steps had received: drop them"
+            " (Cloudflare's restart) or replay them to the new run's waits (an extension)."
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     account: AccountOption = DEFAULT_ACCOUNT,
@@ -382,6 +399,8 @@ def restart(
             usage(
                 "--from-step-count and --from-step-type need --from-step-name", "--from-step-name"
             )
+        if events is not None:
+            usage("--events needs --from-step-name (a restart from a step)", "--from-step-name")
     else:
         start: dict[str, Any] = {"name": from_step_name}
         if from_step_count is not None:
@@ -389,7 +408,13 @@ def restart(
         if from_step_type is not None:
             start["type"] = from_step_type.value
         body["from"] = start
-    _change("restarted", body, name, instance_id, url, token, account, json_)
+    if events is None:
+        _change("restarted", body, name, instance_id, url, token, account, json_)
+        return
+    # Only the extension route takes `events`; Cloudflare's PATCH .../status does not.
+    body = {"from": body["from"], "events": events.value}
+    action = f"restarted (events: {events.value})"
+    _change(action, body, name, instance_id, url, token, account, json_, extension="restart")
 
 
 def _progress() -> Progress:
