@@ -156,6 +156,7 @@ def _first_duplicate(values: Sequence[str]) -> str:
 
 async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
     if pks:
+        await postgres_children.unlink_deleted(conn, pks)
         for table in ("instance_events", "pending_events", "stream_chunks"):
             await conn.execute(f"DELETE FROM {table} WHERE instance_pk = ANY($1::bigint[])", pks)
         await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)

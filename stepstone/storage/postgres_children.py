@@ -7,6 +7,7 @@ in that same transaction, so any worker takes the parent up without polling.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from stepstone.storage.base import InstanceLink, InstanceLinks
@@ -16,6 +17,39 @@ _LINKED = (
     " JOIN instances i ON i.pk = l.{other} JOIN workflows w ON w.pk = i.workflow_pk"
     " WHERE l.{this} = $1 ORDER BY l.child_pk"
 )
+
+
+_TERMINAL = "('complete', 'errored', 'terminated')"
+
+
+async def unlink_deleted(conn: Any, pks: Sequence[int]) -> None:
+    """Drop the child and approval links of instances being deleted (before their rows go),
+    so no link outlives its instance; wake each parent, not itself deleted, still waiting on
+    a deleted child (as the child's end would), so its step finds the child gone. "Since its
+    last change" is a time in the past on whichever clock the engine runs."""
+    parents = await conn.fetch(
+        "SELECT DISTINCT l.parent_pk FROM child_links l JOIN instances c ON c.pk = l.child_pk"
+        " WHERE l.child_pk = ANY($1::bigint[]) AND l.detached = 0"
+        f" AND c.status NOT IN {_TERMINAL} AND NOT l.parent_pk = ANY($1::bigint[])"
+        " ORDER BY 1",
+        pks,
+    )
+    await conn.execute(
+        "DELETE FROM child_links WHERE child_pk = ANY($1::bigint[])"
+        " OR parent_pk = ANY($1::bigint[])",
+        pks,
+    )
+    await conn.execute("DELETE FROM approval_links WHERE instance_pk = ANY($1::bigint[])", pks)
+    if parents:
+        await conn.execute(
+            "UPDATE instances SET wake_seq = wake_seq + 1,"
+            " runnable_at = CASE WHEN status IN ('waiting', 'running', 'waitingForPause',"
+            " 'rollingBack') THEN LEAST(runnable_at, modified_on) ELSE runnable_at END,"
+            " priority = CASE WHEN status = 'waiting' THEN 0 ELSE priority END"
+            " WHERE pk = ANY($1::bigint[])",
+            [r[0] for r in parents],
+        )
+        await conn.execute("SELECT pg_notify('stepstone_wake', '')")
 
 
 async def link_child(conn: Any, parent_pk: int, child_pk: int, detached: bool) -> str | None:

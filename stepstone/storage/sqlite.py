@@ -119,6 +119,7 @@ def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -
 
 
 def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
+    sqlite_children.unlink_deleted(conn, pks)
     params = [(pk,) for pk in pks]
     for table in ("instance_events", "pending_events", "stream_chunks"):
         conn.executemany(f"DELETE FROM {table} WHERE instance_pk = ?", params)

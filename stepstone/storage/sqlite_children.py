@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from stepstone.storage.base import Claim, Fenced, InstanceLink, InstanceLinks
 
@@ -50,6 +50,42 @@ def install(conn: sqlite3.Connection, fire_wake: Callable[[], None]) -> None:
 
     conn.create_function("stepstone_parent_woken", 0, woken)
     conn.execute(_TRIGGER)
+
+
+# A parent made runnable by the deletion of a child it waits on, as the child's end would make
+# it: its step then finds the child gone (ChildInstanceGone). "Since its last change" is a time
+# in the past on whichever clock the engine runs.
+_WAKE_PARENT = """
+UPDATE instances SET wake_seq = wake_seq + 1,
+    runnable_at = CASE WHEN status IN ('waiting', 'running', 'waitingForPause', 'rollingBack')
+        THEN min(coalesce(runnable_at, modified_on), modified_on) ELSE runnable_at END,
+    priority = CASE WHEN status = 'waiting' THEN 0 ELSE priority END
+WHERE pk = ?
+"""
+
+
+def unlink_deleted(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
+    """Drop the child and approval links of instances being deleted (before their rows go),
+    so no link outlives its instance or passes to a later one given the same pk; wake each
+    parent, not itself deleted, still waiting on a deleted child."""
+    deleted = set(pks)
+    parents: set[int] = set()
+    for pk in pks:
+        row = conn.execute(
+            "SELECT l.parent_pk FROM child_links l JOIN instances c ON c.pk = l.child_pk"
+            f" WHERE l.child_pk = ? AND l.detached = 0 AND c.status NOT IN {_TERMINAL}",
+            (pk,),
+        ).fetchone()
+        if row is not None and row[0] not in deleted:
+            parents.add(row[0])
+    params = [(pk,) for pk in pks]
+    conn.executemany("DELETE FROM child_links WHERE child_pk = ?", params)
+    conn.executemany("DELETE FROM child_links WHERE parent_pk = ?", params)
+    conn.executemany("DELETE FROM approval_links WHERE instance_pk = ?", params)
+    if parents:
+        conn.executemany(_WAKE_PARENT, [(pk,) for pk in sorted(parents)])
+        # The trigger's callback: the workers hear of the parents after the commit.
+        conn.execute("SELECT stepstone_parent_woken()")
 
 
 def link_child(conn: sqlite3.Connection, claim: Claim, child_pk: int, detached: bool) -> str | None:
