@@ -167,6 +167,7 @@ class MemoryStorage(MemoryWorker):
         for version_id in [v.id for v in t.versions.values() if v.workflow_pk == pk]:
             del t.versions[version_id]
         del t.workflows[pk]
+        self._after_write()
         self._fire_control([(i, None) for i in gone])
         return True
 
@@ -404,6 +405,7 @@ class MemoryStorage(MemoryWorker):
         ids = t.instance_ids.get(workflow_pk, {})
         found = {i: ids[i] for i in dict.fromkeys(instance_ids) if i in ids}
         t.delete_instances(found.values())
+        self._after_write()
         self._fire_control([(pk, None) for pk in found.values()])
         return list(found)
 
@@ -437,4 +439,5 @@ class MemoryStorage(MemoryWorker):
         )
         pks = [pk for _, pk in page(due, 0, limit)]
         t.delete_instances(pks)
+        self._after_write()
         return len(pks)

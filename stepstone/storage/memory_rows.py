@@ -309,13 +309,44 @@ class Tables:
         return now + DEFAULT_RETENTION_MS
 
     def delete_instances(self, pks: Iterable[int]) -> None:
-        """Delete instances with their events, buffered events and streams. Links, approval
-        links and deliveries stay, as in the SQL stores: every read of them joins the
-        instance, and deliveries keep what they say by value."""
-        for pk in pks:
-            row = self.instances.pop(pk, None)
-            if row is None:
+        """Delete instances with their events, buffered events, streams, child links and
+        approval links; a parent (not itself deleted) waiting on a deleted child is made
+        runnable, as the child's end would make it. Deliveries stay: they keep what they say
+        by value."""
+        deleted = {pk for pk in pks if pk in self.instances}
+        parents: set[int] = set()
+        for pk in deleted:
+            link = self.child_links.get(pk)
+            if (
+                link is not None
+                and not link.detached
+                and self.instances[pk].status not in TERMINAL
+                and link.parent_pk not in deleted
+            ):
+                parents.add(link.parent_pk)
+        for child_pk, link in list(self.child_links.items()):
+            if child_pk in deleted or link.parent_pk in deleted:
+                del self.child_links[child_pk]
+        for link_id, approval in list(self.approval_links.items()):
+            if approval.instance_pk in deleted:
+                del self.approval_links[link_id]
+        for pk in sorted(parents):
+            parent = self.instances.get(pk)
+            if parent is None:
                 continue
+            parent.wake_seq += 1
+            if parent.status in WAKEABLE:
+                # Since its last change: a time in the past on whichever clock the engine runs.
+                due = parent.modified_on
+                self.schedule(
+                    parent, due if parent.runnable_at is None else min(parent.runnable_at, due)
+                )
+            if parent.status == "waiting":
+                parent.priority = 0
+        if parents:
+            self.parent_woken = True
+        for pk in deleted:
+            row = self.instances.pop(pk)
             self.scheduled.discard(pk)
             ids = self.instance_ids.get(row.workflow_pk)
             if ids is not None:
