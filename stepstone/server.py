@@ -59,6 +59,18 @@ async def prepare_auth(engine: Engine, data_dir: Path, *, insecure_no_auth: bool
         return settings
     secret, created = await tokens.ensure_admin_token(engine.storage, data_dir)
     path = data_dir / tokens.ADMIN_TOKEN_FILE
+    if logs.is_json():
+        # A record, not a banner, and without the secret: JSON lines are collected and kept
+        # where anyone who reads the logs would read the token. It is in the file.
+        what = "created an admin API token" if created else "admin API token"
+        where = str(path.absolute())
+        log.warning(
+            "%s: see %s (mode 0600); use it as Authorization: Bearer <token>",
+            what,
+            where,
+            extra={logs.FIELDS: {"event": "admin_token", "created": created, "path": where}},
+        )
+        return settings
     if created:
         print(
             f"Created an admin API token (shown once; also saved to {path}, mode 0600):\n"
@@ -123,6 +135,18 @@ def browsable(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
+
+
+def insecure_banner(bind: str) -> None:
+    if logs.is_json():
+        log.warning(
+            "--insecure-no-auth: every request is accepted without credentials; anyone who"
+            " can reach %s can create, stop and delete workflows (for local play only)",
+            bind,
+            extra={logs.FIELDS: {"event": "insecure_no_auth", "bind": bind}},
+        )
+        return
+    print(_INSECURE_BANNER.format(bind=bind), file=sys.stderr)
 
 
 def announce(line: str) -> None:
@@ -278,7 +302,7 @@ def run_server(
                 engine, Path(data_dir or DEFAULT_DATA_DIR), insecure_no_auth=insecure_no_auth
             )
             if insecure_no_auth:
-                print(_INSECURE_BANNER.format(bind=f"http://{host}:{port}"), file=sys.stderr)
+                insecure_banner(f"http://{host}:{port}")
             app = create_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
             root = f"http://{browsable(host)}:{port}"
             worker_text = (
@@ -331,11 +355,9 @@ def run_server(
                     )
                 )
                 worker_app.start()
-                print(
+                announce(
                     f"The Worker of {engine.project.source} answers on"
-                    f" http://{worker_host or host}:{worker_port}",
-                    file=sys.stderr,
-                    flush=True,
+                    f" http://{worker_host or host}:{worker_port}"
                 )
             try:
                 await serve_until_signal(engine, servers)

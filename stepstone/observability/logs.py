@@ -57,6 +57,11 @@ def _trace_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+# ``extra={FIELDS: {...}}`` on a log call: keys a JSON line carries besides its message (the
+# text format shows the message alone), so a collector need not parse the sentence.
+FIELDS = "stepstone_fields"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -75,6 +80,10 @@ class JsonFormatter(logging.Formatter):
         ids = _trace_ids()
         if ids is not None:
             line["trace_id"], line["span_id"] = ids
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                line.setdefault(str(key), value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
