@@ -74,6 +74,7 @@ class DeliveryRecord:
     at: int
     state: str
     attempts: int
+    # Pending: when it is due. Delivered or failed: when it finished (what pruning goes by).
     next_attempt_at: int
     last_error: str | None
     delivered_on: int | None
