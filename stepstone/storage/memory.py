@@ -41,6 +41,7 @@ from stepstone.storage.memory_rows import (
     InstanceRow,
     Tables,
     WorkflowRow,
+    own,
     page,
 )
 from stepstone.storage.memory_worker import MemoryWorker
@@ -220,8 +221,8 @@ class MemoryStorage(MemoryWorker):
                 version_id,
                 "queued",
                 item.trigger_source,
-                bytes(item.params),
-                None if item.schedule is None else bytes(item.schedule),
+                own(item.params),
+                None if item.schedule is None else own(item.schedule),
                 now,
                 now,
                 success_retention_ms=item.success_retention_ms,
@@ -395,7 +396,7 @@ class MemoryStorage(MemoryWorker):
             row.paused_at = None
         row.control = tr.control
         if tr.error is not None:
-            row.error = bytes(tr.error)
+            row.error = own(tr.error)
         if tr.clear_outcome:
             row.output = row.error = row.rollback = None
             row.ended_on = row.started_on = row.expires_at = None
@@ -418,7 +419,7 @@ class MemoryStorage(MemoryWorker):
             return False
         if row.status in TERMINAL:
             raise CannotSendEvent(f"Cannot send an event to an instance that is {row.status}")
-        row.pending.append((t.next_id("pending_events"), event_type, bytes(payload), now))
+        row.pending.append((t.next_id("pending_events"), event_type, own(payload), now))
         # Paused and queued instances keep their schedule; the event waits in the buffer.
         row.wake_seq += 1
         if row.status in WAKEABLE:

@@ -15,7 +15,7 @@ import orjson
 
 from stepstone.storage.base import ApprovalLinkRecord, InstanceRecord, TokenRecord
 from stepstone.storage.memory_hooks import MemoryHooks
-from stepstone.storage.memory_rows import ApprovalRow, InstanceRow, TokenRow, page
+from stepstone.storage.memory_rows import ApprovalRow, InstanceRow, TokenRow, own, page
 from stepstone.storage.ops_records import (
     BULK_CANCELLED,
     BULK_ENDED,
@@ -109,7 +109,7 @@ class MemoryOps(MemoryHooks):
     # --- signing keys and approval links ---------------------------------------------------
 
     async def signing_key(self, name: str, candidate: bytes) -> bytes:
-        return self._db.signing_keys.setdefault(name, bytes(candidate))
+        return self._db.signing_keys.setdefault(name, own(candidate))
 
     async def create_approval_link(self, link: ApprovalLinkRecord) -> None:
         t = self._db
@@ -165,7 +165,9 @@ class MemoryOps(MemoryHooks):
     async def create_bulk_job(self, job: BulkJobRecord) -> None:
         if job.id in self._db.bulk_jobs:
             raise DuplicateKey(f"a bulk job {job.id!r} exists")
-        self._db.bulk_jobs[job.id] = job
+        self._db.bulk_jobs[job.id] = dataclasses.replace(
+            job, spec=own(job.spec), actor=own(job.actor)
+        )
         self._db.bulk_items[job.id] = {}
 
     async def get_bulk_job(self, account_id: str, job_id: str) -> BulkJobRecord | None:
@@ -270,7 +272,8 @@ class MemoryOps(MemoryHooks):
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         t = self._db
         for e in entries:
-            self._db.audit.append(dataclasses.replace(e, seq=t.next_id("audit_log")))
+            detail = None if e.detail is None else own(e.detail)
+            self._db.audit.append(dataclasses.replace(e, detail=detail, seq=t.next_id("audit_log")))
 
     async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
         q = query

@@ -181,6 +181,13 @@ class DeliveryRow:
     log: list[tuple[int, int, int | None, str | None]] = field(default_factory=list)
 
 
+def own(data: bytes) -> bytes:
+    """A copy of ``data`` sized to it, to keep: a bytes object from ``orjson.dumps`` holds an
+    allocation of about 4 KiB however short it is (tracemalloc: 41 MB for 10,000 small
+    payloads, 1.2 MB once copied), which a store keeping every payload in memory multiplies."""
+    return bytes(memoryview(data))
+
+
 def page(items: Sequence[T], offset: int, limit: int | None) -> list[T]:
     """``items[offset:offset + limit]`` as SQL's LIMIT/OFFSET (a negative limit: no limit)."""
     start = max(offset, 0)
@@ -264,7 +271,7 @@ class Tables:
 
     def add_events(self, row: InstanceRow, events: Iterable[NewEvent]) -> None:
         for e in events:
-            data = None if e.data is None else bytes(e.data)
+            data = None if e.data is None else own(e.data)
             record = EventRecord(
                 self.next_id("instance_events"), e.ts, e.type, e.step_kind, e.step_name, data
             )

@@ -24,7 +24,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.event_match import first_match
 from stepstone.storage.memory_ops import MemoryOps
-from stepstone.storage.memory_rows import TERMINAL, ChildLink, InstanceRow
+from stepstone.storage.memory_rows import TERMINAL, ChildLink, InstanceRow, own
 
 
 class MemoryWorker(MemoryOps):
@@ -148,7 +148,7 @@ class MemoryWorker(MemoryOps):
         row = self._fenced(claim)
         if chunk_no == 0:
             row.streams.pop(step_name, None)
-        row.streams.setdefault(step_name, {})[chunk_no] = bytes(data)
+        row.streams.setdefault(step_name, {})[chunk_no] = own(data)
 
     async def consume_event(
         self,
@@ -206,11 +206,11 @@ class MemoryWorker(MemoryOps):
             row.paused_at = paused_at
         row.control = None
         if r.output is not None:
-            row.output = bytes(r.output)
+            row.output = own(r.output)
         if r.error is not None:
-            row.error = bytes(r.error)
+            row.error = own(r.error)
         if r.rollback is not None:
-            row.rollback = bytes(r.rollback)
+            row.rollback = own(r.rollback)
         if ended:
             row.ended_on = now
         row.expires_at = expires_at
