@@ -167,6 +167,9 @@ class MemoryStorage(MemoryWorker):
         t.delete_instances(gone)
         for version_id in [v.id for v in t.versions.values() if v.workflow_pk == pk]:
             del t.versions[version_id]
+        # Its hooks go with it, as in the SQL stores (f467bce).
+        for hook in [h for h in t.hooks.values() if h.workflow_pk == pk]:
+            self._drop_hook(hook)
         del t.workflows[pk]
         self._after_write()
         self._fire_control([(i, None) for i in gone])
