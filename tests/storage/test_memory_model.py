@@ -49,8 +49,9 @@ EXPECTED = (Fenced, Conflict, CannotSendEvent, InstanceAlreadyExists)
 class Script:
     """One seeded run against one store: every answer goes into ``log``, normalised."""
 
-    def __init__(self, store: Storage, seed: int, capped: bool) -> None:
+    def __init__(self, store: Storage, seed: int, capped: bool, pks: bool) -> None:
         self.store = store
+        self.pks = pks
         self.rng = random.Random(seed)
         self.capped = capped
         self.now = NOW
@@ -87,6 +88,9 @@ class Script:
             "acct", "wf", WorkflowDefinition("C", "m", concurrency_limit=limit), NOW
         )
         self.workflow_pk, self.version_id = workflow.pk, workflow.version.id
+        # PostgreSQL leaves a workflow capped since its last claim alone for one claim (it
+        # locks it from the next on): "up to limit" allows that, and this claim takes it.
+        assert await self.store.claim_runnable("w0", 1, NOW, LEASE, [workflow.pk]) == []
         events = ("errored", "complete", "terminated", "paused", "rolledBack")
         await self.store.put_webhooks(
             workflow.pk, [WebhookRecord("h1", "http://x", events, "s")], replace_source=None
@@ -115,7 +119,7 @@ class Script:
             skip_existing=self.rng.random() < 0.7,
         )
         self.newest_pk = max([self.newest_pk, *(r.pk for r in created)])
-        return [(r.pk, *self._instance(r)) for r in created]
+        return [(r.pk if self.pks else None, *self._instance(r)) for r in created]
 
     async def op_tick(self) -> Any:
         self.now += self.rng.choice([0, 10, 400, 1_500])
@@ -293,16 +297,27 @@ class Script:
         )
 
 
-async def run(store: Storage, seed: int, capped: bool, steps: int) -> tuple[list[Any], Any]:
+async def run(
+    store: Storage, seed: int, capped: bool, steps: int, *, pks: bool = True
+) -> tuple[list[Any], Any]:
     await store.open()
     try:
-        script = Script(store, seed, capped)
+        script = Script(store, seed, capped, pks)
         await script.setup()
         for _ in range(steps):
             await script.step()
         return script.log, await script.state()
     finally:
         await store.close()
+
+
+def agree(mine: tuple[list[Any], Any], theirs: tuple[list[Any], Any], other: str) -> None:
+    for n, (a, b) in enumerate(zip(mine[0], theirs[0], strict=True)):
+        assert a == b, f"step {n}: memory {a!r}, {other} {b!r}"
+    assert mine[1] == theirs[1]
+    # The sequence did reach the states it is there for.
+    seen = {name for name, result in mine[0] if result not in (None, [], "Fenced", "Conflict")}
+    assert {"op_claim", "op_release", "op_consume", "op_terminate"} <= seen
 
 
 @pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "capped"])
@@ -313,11 +328,15 @@ async def test_memory_and_sqlite_agree_step_by_step(
     memory = open_storage("memory://")
     sqlite = open_storage(f"sqlite:///{tmp_path / 'model.db'}")
     assert isinstance(memory, MemoryStorage) and isinstance(sqlite, SqliteStorage)
-    mem_log, mem_state = await run(memory, seed, capped, 400)
-    sql_log, sql_state = await run(sqlite, seed, capped, 400)
-    for n, (mine, theirs) in enumerate(zip(mem_log, sql_log, strict=True)):
-        assert mine == theirs, f"step {n}: memory {mine!r}, sqlite {theirs!r}"
-    assert mem_state == sql_state
-    # The sequence did reach the states it is there for.
-    seen = {name for name, result in mem_log if result not in (None, [], "Fenced", "Conflict")}
-    assert {"op_claim", "op_release", "op_consume", "op_terminate"} <= seen
+    mine = await run(memory, seed, capped, 400)
+    agree(mine, await run(sqlite, seed, capped, 400), "sqlite")
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "capped"])
+@pytest.mark.parametrize("seed", range(3))
+async def test_memory_and_postgres_agree_step_by_step(
+    pg_database: str, seed: int, capped: bool
+) -> None:
+    # PostgreSQL draws pks from sequences that skipped creates use up: they are left out.
+    memory = await run(open_storage("memory://"), seed, capped, 400, pks=False)
+    agree(memory, await run(open_storage(pg_database), seed, capped, 400, pks=False), "postgres")
