@@ -120,9 +120,18 @@ class WalSyncer:
     commits are counted, and a sync covers the count taken when it began. Which thread syncs
     is decided one turn of the loop after someone first waits: if a single commit is not yet
     synced and nothing else was committed in that turn, the loop syncs it itself, since
-    handing it to a thread and being woken back costs more than the sync (about 180 us of CPU
-    per round trip in a VM, measured). Otherwise a thread syncs them all while the loop goes
-    on (group commit), and the commits made meanwhile share the next one.
+    handing it to a thread and being woken back through the loop costs more than the sync
+    (about 180 us of CPU per round trip in a VM, measured). Otherwise a thread syncs them all
+    while the loop goes on (group commit), and the commits made meanwhile share the next one.
+
+    One pattern is worth starting early: a lone step result (a commit whose writer syncs on
+    demand, ``early``) that is the only thing the next wait needs, as when one activation steps
+    alone. Once a wait has found exactly that, the next such commit is handed to the thread at
+    once, so its fdatasync runs while the loop returns the result to ``run()`` and records the
+    next step's start; the wait then blocks on the thread directly, not through the loop, as an
+    inline sync would block. Any other durable commit before that wait (an activation's end)
+    turns this off again until a wait finds the pattern anew, so the commits a writer makes
+    before it needs durability (a step's result, then the instance's end) still share a sync.
     """
 
     def __init__(self, wal_path: str) -> None:
@@ -139,6 +148,17 @@ class WalSyncer:
         self._eventual: asyncio.TimerHandle | None = None
         self.failure: BaseException | None = None
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Early syncs: whether the last wait found one lone early commit, whether the sync in
+        # flight is such an early one, and the last durable commit's kind.
+        self._eager = False
+        self._early_in_flight = False
+        self._last_early = False
+        # The handoff to a loop blocked on the thread's sync: under _hand, whether the thread
+        # has yet to report, and the event (and result) of a loop waiting for that report.
+        self._hand = threading.Lock()
+        self._thread_busy = False
+        self._blocked: threading.Event | None = None
+        self._blocked_result: tuple[int, BaseException | None] = (0, None)
         self._thread = threading.Thread(target=self._run, name="stepstone-wal-sync", daemon=True)
         self._thread.start()
 
@@ -147,18 +167,26 @@ class WalSyncer:
         """Whether a durable commit is not known to be durable yet."""
         return self._synced < self._committed
 
-    def committed(self, durable: bool = True) -> None:
+    def committed(self, durable: bool = True, early: bool = False) -> None:
         """Count a commit just made.
 
         A durable one's sync starts once someone waits for it (``after_sync``), so that the
         commits a writer makes before it needs durability (a step's result, then the instance's
-        end) share one; or at the latest ``EVENTUAL_SYNC_S`` later. Any commit also tells that
-        the loop has other work going on.
+        end) share one; or at the latest ``EVENTUAL_SYNC_S`` later; or at once for an ``early``
+        commit (its writer syncs on demand) when the pattern of lone step results holds (see
+        the class). Any commit also tells that the loop has other work going on.
         """
         self._commits_seen += 1
         if not durable:
             return
         self._committed += 1
+        self._last_early = early
+        if self._early_in_flight:
+            self._eager = False  # more than the lone result: back to syncing on demand
+        elif early and self._eager and not self._in_flight and self.failure is None:
+            self._early_in_flight = True
+            self._dispatch(asyncio.get_running_loop())
+            return
         if self._eventual is None:
             self._eventual = asyncio.get_running_loop().call_later(EVENTUAL_SYNC_S, self._start)
 
@@ -173,9 +201,41 @@ class WalSyncer:
             self._schedule_start()
 
     def _schedule_start(self) -> None:
-        if not self._in_flight and self._start_handle is None:
+        if self._start_handle is None and (not self._in_flight or self._early_in_flight):
             self._seen_at_schedule = self._commits_seen
-            self._start_handle = asyncio.get_running_loop().call_soon(self._start)
+            self._start_handle = asyncio.get_running_loop().call_soon(self._waited)
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._in_flight = True
+        with self._hand:
+            self._thread_busy = True
+        self._requests.put((loop, self._committed))
+
+    def _waited(self) -> None:
+        """``_start`` for a wait: learns whether the next lone step result syncs early."""
+        if self._early_in_flight:
+            self._start_handle = None
+            self._await_early()
+            return
+        lone = self._committed - self._synced == 1 and self._last_early
+        self._eager = lone and self._commits_seen == self._seen_at_schedule
+        self._start()
+
+    def _await_early(self) -> None:
+        """Block on the early sync in flight, as an inline sync would block the loop; unless
+        other commits came meanwhile (there is work to overlap: the thread reports through the
+        loop) or the thread has reported already."""
+        if self._commits_seen != self._seen_at_schedule:
+            return
+        with self._hand:
+            event = None
+            if self._thread_busy:
+                event = self._blocked = threading.Event()
+        if event is None:
+            return
+        event.wait()
+        upto, error = self._blocked_result
+        self._synced_up_to(asyncio.get_running_loop(), upto, error)
 
     def _start(self) -> None:
         self._start_handle = None
@@ -189,8 +249,7 @@ class WalSyncer:
         # activations stepping) means there is work to overlap with the sync.
         busy = self._commits_seen != self._seen_at_schedule
         if busy or self._committed - self._synced > 1:
-            self._in_flight = True
-            self._requests.put((loop, self._committed))
+            self._dispatch(loop)
             return
         upto, error = self._committed, None
         try:
@@ -205,8 +264,15 @@ class WalSyncer:
             error: BaseException | None = None
             try:
                 self.sync()
-            except OSError as exc:
+            except Exception as exc:  # any: a loop blocked on this thread must hear back
                 error = exc
+            with self._hand:
+                self._thread_busy = False
+                blocked, self._blocked = self._blocked, None
+                if blocked is not None:  # the loop waits on this thread, not on its selector
+                    self._blocked_result = (upto, error)
+                    blocked.set()
+                    continue
             try:
                 loop.call_soon_threadsafe(self._synced_up_to, loop, upto, error)
             except RuntimeError:  # the loop closed while its writes were syncing
@@ -215,7 +281,7 @@ class WalSyncer:
     def _synced_up_to(
         self, loop: asyncio.AbstractEventLoop, upto: int, error: BaseException | None
     ) -> None:
-        self._in_flight = False
+        self._in_flight = self._early_in_flight = False
         if error is not None:
             if self.failure is None:
                 log.critical("fdatasync of %s failed; no more writes accepted", self._wal_path)
@@ -232,8 +298,7 @@ class WalSyncer:
         for acknowledge in ready:
             acknowledge(None)
         if self.pending:
-            self._in_flight = True
-            self._requests.put((loop, self._committed))
+            self._dispatch(loop)
 
     def sync(self) -> None:
         """fdatasync the WAL file (the one at its path now, should it have been replaced)."""
@@ -448,7 +513,9 @@ class InlineWriter:
         if syncer is not None and entries:
             # A commit that changed nothing is still acknowledged only once what it may have
             # read is durable (after_sync below), but adds no sync of its own.
-            syncer.committed(self._changed and any(e.durable for e in entries))
+            durable = [e for e in entries if e.durable]
+            early = bool(durable) and not any(e.wait for e in durable)
+            syncer.committed(self._changed and bool(durable), early)
         if any(e.wakes for e in entries):
             for callback in self._after_commit:
                 callback()

@@ -1,0 +1,131 @@
+"""SQLite FULL: a lone step result's fdatasync starts at its commit, yet nothing is acknowledged
+before it ends, and a writer's result-then-end still shares one sync."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
+from stepstone.storage import open_storage
+from stepstone.storage.base import Claim, NewEvent, NewInstance, WorkflowDefinition
+from stepstone.storage.sqlite import SqliteStorage
+from stepstone.storage.sqlite_writer import WalSyncer
+
+NOW = 1_700_000_000_000
+
+
+def syncer_of(storage: SqliteStorage) -> WalSyncer:
+    syncer = storage._writer._syncer if storage._writer is not None else None
+    assert syncer is not None, "a file at synchronous=FULL syncs its WAL"
+    return syncer
+
+
+async def claimed(tmp_path: Path) -> tuple[SqliteStorage, Claim]:
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(storage, SqliteStorage)
+    await storage.open()
+    workflow = await storage.register_workflow(
+        "acct", "orders", WorkflowDefinition("Orders", "shop"), NOW
+    )
+    await storage.create_instances(
+        workflow.pk, workflow.version.id, [NewInstance("a", b"{}")], NOW, skip_existing=False
+    )
+    [claim] = await storage.claim_runnable("w1", 1, NOW, 30_000, [workflow.pk])
+    return storage, claim
+
+
+def step(n: int) -> list[NewEvent]:
+    return [NewEvent("step_completed", NOW, b'{"output":1}', "do", f"s{n}-1")]
+
+
+async def test_a_lone_step_result_syncs_at_its_commit_once_a_wait_found_one(
+    tmp_path: Path,
+) -> None:
+    storage, claim = await claimed(tmp_path)
+    syncer = syncer_of(storage)
+    try:
+        await storage.record_progress(claim, step(0))
+        assert syncer.pending and not syncer._in_flight  # on demand: nobody waited yet
+        await storage.sync()  # the wait finds one lone step result
+        assert not syncer.pending
+        await storage.record_progress(claim, step(1))
+        # Syncing already, before anyone waits, and still not acknowledged as durable.
+        assert syncer._in_flight and syncer.pending
+        await storage.sync()
+        assert not syncer.pending and not syncer._in_flight
+        events = await storage.load_events(claim.instance.pk)
+        assert [e.step_name for e in events][-2:] == ["s0-1", "s1-1"]
+    finally:
+        await storage.close()
+
+
+async def test_a_durable_write_after_the_result_turns_early_syncs_off(tmp_path: Path) -> None:
+    storage, claim = await claimed(tmp_path)
+    syncer = syncer_of(storage)
+    try:
+        await storage.record_progress(claim, step(0))
+        await storage.sync()
+        await storage.record_progress(claim, step(1))
+        assert syncer._in_flight
+        # An activation's end (an awaited durable write) right after its last result: it
+        # waits for a sync that began after its own commit.
+        await storage.set_active_status(claim, "running")
+        assert not syncer.pending
+        # The next lone result is synced on demand again, sharing a sync with what follows.
+        await storage.record_progress(claim, step(2))
+        assert syncer.pending and not syncer._in_flight
+        await storage.sync()
+        assert not syncer.pending
+    finally:
+        await storage.close()
+
+
+class Steps(WorkflowEntrypoint):
+    storage: SqliteStorage
+    unsynced_when_run: list[bool] = []
+
+    async def run(self, event: Any, step: Any) -> int:
+        total = 0
+        for n in range(40):
+
+            async def work(n: int = n) -> int:
+                Steps.unsynced_when_run.append(syncer_of(Steps.storage).pending)
+                return n
+
+            total += await step.do(f"s{n}", work)
+        return total
+
+
+async def test_sequential_steps_take_one_sync_each_and_run_only_on_durable_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = [0]
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        syncs[0] += 1
+        real(fd)
+
+    engine = await Engine.open(
+        f"sqlite:///{tmp_path}/e.db", worker_settings=WorkerSettings(poll_ms=25)
+    )
+    try:
+        assert isinstance(engine.storage, SqliteStorage)
+        Steps.storage = engine.storage
+        Steps.unsynced_when_run = []
+        await engine.register("steps", Steps)
+        monkeypatch.setattr(os, "fdatasync", counted)
+        handle = await engine.workflow("steps").create()
+        result = await handle.wait(timeout=20)
+        assert result["status"] == "complete", result
+        assert result["output"] == sum(range(40))
+        assert Steps.unsynced_when_run == [False] * 40
+        # One per step result, plus the create and the end (the last result syncing early
+        # costs the end a sync of its own); handle.wait's polls write nothing.
+        assert 40 <= syncs[0] <= 43, syncs[0]
+    finally:
+        await engine.close()
