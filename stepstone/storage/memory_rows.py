@@ -384,11 +384,11 @@ class Tables:
         workflow = self.workflows.get(row.workflow_pk)
         if workflow is None:
             return
-        for hook in self.hooks.values():  # in pk order: pks only grow
-            if hook.workflow_pk != row.workflow_pk:
-                continue
-            for name in names:
-                if name in hook.events:
+        # The change's own notice first, then rolledBack; each to the hooks in pk order (pks
+        # only grow), as the SQL stores' outbox triggers insert them.
+        for name in names:
+            for hook in self.hooks.values():
+                if hook.workflow_pk == row.workflow_pk and name in hook.events:
                     self.add_delivery(
                         hook, row.pk, workflow.name, row.id, name, row.error, row.modified_on
                     )
