@@ -1,7 +1,8 @@
 """The storage contract: every durable operation of Stepstone, named after the domain.
 
 The engine, the operations layer and the API import only this module. Each backend (SQLite,
-in-memory SQLite, PostgreSQL) implements ``Storage`` and passes one contract suite.
+PostgreSQL, and the plain-Python ``memory://`` store) implements ``Storage`` and passes one
+contract suite.
 
 Times are epoch milliseconds (UTC). JSON values cross the contract already encoded (orjson
 bytes) where they are stored verbatim, so no backend re-encodes a payload.
