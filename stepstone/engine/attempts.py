@@ -18,6 +18,7 @@ from stepstone.authoring.config import DYNAMIC_DELAY
 from stepstone.authoring.durations import parse_duration
 from stepstone.engine import history as h
 from stepstone.engine.callables import invoke
+from stepstone.engine.deadlines import AttemptDeadline
 from stepstone.engine.errors_codec import (
     encode_error,
     format_traceback,
@@ -95,7 +96,7 @@ class Attempts:
                 act.workflow_name, self.kind_prefix + self.key[0], self.key[1], attempt
             )
             try:
-                async with asyncio.timeout(self.timeout_ms / 1000) as scope:
+                async with AttemptDeadline(self.timeout_ms / 1000) as scope:
                     value = await invoke(self.call, ctx)
                     payload = await encode_output(act, self.key[1], value)
             except Exception as exc:  # signals (cancel, lease lost, fatal) are BaseExceptions
