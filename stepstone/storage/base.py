@@ -163,7 +163,7 @@ class InstanceSummary:
     """What an instance's status answer needs beyond its row, read by index, not from the
     whole history: the cost of a status poll does not grow with the steps done."""
 
-    # Distinct (step kind, step name) groups in the history, kept on the row at write time.
+    # Distinct (step kind, step name) groups in the history, counted at write time.
     step_count: int
     # The first workflow_queued event's time.
     queued_at: int | None

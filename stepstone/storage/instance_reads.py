@@ -1,8 +1,8 @@
 """The reads a status poll and a step fetch make, as SQL both dialects share.
 
 Both go through ``instance_events_by_step`` (instance, step name, step kind, event id), never
-through the whole history: the step count is kept on the instance row by triggers (migrations
-sqlite/0009 and postgres/0014), the instance-level facts are the first or last of the
+through the whole history: the step count is kept in ``instance_step_counts`` by triggers
+(migrations sqlite/0009 and postgres/0014), the instance-level facts are the first or last of the
 instance's few instance-level events, and one step's events are one index range.
 """
 
@@ -28,12 +28,13 @@ def summary_sql(columns: str, workflow_pk: str, instance_id: str) -> str:
     probes stop at once. Only a terminated instance has a workflow_terminated event (a restart
     drops it), and it is among the last, so that probe runs from the end and only then.
     """
+    steps = "SELECT s.steps FROM instance_step_counts s WHERE s.instance_pk = i.pk"
     queued = _LIFECYCLE.format(pick="e.ts", type="workflow_queued", order="ASC")
     started = _LIFECYCLE.format(pick="e.ts", type="workflow_started", order="ASC")
     terminated = _LIFECYCLE.format(pick="e.event_id", type="workflow_terminated", order="DESC")
     prefixed = ", ".join("i." + c.strip() for c in columns.split(","))
     return (
-        f"SELECT {prefixed}, i.step_count, ({queued}),"
+        f"SELECT {prefixed}, COALESCE(({steps}), 0), ({queued}),"
         f" CASE WHEN i.started_on IS NULL THEN ({started}) END,"
         f" CASE WHEN i.status = 'terminated' THEN ({terminated}) END"
         f" FROM instances i WHERE i.workflow_pk = {workflow_pk} AND i.id = {instance_id}"

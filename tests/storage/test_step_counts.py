@@ -115,9 +115,9 @@ async def test_the_step_count_follows_every_write_and_every_removal(fx: Fixture)
 
 
 async def test_a_terminated_instance_counts_its_termination_and_others_are_apart(
-    fx: Fixture,
+    fx: Fixture, backend_url: str
 ) -> None:
-    await fx.create("t", "other")
+    await fx.create("other", "t")
     t = await fx.get("t")
     await fx.storage.transition_instance(
         t.pk,
@@ -135,9 +135,14 @@ async def test_a_terminated_instance_counts_its_termination_and_others_are_apart
     assert await _agrees(fx, "t") == InstanceSummary(1, NOW, None, True)
     assert await _agrees(fx, "other") == InstanceSummary(0, NOW, None, False)
     assert await fx.storage.get_instance_summary(fx.workflow.pk, "missing") is None
-    # Deleting an instance (events first, then the row) leaves the others' counts alone.
+    # Deleting an instance (events first, then the row) leaves the others' counts alone, and
+    # takes its own: the next instance may be given its pk.
     assert await fx.storage.delete_instances(fx.workflow.pk, ["t"]) == ["t"]
     assert await _agrees(fx, "other") == InstanceSummary(0, NOW, None, False)
+    await fx.create("next", now=NOW + 5)
+    if backend_url.startswith("sqlite"):
+        assert (await fx.get("next")).pk == t.pk  # SQLite gives the freed pk again
+    assert await _agrees(fx, "next") == InstanceSummary(0, NOW + 5, None, False)
 
 
 async def test_one_steps_events_by_name_and_kind(fx: Fixture) -> None:
