@@ -21,6 +21,7 @@ from stepstone.api.front_door import FrontDoor
 from stepstone.api.guard import OPEN_PATHS, Guard
 from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
+from stepstone.api.no_nul import NulInUrl
 from stepstone.api.openapi import allowed_methods, refine
 from stepstone.api.outage import OutageGuard, outage_answer
 from stepstone.api.routes import ALL
@@ -105,6 +106,8 @@ def create_app(
     app.add_middleware(ApprovalPages, engine=engine)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
     app.add_middleware(OutageGuard, storage=engine.storage)
+    # Before anything reads the store: a NUL in the URL matches nothing stored (no_nul.py).
+    app.add_middleware(NulInUrl)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.
     app.add_middleware(FrontDoor)
     app.add_middleware(RequestMetrics)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from stepstone.api import deps
 from stepstone.api.envelope import ok
+from stepstone.api.no_nul import NO_NUL
 from stepstone.api.routes.operators import request_actor
 from stepstone.webhooks.records import EVENTS
 from stepstone.webhooks.service import MAX_LIST, Hooks, delivery_dict, hook_dict
@@ -42,7 +43,11 @@ class HookBody(BaseModel):
     url: str = Field(pattern=URL_PATTERN, max_length=2048)
     events: list[Event] = Field(min_length=1, max_length=len(EVENTS))
     secret: str | None = Field(
-        default=None, min_length=16, max_length=256, description="default: generated"
+        default=None,
+        min_length=16,
+        max_length=256,
+        pattern=NO_NUL,
+        description="default: generated",
     )
     waitForEventLongerThan: int | str | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from stepstone import views
 from stepstone.api import deps
 from stepstone.api.auth import NOBODY_NEEDED, Principal
 from stepstone.api.envelope import ok
+from stepstone.api.no_nul import NO_NUL
 from stepstone.api.query import parse_date
 from stepstone.audit import ANONYMOUS, TOKEN, Actor, entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
@@ -83,9 +84,9 @@ class BulkFilter(BaseModel):
     status: list[StatusName] = Field(default_factory=list, max_length=9)
     created_after: datetime | None = Field(default=None, description="inclusive")
     created_before: datetime | None = Field(default=None, description="exclusive")
-    id_prefix: str | None = Field(default=None, min_length=1, max_length=100)
+    id_prefix: str | None = Field(default=None, min_length=1, max_length=100, pattern=NO_NUL)
     error_name: str | None = Field(
-        default=None, min_length=1, max_length=255, description="the error's name"
+        default=None, min_length=1, max_length=255, pattern=NO_NUL, description="the error's name"
     )
 
 
