@@ -146,6 +146,9 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         # record_progress_nowait: events not yet written, per instance pk.
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
+        # When the oldest of them was queued (loop time): the flush timer is left armed when a
+        # step's result takes them, and on firing re-arms until that many have lingered enough.
+        self._queued_since = 0.0
         self.appended = AppendSignal(self._latest_event_ids)
 
     # --- connections ------------------------------------------------------------------------
@@ -279,6 +282,18 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+    def _linger_ended(self) -> None:
+        """The flush timer: write what has lingered ``LINGER_S``, else wait for the oldest."""
+        self._flush_timer = None
+        if not self._queued:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._queued_since + LINGER_S
+        if loop.time() < due:
+            self._flush_timer = loop.call_at(due, self._linger_ended)
+            return
+        self._flush_queued()
 
     def _flush_queued(self) -> None:
         self._cancel_flush()
@@ -833,8 +848,6 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         if queued is None or queued[0] is not claim:
             return []
         del self._queued[claim.instance.pk]
-        if not self._queued:
-            self._cancel_flush()
         return queued[1]
 
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
@@ -858,9 +871,11 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         else:
             if queued is not None:  # an older claim's: flush it first, in order
                 self._flush_queued()
+            if not self._queued:
+                self._queued_since = asyncio.get_running_loop().time()
             self._queued[claim.instance.pk] = (claim, list(events))
         if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(LINGER_S, self._flush_queued)
+            self._flush_timer = asyncio.get_running_loop().call_later(LINGER_S, self._linger_ended)
 
     async def set_active_status(self, claim: Claim, status: str) -> None:
         def job(conn: sqlite3.Connection) -> None:

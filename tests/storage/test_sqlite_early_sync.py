@@ -3,6 +3,7 @@ before it ends, and a writer's result-then-end still shares one sync."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,27 @@ async def test_sequential_steps_take_one_sync_each_and_run_only_on_durable_resul
         assert 40 <= syncs[0] <= 43, syncs[0]
     finally:
         await engine.close()
+
+
+async def test_events_queued_after_a_result_took_the_earlier_ones_are_still_written(
+    tmp_path: Path,
+) -> None:
+    storage, claim = await claimed(tmp_path)
+    try:
+        started = [NewEvent("attempt_started", NOW, b'{"attempt":1}', "do", "s0-1")]
+        storage.record_progress_nowait(claim, started)
+        await storage.record_progress(claim, step(0))  # takes them; the linger timer stays
+        storage.record_progress_nowait(claim, [NewEvent("attempt_started", NOW, None, "do", "x")])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while storage._queued and loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        await storage.sync()
+        events = await storage.load_events(claim.instance.pk)
+        assert [(e.type, e.step_name) for e in events][-3:] == [
+            ("attempt_started", "s0-1"),
+            ("step_completed", "s0-1"),
+            ("attempt_started", "x"),
+        ]
+    finally:
+        await storage.close()
