@@ -1,16 +1,26 @@
-"""A real uvicorn server on a free loopback port, in a background thread, per test."""
+"""A real uvicorn server on a free loopback port, in a background thread, per test.
+
+``server`` runs each test on SQLite and on PostgreSQL (``SERVER_BACKENDS``): the API reads and
+writes through the store, so each test checks both backends. The in-memory store is left out
+here (it is proven by the storage and engine suites, and costs a server start per test);
+``sqlite_server`` is for tests that reach into the SQLite file itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import cloudflare
 import httpx
 import pytest
@@ -27,11 +37,13 @@ T = TypeVar("T")
 ACCOUNT = "acc-test"
 ADMIN_SECRET = "admin-secret-for-tests"
 FLOWS = "tests.api.flows"
+SERVER_BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass
 class LiveServer:
     base: str
+    db_url: str
     token: str
     engine: Engine
     loop: asyncio.AbstractEventLoop
@@ -145,6 +157,7 @@ def start_server(
         raise RuntimeError("the test server did not start")
     live = LiveServer(
         base=f"http://127.0.0.1:{port}",
+        db_url=db_url,
         token=holder["secret"],
         engine=holder["engine"],
         loop=holder["loop"],
@@ -158,8 +171,51 @@ def start_server(
     return live, stop
 
 
+def execute_sql(db_url: str, sql: str) -> None:
+    """Run ``sql`` on the server's database behind its back (as an outside writer would)."""
+    if db_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as db:
+            db.execute(sql)
+            db.commit()
+        return
+
+    async def main() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    # Not on the test's thread: a sync test may run where pytest-asyncio owns a loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result()
+
+
+def server_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    """A fresh store of ``kind`` ("sqlite" or "postgres") for one test's server."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'api.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return server_url(request, tmp_path, request.param)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
+def server(server_db_url: str) -> Iterator[LiveServer]:
+    live, stop = start_server(server_db_url)
+    try:
+        yield live
+    finally:
+        stop()
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The server on SQLite only, for a test about the SQLite file itself."""
     live, stop = start_server(f"sqlite:///{tmp_path / 'api.db'}")
     try:
         yield live

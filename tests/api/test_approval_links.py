@@ -204,9 +204,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_an_operator_link_from_the_cli_sends_the_event(live: LiveServer, tmp_path: Path) -> None:
+def test_an_operator_link_from_the_cli_sends_the_event(live: LiveServer) -> None:
     _start(live, "a9")
-    db = f"sqlite:///{tmp_path / 'api.db'}"
+    db = live.db_url
     made = _cli(
         "approvable",
         "a9",
@@ -246,8 +246,8 @@ def test_the_cli_refuses_bad_options_saying_which(
     assert made.returncode != 0 and message in made.stderr, made.stderr
 
 
-def test_the_cli_names_a_missing_instance(live: LiveServer, tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'api.db'}"
+def test_the_cli_names_a_missing_instance(live: LiveServer) -> None:
+    db = live.db_url
     made = _cli("approvable", "nope", "--db", db, "--type", "approval")
     assert made.returncode == 1 and "no instance 'nope'" in made.stderr
 

@@ -116,7 +116,7 @@ def test_revoked_token_is_refused(server: LiveServer) -> None:
 
 
 def test_revoked_elsewhere_is_refused_within_the_interval(
-    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process (its own store on the same database) revokes: the server trusts its
     earlier verification for at most ``VERIFIED_FOR_SECONDS``, and asks the database about
@@ -135,7 +135,7 @@ def test_revoked_elsewhere_is_refused_within_the_interval(
     monkeypatch.setattr(server.engine.storage, "find_token", counted)
 
     async def revoke_elsewhere() -> None:
-        other = open_storage(f"sqlite:///{tmp_path / 'api.db'}")
+        other = open_storage(server.db_url)
         await other.open()
         try:
             assert await revoke_token(other, record.id)

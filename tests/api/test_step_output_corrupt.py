@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import httpx
 
-from tests.api.conftest import ACCOUNT, LiveServer
+from tests.api.conftest import ACCOUNT, LiveServer, execute_sql
 
 WF = f"/accounts/{ACCOUNT}/workflows"
 
 
-def test_missing_chunk_is_corrupt_not_partial(server: LiveServer, tmp_path: Path) -> None:
+def test_missing_chunk_is_corrupt_not_partial(server: LiveServer) -> None:
     server.register("tour", "Tour")
     with server.http() as http:
         assert http.post(f"{WF}/tour/instances", json={"instance_id": "t1"}).status_code == 200
@@ -25,8 +22,7 @@ def test_missing_chunk_is_corrupt_not_partial(server: LiveServer, tmp_path: Path
             "UPDATE stream_chunks SET data = substr(data, 1, 1000)",  # a short chunk
             "DELETE FROM stream_chunks",  # a missing one
         ):
-            with sqlite3.connect(tmp_path / "api.db") as db:
-                db.execute(damage)
+            execute_sql(server.db_url, damage)
             _assert_corrupt(http.get(step, params={"name": "blob-1", "type": "step"}))
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from stepstone import WorkflowEntrypoint
 from tests.api.conftest import ACCOUNT, LiveServer
+from tests.engine.conftest import LoopPasses
 
 HERE = __name__
 GATE = threading.Event()
@@ -52,8 +53,12 @@ def _until(check: Any, timeout: float = 15) -> None:
         time.sleep(0.02)
 
 
-def test_instances_over_the_limit_wait_queued_and_all_finish(server: LiveServer) -> None:
+def test_instances_over_the_limit_wait_queued_and_all_finish(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     GATE.clear()
+    assert server.engine.worker is not None
+    passes = LoopPasses(server.engine.worker, monkeypatch)
     sdk = server.sdk()
     sdk.workflows.update(
         "gated", account_id=ACCOUNT, class_name="Gated", script_name=HERE, concurrency={"limit": 2}
@@ -62,8 +67,8 @@ def test_instances_over_the_limit_wait_queued_and_all_finish(server: LiveServer)
         sdk.workflows.instances.create("gated", account_id=ACCOUNT, instance_id=f"g{n}")
     with server.http() as client:
         _until(lambda: _statuses(client, "gated")["running"] == 2)
-        # Give the worker time to (wrongly) start a third before looking again.
-        time.sleep(0.3)
+        # A whole pass of the worker in which to (wrongly) start a third, before looking again.
+        passes.more_sync()
         counts = _statuses(client, "gated")
         assert (counts["running"], counts["queued"]) == (2, 3)
         shown = client.get(f"{WF}/gated").json()["result"]["concurrency"]

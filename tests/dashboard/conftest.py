@@ -1,4 +1,9 @@
-"""A live server (the API's test server) with the dashboard's workflows, and signed-in clients."""
+"""A live server (the API's test server) with the dashboard's workflows, and signed-in clients.
+
+``dash`` runs on each of the API suite's ``SERVER_BACKENDS`` (the pages read what the store
+holds); ``dash_sqlite`` is for tests about the pages' own logic (form redirects), where a
+second backend would add a server start and prove nothing more.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ import httpx
 import pytest
 
 from stepstone.auth import SCRIPTS_READ, create_token
-from tests.api.conftest import ACCOUNT, LiveServer, start_server
+from tests.api.conftest import ACCOUNT, LiveServer, server_db_url, start_server
 from tests.dashboard.flows import Journey, Waiter
 
-__all__ = ["ACCOUNT", "LiveServer"]
+__all__ = ["ACCOUNT", "LiveServer", "server_db_url"]
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -53,7 +58,16 @@ def sign_in(live: LiveServer, token: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def dash(tmp_path: Path) -> Iterator[LiveServer]:
+def dash(server_db_url: str) -> Iterator[LiveServer]:
+    live, stop = start_server(server_db_url)
+    try:
+        yield prepare(live)
+    finally:
+        stop()
+
+
+@pytest.fixture
+def dash_sqlite(tmp_path: Path) -> Iterator[LiveServer]:
     live, stop = start_server(f"sqlite:///{tmp_path / 'dash.db'}")
     try:
         yield prepare(live)

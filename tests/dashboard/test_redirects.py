@@ -18,8 +18,10 @@ FOREIGN = [
 
 
 @pytest.mark.parametrize("target", FOREIGN)
-def test_a_failed_trigger_never_goes_back_off_the_dashboard(dash: LiveServer, target: str) -> None:
-    with sign_in(dash, dash.token) as client:
+def test_a_failed_trigger_never_goes_back_off_the_dashboard(
+    dash_sqlite: LiveServer, target: str
+) -> None:
+    with sign_in(dash_sqlite, dash_sqlite.token) as client:
         csrf = csrf_of(client.get(HOME).text)
         # An instance id the engine refuses makes the trigger fail, which is when back is used.
         answer = client.post(
@@ -29,8 +31,10 @@ def test_a_failed_trigger_never_goes_back_off_the_dashboard(dash: LiveServer, ta
         assert answer.headers["location"] == HOME
 
 
-def test_a_failed_trigger_goes_back_to_the_dashboard_page_it_came_from(dash: LiveServer) -> None:
-    with sign_in(dash, dash.token) as client:
+def test_a_failed_trigger_goes_back_to_the_dashboard_page_it_came_from(
+    dash_sqlite: LiveServer,
+) -> None:
+    with sign_in(dash_sqlite, dash_sqlite.token) as client:
         csrf = csrf_of(client.get(HOME).text)
         answer = client.post(
             f"{HOME}/trigger",
