@@ -316,7 +316,7 @@ class WalSyncer:
                 os.close(directory)
         started = time.perf_counter()
         os.fdatasync(self._fd)
-        metrics.STORAGE_FSYNC_SECONDS.observe(time.perf_counter() - started)
+        metrics.observe_fsync(time.perf_counter() - started)
 
     def close(self) -> None:
         """Stop the thread; acknowledge what is still waiting after one last sync."""
@@ -409,7 +409,7 @@ class InlineWriter:
                     self._changed = conn.total_changes != changes_before
                     started = time.perf_counter()
                     conn.execute("COMMIT")
-                    metrics.SQLITE_COMMIT.observe(time.perf_counter() - started)
+                    metrics.observe_sqlite_commit(time.perf_counter() - started)
                 except BaseException:
                     # SQLite may have rolled back already (a full disk, mid-statement or at
                     # COMMIT); a ROLLBACK then would only hide why.
@@ -475,7 +475,7 @@ class InlineWriter:
 
     def _run_batch(self) -> None:
         batch, self._batch = self._batch, []
-        metrics.SQLITE_BATCH.observe(len(batch))
+        metrics.observe_sqlite_batch(len(batch))
         if not batch:
             return
 
