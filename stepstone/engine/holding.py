@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 from stepstone.engine.signals import LeaseLost, StoreLost
 from stepstone.storage.base import Fenced
 from stepstone.storage.outage import StoreOutage
 
 
-@contextlib.contextmanager
-def holding() -> Iterator[None]:
+class _Holding:
+    """A class rather than a ``contextlib.contextmanager``: entered twice a step, where a
+    generator-based one costs a generator and three calls each time."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, Fenced):
+            raise LeaseLost() from None
+        if isinstance(exc, StoreOutage):
+            raise StoreLost(str(exc)) from exc
+
+
+_HOLDING = _Holding()
+
+
+def holding() -> _Holding:
     """A lost claim or a store outage ends the activation, never reaching workflow code as a
     step error (neither is the workflow's failure)."""
-    try:
-        yield
-    except Fenced:
-        raise LeaseLost() from None
-    except StoreOutage as outage:
-        raise StoreLost(str(outage)) from outage
+    return _HOLDING

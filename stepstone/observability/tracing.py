@@ -200,7 +200,8 @@ def activation(workflow: str, instance_id: str, traceparent: str | None, epoch: 
 def _in_activation() -> Any:
     """The tracer of the activation whose span is current, or None: one context read, where
     asking for the provider each step attempt would cost several microseconds."""
-    if trace is None or not trace.get_current_span().is_recording():
+    # No activation had a tracer (no SDK provider): no context read at all.
+    if trace is None or _last_tracer[0] is None or not trace.get_current_span().is_recording():
         return None
     return _last_tracer[0]
 
