@@ -1,4 +1,10 @@
-"""A real ``stepstone serve`` in a subprocess, and a runner for CLI commands as subprocesses."""
+"""A real ``stepstone serve`` in a subprocess, and a runner for CLI commands as subprocesses.
+
+``server`` (a module's shared server) and ``cli_db_url`` run their tests on SQLite and on
+PostgreSQL (``CLI_BACKENDS``): those tests are about what the store holds as the CLI, the
+server and its workers see it. Tests of usage, flags and the first-run experience start their
+own SQLite server (the default a newcomer gets).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import PgDatabases, pg_database_url
+
 REPO = Path(__file__).resolve().parents[2]
+CLI_BACKENDS = ["sqlite", "postgres"]
 PROJECT = """
 [[workflows]]
 name = "greeter"
@@ -134,13 +143,14 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None
     raise AssertionError(f"server did not start:\n{log.read_text()}")
 
 
-def start_server(folder: Path, *args: str, command: str = "serve") -> Server:
+def start_server(folder: Path, *args: str, command: str = "serve", db: str | None = None) -> Server:
+    """A server on ``db``, by default a SQLite file in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "stepstone.toml"
     if not config.exists():
         config.write_text(PROJECT)
     port = free_port()
-    db = f"sqlite:///{folder / 'stepstone.db'}"
+    db = db or f"sqlite:///{folder / 'stepstone.db'}"
     log = folder / "server.log"
     command_line = [sys.executable, "-m", "stepstone", command, "--config", str(config)]
     with log.open("wb") as out:
@@ -161,8 +171,43 @@ def start_server(folder: Path, *args: str, command: str = "serve") -> Server:
     return server
 
 
+@pytest.fixture(params=CLI_BACKENDS)
+def cli_db_url(request: pytest.FixtureRequest) -> str | None:
+    """A fresh store for one test's server: None is the server folder's own SQLite file."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture(scope="module", params=CLI_BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("server")
+    if request.param == "sqlite":
+        srv = start_server(folder, "--insecure-no-auth")
+        try:
+            yield srv
+        finally:
+            srv.stop()
+        return
+    # A database for the module: ``pg_database`` is per test, its pool is per session.
+    databases: PgDatabases = request.getfixturevalue("pg_databases")
+    name = databases.take()
+    try:
+        srv = start_server(folder, "--insecure-no-auth", db=pg_database_url(name))
+        try:
+            yield srv
+        finally:
+            srv.stop()
+    finally:
+        databases.give_back(name)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A module's server on SQLite only, for tests of usage and flags (no store involved)."""
     srv = start_server(tmp_path_factory.mktemp("server"), "--insecure-no-auth")
     try:
         yield srv

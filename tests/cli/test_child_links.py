@@ -20,9 +20,9 @@ script_name = "tests.engine.test_children"
 """
 
 
-def test_describe_names_the_parent_and_the_children(tmp_path: Path) -> None:
+def test_describe_names_the_parent_and_the_children(tmp_path: Path, cli_db_url: str | None) -> None:
     (tmp_path / "stepstone.toml").write_text(CONFIG)
-    server = start_server(tmp_path, "--insecure-no-auth")
+    server = start_server(tmp_path, "--insecure-no-auth", db=cli_db_url)
     try:
         server.run("workflows", "trigger", "parent", "{}", "--id", "p1")
         server.wait_status("parent", "p1", "complete")

@@ -178,7 +178,8 @@ def test_api_errors_are_clean_and_exit_1(server: Server) -> None:
     assert nothing.code == 1 and "has no instances" in nothing.err
 
 
-def test_usage_errors_exit_2(server: Server) -> None:
+def test_usage_errors_exit_2(sqlite_server: Server) -> None:
+    server = sqlite_server  # refused before any request: one backend is enough
     assert server.run("workflows", "trigger", "greeter", "{nope", check=False).code == 2
     restart = server.run("instances", "restart", "x", "y", "--from-step-count", "2", check=False)
     assert restart.code == 2 and "--from-step-name" in restart.err
@@ -192,6 +193,7 @@ def test_usage_errors_exit_2(server: Server) -> None:
     assert server.run("instances", "delete", "x", check=False).code == 2
 
 
-def test_unreachable_server(server: Server) -> None:
+def test_unreachable_server(sqlite_server: Server) -> None:
+    server = sqlite_server
     result = server.run("workflows", "list", "--url", "http://127.0.0.1:9", check=False)
     assert result.code == 1 and "cannot reach the Stepstone server" in result.err

@@ -37,9 +37,11 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     assert bad.code == 2 and "not a database URL" in bad.err
 
 
-def test_tokens_and_an_authenticated_server_with_its_own_worker(tmp_path: Path) -> None:
+def test_tokens_and_an_authenticated_server_with_its_own_worker(
+    tmp_path: Path, cli_db_url: str | None
+) -> None:
     folder = tmp_path / "auth"
-    server = start_server(folder, "--no-worker", "--data-dir", str(folder / "state"))
+    server = start_server(folder, "--no-worker", "--data-dir", str(folder / "state"), db=cli_db_url)
     db = ["--db", server.db]
     worker = subprocess.Popen(
         [sys.executable, "-m", "stepstone", "worker", "--config", "stepstone.toml", *db],
