@@ -778,7 +778,10 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         scope = ""
         args: list[Any] = [owner, now + lease_ms, now, now, now, now]
         if workflow_pks is not None:
-            scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
+            # Unary + keeps the planner off instances_by_created: through it a claim would read
+            # and sort every instance the workflows ever had (25 ms at 100,000 ended ones),
+            # where the runnable index holds only the rows that may run.
+            scope = f" AND +workflow_pk IN ({','.join('?' * len(workflow_pks))})"
             args.extend(workflow_pks)
         sql = (
             "UPDATE instances SET lease_owner = ?, lease_expires = ?, epoch = epoch + 1,"
@@ -1058,14 +1061,15 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         def read(conn: sqlite3.Connection) -> Any:
             scope, args = "", list(workflow_pks or ())
             if workflow_pks is not None:
-                scope = f" AND workflow_pk IN ({','.join('?' * len(workflow_pks))})"
+                # As in claim_runnable: the wake index, not every instance of the workflows.
+                scope = f" AND +workflow_pk IN ({','.join('?' * len(workflow_pks))})"
             full = [
                 pk
                 for pk, cap in sqlite_caps(conn, workflow_pks).items()
                 if sqlite_running(conn, pk, None) >= cap
             ]
             if full:
-                scope += f" AND workflow_pk NOT IN ({','.join('?' * len(full))})"
+                scope += f" AND +workflow_pk NOT IN ({','.join('?' * len(full))})"
                 args.extend(full)
             return conn.execute(
                 "SELECT runnable_at FROM instances WHERE runnable_at IS NOT NULL"

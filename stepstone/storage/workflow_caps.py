@@ -60,7 +60,8 @@ def sqlite_candidates(
     if free is None or free:
         keys = list(caps) if free is None else free
         marks = ",".join("?" * len(keys))
-        where = f"workflow_pk NOT IN ({marks})" if free is None else f"workflow_pk IN ({marks})"
+        # Unary +: the runnable index, not every instance of the workflows (claim_runnable).
+        where = f"+workflow_pk NOT IN ({marks})" if free is None else f"+workflow_pk IN ({marks})"
         parts.append(
             "SELECT * FROM (SELECT pk, priority, runnable_at FROM instances"
             " WHERE runnable_at <= ? AND (lease_expires IS NULL OR lease_expires < ?)"
