@@ -96,13 +96,24 @@ def _insert_events(conn: sqlite3.Connection, instance_pk: int, events: Sequence[
         conn.execute(_INSERT_EVENTS[len(chunk) - 1], values)
 
 
-def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
-    row = conn.execute(
-        "SELECT epoch, status FROM instances WHERE pk = ?", (claim.instance.pk,)
-    ).fetchone()
-    if row is None or row[0] != claim.epoch:
+_FENCE = "SELECT epoch, lease_owner, id, status, wake_seq FROM instances WHERE pk = ?"
+
+
+def _fenced_row(conn: sqlite3.Connection, claim: Claim) -> Any:
+    """The claimed instance's ``(status, wake_seq)`` if ``claim`` still holds it, else Fenced.
+
+    The epoch alone is not enough: the owner is compared as on PostgreSQL, and the id because
+    SQLite gives a new row the pk of the newest deleted one, so a claim of a deleted instance
+    could otherwise pass for a claim of the next one created.
+    """
+    row = conn.execute(_FENCE, (claim.instance.pk,)).fetchone()
+    if row is None or (row[0], row[1], row[2]) != (claim.epoch, claim.owner, claim.instance.id):
         raise Fenced(claim.instance.id)
-    return str(row[1])
+    return row[3:]
+
+
+def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
+    return str(_fenced_row(conn, claim)[0])
 
 
 def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -> int:
@@ -957,13 +968,7 @@ class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
         queued = self._take_queued(claim)
 
         def job(conn: sqlite3.Connection) -> str:
-            row = conn.execute(
-                "SELECT epoch, status, wake_seq FROM instances WHERE pk = ?",
-                (claim.instance.pk,),
-            ).fetchone()
-            if row is None or row[0] != claim.epoch:
-                raise Fenced(claim.instance.id)
-            current, wake_seq = row[1], row[2]
+            current, wake_seq = _fenced_row(conn, claim)
             status = r.status
             runnable_at = r.runnable_at
             paused_at = None

@@ -227,7 +227,7 @@ class Script:
     async def op_delete(self) -> Any:
         found = await self._pk(self.rng.choice(IDS))
         if found is None or found.pk == self.newest_pk:
-            # SQLite would give the next instance this pk again (test_sqlite_reuses_pks).
+            # SQLite would give the next instance this pk again, and the models' pks would differ.
             return None
         return await self.store.delete_instances(self.workflow_pk, [found.id])
 
