@@ -25,6 +25,12 @@ def syncer_of(storage: SqliteStorage) -> WalSyncer:
     return syncer
 
 
+@pytest.fixture(autouse=True)
+def slow_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Early syncs happen only while fdatasyncs are slow; any disk counts as slow here."""
+    monkeypatch.setattr(WalSyncer, "EARLY_SYNC_MIN_S", -1.0)
+
+
 async def claimed(tmp_path: Path) -> tuple[SqliteStorage, Claim]:
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
     assert isinstance(storage, SqliteStorage)
@@ -152,5 +158,22 @@ async def test_events_queued_after_a_result_took_the_earlier_ones_are_still_writ
             ("step_completed", "s0-1"),
             ("attempt_started", "x"),
         ]
+    finally:
+        await storage.close()
+
+
+async def test_on_a_fast_disk_a_lone_step_result_still_syncs_on_demand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(WalSyncer, "EARLY_SYNC_MIN_S", 1e9)
+    storage, claim = await claimed(tmp_path)
+    syncer = syncer_of(storage)
+    try:
+        await storage.record_progress(claim, step(0))
+        await storage.sync()
+        await storage.record_progress(claim, step(1))
+        assert syncer.pending and not syncer._in_flight
+        await storage.sync()
+        assert not syncer.pending
     finally:
         await storage.close()
