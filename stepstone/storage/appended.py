@@ -11,7 +11,7 @@ watchers that have not seen it (or whose instance is gone). A NOTIFY carrying th
 tell other processes sooner, but it lands on the write path of every step: measured on a
 record_progress-shaped transaction here, 737 -> 893 us (median of 30 interleaved rounds, one
 listener), and PostgreSQL serializes the commits of all notifying transactions on one lock.
-The poll costs one indexed read a second, however many subscribers, and nothing on writes.
+The poll costs one indexed read a round, however many subscribers, and nothing on writes.
 
 A watcher takes its ``Watch`` before its first read and calls ``arm()`` before each read, so a
 commit between a read and the wait is never missed: its fire marks the watch, and the wait

@@ -208,7 +208,7 @@ async def instance_events(
 
     Between reads it waits on the store's append signal (storage/appended.py): fired at once
     by a commit of this process that appends to the instance's log, and by the store's shared
-    fallback poll (about a second) for other processes' writes and for a delete, which leaves
+    fallback poll (every 250 ms) for other processes' writes and for a delete, which leaves
     no event behind. An idle subscriber so reads nothing until something happens.
 
     Yields None when nothing happened for ``HEARTBEAT_SECONDS``, so a caller can keep an idle
