@@ -14,7 +14,7 @@ links, bulk jobs, the audit log) and ``memory_hooks.py`` (webhooks).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -261,7 +261,7 @@ class MemoryStorage(MemoryWorker):
         if row is None:
             return None
 
-        def lifecycle(kind: str, events: Sequence[EventRecord]) -> EventRecord | None:
+        def lifecycle(kind: str, events: Iterable[EventRecord]) -> EventRecord | None:
             for e in events:
                 if e.type == kind and e.step_kind is None and e.step_name is None:
                     return e
@@ -270,7 +270,7 @@ class MemoryStorage(MemoryWorker):
         queued = lifecycle("workflow_queued", row.events)
         started = None if row.started_on is not None else lifecycle("workflow_started", row.events)
         terminated = row.status == "terminated" and (
-            lifecycle("workflow_terminated", row.events[::-1]) is not None
+            lifecycle("workflow_terminated", reversed(row.events)) is not None
         )
         summary = InstanceSummary(
             step_count=len(row.steps),
