@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import ctypes
 import gc
-import json
 import os
 import platform
 import re
@@ -38,31 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import workflows
+from bench.peer_common import emit, lat_stats
 from stepstone import Engine, WorkerSettings, __version__
 from stepstone.storage import open_storage
 from stepstone.storage.base import InstanceQuery, NewInstance
 
 TERMINAL = ("complete", "errored", "terminated")
-
-
-def emit(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj), flush=True)
-
-
-def pct(sorted_vals: list[float], p: float) -> float:
-    k = min(len(sorted_vals) - 1, max(0, round(p / 100.0 * (len(sorted_vals) - 1))))
-    return sorted_vals[k]
-
-
-def lat_stats(samples_s: list[float]) -> dict[str, float]:
-    s = sorted(samples_s)
-    return {
-        "p50_ms": round(pct(s, 50) * 1e3, 3),
-        "p90_ms": round(pct(s, 90) * 1e3, 3),
-        "p99_ms": round(pct(s, 99) * 1e3, 3),
-        "mean_ms": round(statistics.fmean(s) * 1e3, 3),
-        "max_ms": round(s[-1] * 1e3, 3),
-    }
 
 
 # --- fresh databases --------------------------------------------------------------------------
