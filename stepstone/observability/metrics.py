@@ -11,16 +11,14 @@ describe the shared store (instances by status, queue depth) are read from it by
 
 from __future__ import annotations
 
-import bisect
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.values import MutexValue
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
@@ -85,44 +83,11 @@ GROUP_COMMIT_BATCH = Histogram(
     ["store"],
     buckets=_BATCH_BUCKETS,
 )
-
-
-def one_writer(child: Any) -> Callable[[float], None]:
-    """``child.observe`` for a histogram series that one thread at a time observes.
-
-    prometheus_client's observe takes a lock for the sum and another for the bucket, after a
-    linear scan of the bounds: about 2 us, several times per step. A series whose callers are
-    serialized already (the SQLite writer's lock, the one event loop) needs neither lock, so
-    this adds to the same values directly, finding the bucket by bisection. Under the
-    multiprocess mode's shared values it is the plain observe.
-    """
-    values = getattr(child, "_buckets", None)
-    total = getattr(child, "_sum", None)
-    bounds = list(getattr(child, "_upper_bounds", ()))
-    if (
-        type(total) is not MutexValue
-        or not values
-        or any(type(v) is not MutexValue for v in values)
-    ):
-        observe: Callable[[float], None] = child.observe
-        return observe
-
-    def observe_alone(amount: float) -> None:
-        total._value += amount
-        values[bisect.bisect_left(bounds, amount)]._value += 1
-
-    return observe_alone
-
-
 # Bound once: the storage hot paths observe without a label lookup.
 SQLITE_COMMIT = STORAGE_COMMIT_SECONDS.labels("sqlite")
 POSTGRES_COMMIT = STORAGE_COMMIT_SECONDS.labels("postgres")
 SQLITE_BATCH = GROUP_COMMIT_BATCH.labels("sqlite")
 POSTGRES_BATCH = GROUP_COMMIT_BATCH.labels("postgres")
-# Under the SQLite writer's lock; the fsync from the loop or the sync thread, never both.
-observe_sqlite_commit = one_writer(SQLITE_COMMIT)
-observe_sqlite_batch = one_writer(SQLITE_BATCH)
-observe_fsync = one_writer(STORAGE_FSYNC_SECONDS)
 HTTP_REQUESTS = Counter(
     "stepstone_http_requests", "HTTP requests answered, by route template and status.",
     ["method", "route", "status"],
@@ -182,17 +147,17 @@ def instance_ended(workflow: str, status: str) -> None:
 
 
 # labels() takes a lock and builds a key; a dict lookup per attempt is a tenth of that.
-# Attempts end on the event loop's thread only.
-_attempt_children: dict[tuple[str, str], Callable[[float], None]] = {}
+_attempt_children: dict[tuple[str, str], Any] = {}
 
 
 def attempt_done(workflow: str, outcome: str, started: float) -> None:
     elapsed = time.perf_counter() - started
-    observe = _attempt_children.get((workflow, outcome))
-    if observe is None:
-        child = STEP_ATTEMPT_SECONDS.labels(workflow, outcome)
-        observe = _attempt_children[(workflow, outcome)] = one_writer(child)
-    observe(elapsed)
+    child = _attempt_children.get((workflow, outcome))
+    if child is None:
+        child = _attempt_children[(workflow, outcome)] = STEP_ATTEMPT_SECONDS.labels(
+            workflow, outcome
+        )
+    child.observe(elapsed)
 
 
 def render(extra: Any = None) -> bytes:

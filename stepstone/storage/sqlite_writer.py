@@ -329,7 +329,7 @@ class WalSyncer:
         started = time.perf_counter()
         os.fdatasync(self._fd)
         took = time.perf_counter() - started
-        metrics.observe_fsync(took)
+        metrics.STORAGE_FSYNC_SECONDS.observe(took)
         self._sync_s += (took - self._sync_s) / 8
 
     def close(self) -> None:
@@ -423,7 +423,7 @@ class InlineWriter:
                     self._changed = conn.total_changes != changes_before
                     started = time.perf_counter()
                     conn.execute("COMMIT")
-                    metrics.observe_sqlite_commit(time.perf_counter() - started)
+                    metrics.SQLITE_COMMIT.observe(time.perf_counter() - started)
                 except BaseException:
                     # SQLite may have rolled back already (a full disk, mid-statement or at
                     # COMMIT); a ROLLBACK then would only hide why.
@@ -489,7 +489,7 @@ class InlineWriter:
 
     def _run_batch(self) -> None:
         batch, self._batch = self._batch, []
-        metrics.observe_sqlite_batch(len(batch))
+        metrics.SQLITE_BATCH.observe(len(batch))
         if not batch:
             return
 
