@@ -381,13 +381,19 @@ class Worker:
                 stop_epoch = self._stop_epochs.pop(instance.pk, None)
             if taken_away:
                 self._remember_stopped(claim)
-            if self._saturated:
+            # An end frees a slot the stores do not announce (an ended instance leaves nothing
+            # to claim): of the whole worker when it was full, or of its capped workflow.
+            if self._saturated or self._capped(instance.workflow_pk):
                 self._wake.set()
             # Hand the lease back only once nothing of this activation runs any more: until
             # then the instance cannot be claimed again (a restart never overlaps the old run).
             lingering = activation is not None and activation.lingering
             if stop_epoch is not None and not lingering and not self._stopping:
                 await self._release_stopped(claim, stop_epoch)
+
+    def _capped(self, workflow_pk: int) -> bool:
+        workflow = self._workflows.get(workflow_pk)
+        return workflow is not None and workflow.version.concurrency_limit is not None
 
     async def _beat(self) -> None:
         interval = max(self.settings.lease_ms / 3, 50) / 1000

@@ -137,6 +137,25 @@ async def test_concurrency_limit_queues_the_rest(
         assert flows.CALLS["max-holding"] == 2
 
 
+async def test_a_capped_workflows_next_instance_starts_when_one_ends(backend_url: str) -> None:
+    # The poll is an hour away: only the end of the running instance can start the next one.
+    async with await Engine.open(
+        backend_url, worker_settings=WorkerSettings(concurrency=10, poll_ms=3_600_000)
+    ) as engine:
+        await engine.ops.put_workflow(
+            "default",
+            "capped",
+            class_name=flows.Sequential.__qualname__,
+            script_name=flows.Sequential.__module__,
+            concurrency_limit=1,
+        )
+        handles = [
+            await engine.workflow("capped").create(id=f"c{i}", params={"n": 1}) for i in range(3)
+        ]
+        for handle in handles:
+            assert (await handle.wait(10))["status"] == "complete"
+
+
 async def test_woken_instances_go_before_new_ones(backend_url: str) -> None:
     async with await Engine.open(backend_url, run_worker=False) as engine:
         await engine.register("approval", flows.Approval)
