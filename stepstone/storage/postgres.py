@@ -92,7 +92,7 @@ _CREATE_INSTANCES = (
     " ORDER BY t.n),"
     " triggered AS (UPDATE workflows SET triggered_on = $3"
     " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"
-    f" SELECT pk, id, txid_current(), pg_notify('{CHANNEL}', '') FROM created"
+    f" SELECT pk, id, txid_current(), pg_notify('{CHANNEL}', '{{origin}}') FROM created"
 )
 
 # A lone create whose every id must be new, as one statement in its own implicit transaction
@@ -177,6 +177,12 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         self._lease_db = Database(url, min_size=1, max_size=1, health=self.health)
         self._opened = False
         self._wake_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
+        # A create notifies under this store's origin: other processes wake, while its own
+        # listener skips it, the create having woken the local workers a round trip earlier.
+        self._origin = uuid.uuid4().hex
+        self._create_once_sql = _CREATE_ONCE.replace("{origin}", self._origin)
+        self._create_instances_sql = _CREATE_INSTANCES.replace("{origin}", self._origin)
         self._control_listeners: list[Callable[[int, int | None], None]] = []
         self._listener: Listener | None = None
         # record_progress_nowait: events not yet taken by the flusher, per instance pk.
@@ -213,7 +219,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         await self._db.migrate()
         await self._lease_db.start()
         self._opened = True
-        if self._wake_listeners or self._control_listeners:
+        if self._wake_listeners or self._change_listeners or self._control_listeners:
             self._start_listener()
 
     async def close(self) -> None:
@@ -248,7 +254,9 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
     def add_change_listener(self, callback: Any) -> None:
         # Notifications cover both: a wake, and the end of an instance.
-        self.add_wake_listener(callback)
+        self._change_listeners.append(callback)
+        if self._opened:
+            self._start_listener()
 
     def add_control_listener(self, callback: Any) -> None:
         self._control_listeners.append(callback)
@@ -258,7 +266,11 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
     def _start_listener(self) -> None:
         if self._listener is None:
             self._listener = Listener(
-                self.url, self._fire_wake, health=self.health, on_control=self._on_control_payload
+                self.url,
+                self._fire_wake,
+                health=self.health,
+                on_control=self._on_control_payload,
+                own_origin=self._origin,
             )
             self._listener.start()
 
@@ -486,7 +498,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
         async def job(conn: Any, mark: uuid.UUID) -> dict[str, int]:
             rows = await conn.fetch(
-                _CREATE_ONCE,
+                self._create_once_sql,
                 workflow_pk,
                 version_id,
                 now,
@@ -524,7 +536,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
         async def job(conn: Any) -> tuple[int | None, dict[str, int]]:
             rows = await conn.fetch(
-                _CREATE_INSTANCES,
+                self._create_instances_sql,
                 workflow_pk,
                 version_id,
                 now,

@@ -442,7 +442,8 @@ async def _reporting(result: Awaitable[T]) -> tuple[bool, T]:
 class Listener:
     """A dedicated connection LISTENing on the wake channel, re-established when lost.
 
-    ``on_wake`` runs on every notification, and after every (re)connection because
+    ``on_wake`` runs on every notification but those whose payload is ``own_origin`` (the
+    store's own creates, which woke it already), and after every (re)connection because
     notifications sent while disconnected are gone; the worker's polling covers the gap.
     """
 
@@ -453,14 +454,20 @@ class Listener:
         ping_every: float = 5.0,
         on_control: Callable[[str], None] | None = None,
         health: StoreHealth | None = None,
+        own_origin: str | None = None,
     ) -> None:
         self._dsn = dsn
+        self._own_origin = own_origin
         self._health = health
         self._on_wake = on_wake
         self._on_control = on_control
         self._ping_every = ping_every
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+
+    def _wake(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if not payload or payload != self._own_origin:
+            self._on_wake()
 
     def _control(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if self._on_control is not None:
@@ -486,7 +493,7 @@ class Listener:
                 conn = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_: self._on_wake())
+                await conn.add_listener(CHANNEL, self._wake)
                 if self._on_control is not None:
                     await conn.add_listener(CONTROL_CHANNEL, self._control)
                 self.connected.set()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -35,6 +35,8 @@ from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain
 
 T = TypeVar("T")
 TERMINAL = ("complete", "errored", "terminated")
+# A claim's look-ahead the statement could not give (see WorkerWrites._claim).
+_UNKNOWN = object()
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
 NEAR_WAKE_MS = 60_000
 log = logging.getLogger("stepstone.storage")
@@ -159,6 +161,7 @@ class WorkerWrites:
     _lease_db: Database
     appended: AppendSignal
     _wake_listeners: list[Callable[[], None]]
+    _change_listeners: list[Callable[[], None]]
     _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
@@ -170,7 +173,11 @@ class WorkerWrites:
     _caps_seen: set[int]
 
     def _fire_wake(self) -> None:
-        for callback in self._wake_listeners:
+        for callback in (*self._wake_listeners, *self._change_listeners):
+            callback()
+
+    def _fire_change(self) -> None:
+        for callback in self._change_listeners:
             callback()
 
     def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
@@ -198,26 +205,59 @@ class WorkerWrites:
         *,
         max_running: int | None = None,
     ) -> list[Claim]:
+        claims, _ = await self._claim(owner, limit, now, lease_ms, workflow_pks, max_running)
+        return claims
+
+    async def claim_and_next_wake(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
+    ) -> tuple[list[Claim], int | None]:
+        claims, ahead = await self._claim(owner, limit, now, lease_ms, workflow_pks, max_running)
+        if len(claims) >= limit:
+            return claims, None
+        if ahead is _UNKNOWN:
+            # A capped workflow in scope: whether it is full needs the claim's own leases.
+            return claims, await self.next_wake_at(workflow_pks)
+        return claims, cast("int | None", ahead)
+
+    async def _claim(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+        max_running: int | None,
+    ) -> tuple[list[Claim], object]:
+        """The claims, and the next wake-up among what they left if the statement knew it
+        (the plain statement with no cap in scope), else ``_UNKNOWN``."""
         if limit <= 0 or (workflow_pks is not None and not workflow_pks):
-            return []
+            return [], None
         scope = None if workflow_pks is None else list(workflow_pks)
         in_scope = None if scope is None else set(scope)
         # The capped workflows the last claim saw; their locks come first, in a statement of
         # their own, so the claim's snapshot holds every claim committed under them.
         locked = sorted(pk for pk in self._caps_seen if in_scope is None or pk in in_scope)
 
-        def taken(rows: Sequence[Any]) -> list[Claim]:
+        def taken(rows: Sequence[Any], plain: bool) -> tuple[list[Claim], object]:
             claims = [
                 Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
             ]
-            seen = next(r[21] for r in rows if r[21] is not None)
+            last = next(r for r in rows if r[21] is not None)
+            seen = last[21]
             # A workflow capped since the last look was left alone this time; the next claim
             # locks it (taking it now, after the others, could deadlock with another claimer).
             if in_scope is None:
                 self._caps_seen = set(seen)
             else:
                 self._caps_seen = (self._caps_seen - in_scope) | set(seen)
-            return claims
+            return claims, (last[23] if plain and not seen else _UNKNOWN)
 
         # Claims commit durably (they wait for the WAL flush, and for the synchronous
         # standby): a claim acknowledged and then lost with a failed primary would leave its
@@ -228,16 +268,15 @@ class WorkerWrites:
             # included. If its answer is lost it is simply sent again: what a lost try claimed
             # stays leased to this owner, unseen, until the lease expires, and is then claimed
             # again at a new epoch (a delay for those instances, never a second holder).
-            async def plain(conn: Any, _retry: bool) -> list[Claim]:
-                return taken(
-                    await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, limit, scope)
-                )
+            async def plain(conn: Any, _retry: bool) -> tuple[list[Claim], object]:
+                rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, limit, scope)
+                return taken(rows, True)
 
-            claims = await self._db.idempotent(plain)
+            claims, ahead = await self._db.idempotent(plain)
             claims.sort(key=lambda c: c.instance.pk)
-            return claims
+            return claims, ahead
 
-        async def job(conn: Any) -> tuple[int | None, list[Claim]]:
+        async def job(conn: Any) -> tuple[int | None, tuple[list[Claim], object]]:
             allowed = limit
             if max_running is not None:
                 # Workers count and claim one at a time, or two could both see room for one.
@@ -249,18 +288,18 @@ class WorkerWrites:
                 )
                 allowed = min(limit, max(0, max_running - running))
                 if allowed == 0:
-                    return None, []
+                    return None, ([], _UNKNOWN)
             if locked:
                 await conn.execute(PG_LOCK_CAPS, locked)
                 rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
             else:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
-            claims = taken(rows)
-            return (rows[0][22] if claims else None), claims
+            claims, ahead = taken(rows, not locked)
+            return (rows[0][22] if claims else None), (claims, ahead)
 
-        claims = await self._db.write_reporting_xid(job)
+        claims, ahead = await self._db.write_reporting_xid(job)
         claims.sort(key=lambda c: c.instance.pk)
-        return claims
+        return claims, ahead
 
     async def renew_leases(
         self, owner: str, claims: Sequence[Claim], now: int, lease_ms: int
@@ -463,9 +502,12 @@ class WorkerWrites:
         if status is None:
             raise Fenced(claim.instance.id)
         self.appended.fire(claim.instance.pk)
-        # Local listeners hear of every release (a waiter may be watching this instance);
-        # other processes are notified only when the instance is due again soon.
-        self._fire_wake()
+        # Local workers hear of every release that leaves something to claim or to wait for,
+        # watchers of every release; other processes only when the instance is due soon.
+        if status in TERMINAL:
+            self._fire_change()
+        else:
+            self._fire_wake()
         return status
 
     async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:

@@ -86,6 +86,48 @@ async def test_notifications_wake_another_process_and_survive_a_lost_listener(
         await worker_side.close()
 
 
+async def test_a_store_is_woken_once_by_its_own_create_and_not_by_an_end(
+    pg: PostgresStorage, pg_database: str
+) -> None:
+    wakes: list[str] = []
+    changes: list[str] = []
+    pg.add_wake_listener(lambda: wakes.append("wake"))
+    pg.add_change_listener(lambda: changes.append("change"))
+    other = PostgresStorage(pg_database)
+    await other.open()
+    try:
+        listener = pg._listener
+        assert listener is not None
+        async with asyncio.timeout(5):
+            await listener.connected.wait()
+        wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+        wakes.clear()
+        await pg.create_instances(
+            wf.pk, wf.version.id, [NewInstance("mine", b"1")], NOW, skip_existing=False
+        )
+        assert wakes == ["wake"]  # at once, by the create itself
+        # Notifications arrive in commit order: once the other store's create is heard, the
+        # notification of this store's own create has been read too, and skipped.
+        await other.create_instances(
+            wf.pk, wf.version.id, [NewInstance("theirs", b"1")], NOW, skip_existing=False
+        )
+        async with asyncio.timeout(5):
+            while len(wakes) < 2:
+                await asyncio.sleep(0.005)
+        assert wakes == ["wake", "wake"]
+        # An end leaves nothing to claim: watchers hear of it, workers do not.
+        claims = await pg.claim_runnable("w", 2, NOW, LEASE, None)
+        wakes.clear()
+        changes.clear()
+        await pg.release_instance(claims[0], Release("complete"), NOW)
+        assert (wakes, changes) == ([], ["change"])
+        await pg.release_instance(claims[1], Release("waiting", runnable_at=NOW + 60_000), NOW)
+        # (a release due soon is also notified to every process, this one included)
+        assert (wakes[:1], changes[:2]) == (["wake"], ["change", "change"])
+    finally:
+        await other.close()
+
+
 async def test_operations_survive_terminated_connections(
     pg: PostgresStorage, pg_database: str
 ) -> None:
