@@ -234,10 +234,12 @@ class Worker:
             try:
                 await self._refresh_workflows()
                 free = settings.concurrency - len(self._active)
-                claimed = 0
+                timeout = settings.poll_ms / 1000
                 if free > 0 and self._runnable_pks:
                     want = min(free, settings.claim_batch)
-                    claims = await self.storage.claim_runnable(
+                    # With the claim, the next wake-up among what it left (one round trip on
+                    # PostgreSQL): a wake-up before the poll shortens this wait.
+                    claims, next_wake = await self.storage.claim_and_next_wake(
                         self.owner,
                         want,
                         self.clock.now_ms(),
@@ -247,20 +249,14 @@ class Worker:
                     )
                     for claim in claims:
                         self._launch(claim)
-                    claimed = len(claims)
                     # Whether runnable work may be left behind for want of a free slot.
-                    self._saturated = claimed == want or settings.max_running is not None
-                    if claimed == want:
+                    self._saturated = len(claims) == want or settings.max_running is not None
+                    if len(claims) == want:
                         continue
-                    if claims:
-                        await asyncio.sleep(0)  # let the activations start before looking ahead
-                else:
-                    self._saturated = free <= 0
-                timeout = settings.poll_ms / 1000
-                if free > claimed and self._runnable_pks:
-                    next_wake = await self.storage.next_wake_at(self._runnable_pks)
                     if next_wake is not None:
                         timeout = min(timeout, max(0, next_wake - self.clock.now_ms()) / 1000)
+                else:
+                    self._saturated = free <= 0
             except asyncio.CancelledError:
                 raise
             except StoreOutage as exc:  # the store's health logs an outage once

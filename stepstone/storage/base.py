@@ -316,6 +316,27 @@ class TokenRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class SeparateLookAhead:
+    """``claim_and_next_wake`` as two calls, for stores whose calls cost no round trip."""
+
+    async def claim_and_next_wake(
+        self: Storage,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
+    ) -> tuple[list[Claim], int | None]:
+        claims = await self.claim_runnable(
+            owner, limit, now, lease_ms, workflow_pks, max_running=max_running
+        )
+        if len(claims) >= limit:
+            return claims, None
+        return claims, await self.next_wake_at(workflow_pks)
+
+
 class Storage(Protocol):
     """Every durable operation. Unless stated, an operation is one atomic transaction."""
 
@@ -463,6 +484,21 @@ class Storage(Protocol):
         serialised); its instances wait, oldest first, for a slot. While no capped workflow is
         in scope a claim is the same single statement as without limits (SQLite adds one read
         of the capped workflows, in-process and served by the workflows table).
+        """
+
+    async def claim_and_next_wake(
+        self,
+        owner: str,
+        limit: int,
+        now: int,
+        lease_ms: int,
+        workflow_pks: Sequence[int] | None,
+        *,
+        max_running: int | None = None,
+    ) -> tuple[list[Claim], int | None]:
+        """``claim_runnable``, then ``next_wake_at`` over what it left, for a worker's loop;
+        one round trip where the store can. The wake-up is None also when ``limit`` instances
+        were claimed: the caller claims again at once. ``SeparateLookAhead`` is the plain form.
         """
 
     async def renew_leases(

@@ -29,6 +29,7 @@ from stepstone.storage.base import (
     InstanceSummary,
     NewEvent,
     NewInstance,
+    SeparateLookAhead,
     Transition,
     VersionRecord,
     WorkflowDefinition,
@@ -47,7 +48,7 @@ from stepstone.storage.memory_rows import (
 from stepstone.storage.memory_worker import MemoryWorker
 
 
-class MemoryStorage(MemoryWorker):
+class MemoryStorage(SeparateLookAhead, MemoryWorker):
     """``Storage`` in this process's memory; opening it anew starts empty."""
 
     def __init__(self, url: str) -> None:

@@ -37,6 +37,7 @@ from stepstone.storage.base import (
     NewEvent,
     NewInstance,
     Release,
+    SeparateLookAhead,
     TokenRecord,
     Transition,
     VersionRecord,
@@ -137,7 +138,7 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SqliteOpsLog, SqliteWebhooks):
+class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:

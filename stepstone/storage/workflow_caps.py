@@ -105,7 +105,7 @@ def pg_claim_sql(returning: str) -> str:
     their room, counted in this statement); instances of any other workflow capped at the
     statement's snapshot are left alone, so a limit set since the caller looked is not
     overshot. Answers the claimed rows, then a last row whose ``caps`` column lists the capped
-    workflows in scope as this statement saw them.
+    workflows in scope as this statement saw them (its ``ahead`` column is always NULL).
     """
     return (
         "WITH caps AS (SELECT pk, concurrency_limit AS cap FROM workflows"
@@ -155,17 +155,18 @@ def pg_claim_sql(returning: str) -> str:
         " THEN 'running' ELSE i.status END, started_on = COALESCE(i.started_on, $3),"
         f" modified_on = $3 FROM picked WHERE i.pk = picked.pk RETURNING {returning},"
         " i.epoch, i.wake_seq)"
-        " SELECT claimed.*, NULL::bigint[] AS caps, txid_current() AS xid FROM claimed"
-        " UNION ALL SELECT claimed.*, ARRAY(SELECT pk FROM caps ORDER BY pk), NULL"
-        " FROM (SELECT 1) one LEFT JOIN claimed ON false"
+        " SELECT claimed.*, NULL::bigint[] AS caps, txid_current() AS xid, NULL::bigint AS ahead"
+        " FROM claimed UNION ALL SELECT claimed.*, ARRAY(SELECT pk FROM caps ORDER BY pk), NULL,"
+        " NULL FROM (SELECT 1) one LEFT JOIN claimed ON false"
     )
 
 
 def pg_plain_claim_sql(returning: str) -> str:
     """The claim while no capped workflow is known in scope: the ordered scan claims always
     made, skipped whole (a one-time filter) if a cap has appeared, so it can never overshoot
-    one; its last row reports the capped workflows in scope, as ``pg_claim_sql``'s does. Far
-    smaller than that statement, so cheaper to plan ($1..$5 as there)."""
+    one; its last row reports the capped workflows in scope, as ``pg_claim_sql``'s does, and in
+    ``ahead`` the next wake-up among the instances left (NULL if none, or if a cap is in scope).
+    Far smaller than that statement, so cheaper to plan ($1..$5 as there)."""
     return (
         "WITH caps AS (SELECT pk FROM workflows WHERE concurrency_limit IS NOT NULL"
         " AND ($5::bigint[] IS NULL OR pk = ANY($5::bigint[]))),"
@@ -179,7 +180,13 @@ def pg_plain_claim_sql(returning: str) -> str:
         " THEN 'running' ELSE i.status END, started_on = COALESCE(i.started_on, $3),"
         f" modified_on = $3 FROM picked WHERE i.pk = picked.pk RETURNING {returning},"
         " i.epoch, i.wake_seq)"
-        " SELECT claimed.*, NULL::bigint[] AS caps, txid_current() AS xid FROM claimed"
-        " UNION ALL SELECT claimed.*, ARRAY(SELECT pk FROM caps ORDER BY pk), NULL"
+        " SELECT claimed.*, NULL::bigint[] AS caps, txid_current() AS xid, NULL::bigint AS ahead"
+        " FROM claimed UNION ALL SELECT claimed.*, ARRAY(SELECT pk FROM caps ORDER BY pk), NULL,"
+        # What next_wake_at would answer once this claim commits (no cap in scope, so no
+        # workflow is full): the earliest wake-up of the unleased instances it did not take.
+        " (SELECT w.runnable_at FROM instances w WHERE w.runnable_at IS NOT NULL"
+        " AND w.lease_owner IS NULL AND ($5::bigint[] IS NULL OR w.workflow_pk = ANY($5::bigint[]))"
+        " AND w.pk <> ALL(ARRAY(SELECT pk FROM picked)) AND NOT EXISTS (SELECT 1 FROM caps)"
+        " ORDER BY w.runnable_at LIMIT 1)"
         " FROM (SELECT 1) one LEFT JOIN claimed ON false"
     )

@@ -540,6 +540,23 @@ async def test_next_wake_at_ignores_leased_instances(fx: Fixture) -> None:
     assert await fx.storage.next_wake_at(None) == NOW + 300
 
 
+async def test_a_claim_looks_ahead_as_next_wake_at_would_after_it(fx: Fixture) -> None:
+    await fx.create("now1", "now2")
+    await fx.create("later", now=NOW + 300)
+    await fx.create("latest", now=NOW + 900)
+    pks = [fx.workflow.pk]
+    # A full claim: its caller claims again at once, so it is told no wake-up.
+    claims, wake = await fx.storage.claim_and_next_wake("w", 1, NOW, LEASE, pks)
+    assert ([c.instance.id for c in claims], wake) == (["now1"], None)
+    claims, wake = await fx.storage.claim_and_next_wake("w", 5, NOW, LEASE, pks)
+    assert [c.instance.id for c in claims] == ["now2"]
+    assert wake == NOW + 300 == await fx.storage.next_wake_at(pks)
+    claims, wake = await fx.storage.claim_and_next_wake("w", 5, NOW + 1000, LEASE, None)
+    assert (sorted(c.instance.id for c in claims), wake) == (["later", "latest"], None)
+    assert await fx.storage.next_wake_at(None) is None
+    assert await fx.storage.claim_and_next_wake("w", 5, NOW, LEASE, []) == ([], None)
+
+
 async def test_expire_leases_by_owner_prefix(fx: Fixture) -> None:
     await fx.create("a", "b")
     await fx.claim("host1:1:x", limit=1)

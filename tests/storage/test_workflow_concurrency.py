@@ -158,6 +158,17 @@ async def test_a_full_workflow_sets_no_wake_up(fx: Fixture) -> None:
     assert await fx.storage.next_wake_at(pks) == NOW - 999
 
 
+async def test_a_claims_look_ahead_leaves_out_a_workflow_it_filled(fx: Fixture) -> None:
+    await _cap(fx, 1)
+    await _create_in_order(fx, 3)
+    pks = [fx.workflow.pk]
+    await fx.claim("w0", limit=1)  # a PostgreSQL store learns of the cap here
+    await fx.storage.expire_leases(None, NOW)
+    claims, wake = await fx.storage.claim_and_next_wake("w1", 5, NOW, LEASE, pks)
+    assert len(claims) == 1
+    assert wake is None is await fx.storage.next_wake_at(pks)
+
+
 async def test_usage_counts_running_and_queued(fx: Fixture) -> None:
     await _cap(fx, 2)
     await _create_in_order(fx, 5)
