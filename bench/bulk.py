@@ -23,8 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stepstone.audit import Actor
 from stepstone.bulk import BulkRunner, BulkService, make_spec
+from stepstone.model.actors import Actor
 from stepstone.ops import CreateRequest, Operations
 from stepstone.storage import open_storage
 

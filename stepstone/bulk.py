@@ -21,10 +21,7 @@ from typing import Any
 
 import orjson
 
-from stepstone.audit import Actor
-from stepstone.engine import history as h
 from stepstone.engine.clock import Clock, SystemClock
-from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL, Status, pause_target, resume_target
 from stepstone.errors import (
     BulkJobNotFound,
     CannotRestart,
@@ -32,9 +29,9 @@ from stepstone.errors import (
     StepstoneError,
     WorkflowNotFound,
 )
-from stepstone.ops import RESTART_TYPES, Operations, RestartFrom
-from stepstone.storage.base import InstanceRecord
-from stepstone.storage.ops_records import (
+from stepstone.model import history as h
+from stepstone.model.actors import Actor
+from stepstone.model.ops_records import (
     BULK_COMPLETE,
     BULK_FAILED,
     BULK_QUEUED,
@@ -48,6 +45,9 @@ from stepstone.storage.ops_records import (
     BulkProgress,
     InstanceFilter,
 )
+from stepstone.model.statuses import ALL_STATUSES, TERMINAL, Status, pause_target, resume_target
+from stepstone.ops import RESTART_TYPES, Operations, RestartFrom
+from stepstone.storage.base import InstanceRecord
 
 log = logging.getLogger("stepstone.bulk")
 

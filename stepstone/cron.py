@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from stepstone.engine.clock import Clock
+from stepstone.model.retention import resolve_retention
 from stepstone.ops import CreateRequest, Operations
-from stepstone.retention import resolve_retention
 from stepstone.storage.base import Storage, WorkflowRecord
 from stepstone.validation import addressable_id_problem
 

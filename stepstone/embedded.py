@@ -29,7 +29,6 @@ import orjson
 from stepstone import audit, bulk
 from stepstone.cron import TICK_SECONDS, CronScheduler
 from stepstone.engine.clock import Clock
-from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.worker import Worker, WorkerSettings
 from stepstone.errors import InvalidRequest, StepstoneError
 from stepstone.loader import (
@@ -38,6 +37,7 @@ from stepstone.loader import (
     load_version,
     set_implicit_dependencies,
 )
+from stepstone.model.statuses import TERMINAL
 from stepstone.ops import CreateRequest, Operations, RestartFrom, encode_payload, retention_ms
 from stepstone.project import ProjectConfig, WorkflowConfig, load_project
 from stepstone.retention import SWEEP_SECONDS, RetentionSweeper

@@ -16,19 +16,9 @@ from typing import Any
 
 import orjson
 
-from stepstone.audit import EMBEDDED_ACTOR, Actor
 from stepstone.audit import entry as audit_entry
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
-from stepstone.engine import history as h
 from stepstone.engine.clock import Clock, SystemClock
-from stepstone.engine.lifecycle import (
-    TERMINAL,
-    Status,
-    check_send_event,
-    check_terminate,
-    pause_target,
-    resume_target,
-)
 from stepstone.errors import (
     CannotRestart,
     CannotTerminate,
@@ -45,6 +35,17 @@ from stepstone.errors import (
     WorkflowNotFound,
 )
 from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.model import history as h
+from stepstone.model.actors import EMBEDDED_ACTOR, Actor
+from stepstone.model.ops_records import AuditEntry
+from stepstone.model.statuses import (
+    TERMINAL,
+    Status,
+    check_send_event,
+    check_terminate,
+    pause_target,
+    resume_target,
+)
 from stepstone.observability import metrics
 from stepstone.observability.tracing import stamp
 from stepstone.storage.base import (
@@ -61,7 +62,6 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
-from stepstone.storage.ops_records import AuditEntry
 from stepstone.validation import (
     addressable_id_problem,
     event_type_problem,

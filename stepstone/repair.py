@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from stepstone.audit import EMBEDDED_ACTOR, Actor
-from stepstone.engine import history as h
-from stepstone.engine.lifecycle import Status
 from stepstone.errors import InvalidAction, InvalidRequest, StepNotFound
+from stepstone.model import history as h
+from stepstone.model.actors import EMBEDDED_ACTOR, Actor
+from stepstone.model.statuses import Status
 from stepstone.ops import Operations, check_payload_size, restart_cut
 from stepstone.storage.base import Conflict, EventRecord, InstanceRecord, NewEvent, Transition
 

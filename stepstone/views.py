@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from stepstone.cron import next_fire_ms
-from stepstone.engine import history as h
-from stepstone.engine.lifecycle import ALL_STATUSES
+from stepstone.model import history as h
+from stepstone.model.statuses import ALL_STATUSES
 from stepstone.storage.base import InstanceRecord, InstanceSummary, VersionRecord, WorkflowRecord
 
 REDACTED = "[REDACTED]"

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
-from stepstone.audit import Actor
 from stepstone.errors import InvalidAction, InvalidRequest, StepNotFound
+from stepstone.model.actors import Actor
 from stepstone.repair import RepairRequest, parse_output, repair
 from tests.engine.conftest import wait_for
 
@@ -179,7 +179,7 @@ async def test_unknown_step_and_bad_json_say_what_is_wrong(engine: Engine) -> No
 
 
 async def test_repairs_are_audited_whatever_the_outcome(engine: Engine) -> None:
-    from stepstone.storage.ops_records import AuditQuery
+    from stepstone.model.ops_records import AuditQuery
 
     await _errored(engine, "o5")
     await repair(

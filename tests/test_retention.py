@@ -11,7 +11,8 @@ import pytest
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint, embedded
 from stepstone.engine.clock import ManualClock
 from stepstone.errors import InstanceNotFound
-from stepstone.retention import DEFAULT_RETENTION_MS, RetentionSweeper, resolve_retention
+from stepstone.model.retention import DEFAULT_RETENTION_MS, resolve_retention
+from stepstone.retention import RetentionSweeper
 from stepstone.storage import sqlite
 from stepstone.storage.base import VersionRecord
 

@@ -14,8 +14,8 @@ import pytest
 
 from stepstone import Engine
 from stepstone.errors import InvalidWorkflowDefinition, JurisdictionImmutable
+from stepstone.model.retention import DEFAULT_RETENTION_MS, LEGACY_DEFAULT_RETENTION_MS
 from stepstone.ops import Operations
-from stepstone.retention import DEFAULT_RETENTION_MS, LEGACY_DEFAULT_RETENTION_MS
 from stepstone.storage import open_storage
 from stepstone.storage.base import Storage
 from stepstone.storage.migrations import migration_files

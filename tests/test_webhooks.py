@@ -13,9 +13,9 @@ import pytest
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
 from stepstone.errors import InvalidRequest
+from stepstone.model.webhooks import DELIVERED, FAILED, PENDING, SOURCE_API
 from stepstone.webhooks.config import parse_hook
 from stepstone.webhooks.delivery import WebhookDispatcher, backoff_ms
-from stepstone.webhooks.records import DELIVERED, FAILED, PENDING, SOURCE_API
 from stepstone.webhooks.signing import HEADER, sign, verify
 from tests.engine.conftest import wait_for
 

@@ -10,10 +10,10 @@ import pytest
 
 from stepstone import Engine, WorkerSettings
 from stepstone.engine.clock import ManualClock
+from stepstone.model.webhooks import DELIVERED, FAILED, PENDING
 from stepstone.webhooks import delivery as delivery_module
 from stepstone.webhooks.config import parse_hook
 from stepstone.webhooks.delivery import PRUNE_SECONDS, WebhookDispatcher
-from stepstone.webhooks.records import DELIVERED, FAILED, PENDING
 from tests.engine.conftest import wait_for
 from tests.test_webhooks import SECRET, Fails, Receiver
 

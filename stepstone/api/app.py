@@ -32,10 +32,10 @@ from stepstone.errors import (
     RouteNotFound,
     StepstoneError,
 )
+from stepstone.model.records import Conflict
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
-from stepstone.storage.base import Conflict
 from stepstone.storage.outage import StoreOutage
 
 log = logging.getLogger("stepstone.api")

@@ -13,7 +13,7 @@ import orjson
 from starlette.responses import Response
 
 from stepstone.errors import InvalidAction, StepstoneError
-from stepstone.storage.base import Conflict
+from stepstone.model.records import Conflict
 
 # A 409 is a status that cannot change by retrying; the SDK would otherwise retry it twice.
 NO_RETRY = {"x-should-retry": "false"}

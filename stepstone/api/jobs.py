@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from stepstone.audit import Actor
-from stepstone.engine.lifecycle import TERMINAL
 from stepstone.errors import StepstoneError
+from stepstone.model.actors import Actor
+from stepstone.model.records import Conflict, InstanceQuery
+from stepstone.model.statuses import TERMINABLE, TERMINAL
 from stepstone.ops import Operations
-from stepstone.storage.base import Conflict, InstanceQuery
 
 log = logging.getLogger("stepstone.api")
-TERMINABLE = ("queued", "running", "paused", "waitingForPause", "waiting")
 _PAGE = 100
 
 

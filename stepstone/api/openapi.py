@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Match, Route
 
-from stepstone.engine.lifecycle import ALL_STATUSES
+from stepstone.model.statuses import ALL_STATUSES
 from stepstone.ops import MAX_BATCH
 from stepstone.validation import (
     ADDRESSABLE_ID_RE,

@@ -18,7 +18,7 @@ from stepstone.cli.client import fail, usage
 from stepstone.cli.replay import existing_store
 from stepstone.cli.server_cmds import explained_startup, open_store
 from stepstone.engine import approvals
-from stepstone.engine.lifecycle import TERMINAL
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.base import Storage
 from stepstone.validation import event_type_problem
 

@@ -28,10 +28,10 @@ from stepstone.cli.server_cmds import (
     resolve_config,
     sqlite_file,
 )
-from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.engine.recorded import HistoryFileError, RecordedInstance, decode_export, select
 from stepstone.engine.replay_check import CheckEnv, ReplayVerdict, check_instance
 from stepstone.loader import IMPLICIT_ATTRIBUTE, WorkflowLoadError, load_class
+from stepstone.model.statuses import ALL_STATUSES
 from stepstone.project import ProjectConfig, load_project
 from stepstone.storage.base import Storage
 

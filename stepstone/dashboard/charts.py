@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stepstone.dashboard import present
-from stepstone.engine import history as h
+from stepstone.model import history as h
+from stepstone.model.records import InstanceQuery, InstanceRecord, WorkflowRecord
+from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
-from stepstone.storage.base import InstanceQuery, InstanceRecord, WorkflowRecord
 
 HOUR_MS = 3_600_000
 # name -> (span, buckets): five-minute, hourly and six-hourly columns.
@@ -46,7 +47,6 @@ STATUS_ORDER = (
     "waitingForPause",
     "unknown",
 )
-FINISHED = ("complete", "errored", "terminated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +259,7 @@ async def build(
         at = buckets.index(r.created_on)
         if at is not None:
             created[at][r.status] = created[at].get(r.status, 0) + 1
-        if r.status in FINISHED and r.ended_on is not None:
+        if r.status in TERMINAL and r.ended_on is not None:
             done = buckets.index(min(r.ended_on, end))
             if done is not None:
                 finished[done][r.status] = finished[done].get(r.status, 0) + 1

@@ -12,14 +12,15 @@ from starlette.responses import Response
 
 from stepstone.api.auth import NOBODY_NEEDED
 from stepstone.api.guard import segment
-from stepstone.audit import DASHBOARD, Actor, entry_dict
+from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX
 from stepstone.errors import InvalidRequest
+from stepstone.model.actors import DASHBOARD, Actor
+from stepstone.model.ops_records import AuditQuery, InstanceFilter
+from stepstone.model.records import WorkflowRecord
 from stepstone.ops import Operations
-from stepstone.storage.base import WorkflowRecord
-from stepstone.storage.ops_records import AuditQuery, InstanceFilter
 
 router = APIRouter()
 

@@ -18,10 +18,10 @@ from stepstone.dashboard import charts, present, timeline
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX, render
 from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
-from stepstone.engine import history as h
-from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL
 from stepstone.errors import InvalidRequest, StepNotFound
-from stepstone.storage.base import InstanceQuery, WorkflowRecord
+from stepstone.model import history as h
+from stepstone.model.records import InstanceQuery, WorkflowRecord
+from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 
 router = APIRouter()
 WORKFLOW = PREFIX + "/accounts/{account_id}/workflows/{workflow_name}"

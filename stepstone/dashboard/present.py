@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 
 from stepstone import views
 from stepstone.authoring.durations import format_duration
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from stepstone.ops import ABORTED_BY_RESTART, ABORTED_BY_TERMINATE
 
 _COUNTER = re.compile(r"^(.*)-(\d+)$")

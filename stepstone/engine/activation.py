@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 
 from stepstone.authoring.entrypoint import WorkflowEntrypoint, WorkflowEvent
-from stepstone.engine import history as h
 from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.holding import holding
 from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
 from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
+from stepstone.model import history as h
 from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
 

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 
 from stepstone import signed
-from stepstone.audit import Actor
 from stepstone.errors import CannotSendEvent, InstanceNotFound
+from stepstone.model.actors import Actor
+from stepstone.model.ops_records import AuditEntry
 from stepstone.storage.base import ApprovalLinkRecord, Storage
-from stepstone.storage.ops_records import AuditEntry
 
 PREFIX = "/stepstone/approve/"
 PUBLIC_URL_ENV = "STEPSTONE_PUBLIC_URL"

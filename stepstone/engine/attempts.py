@@ -16,7 +16,6 @@ import orjson
 
 from stepstone.authoring.config import DYNAMIC_DELAY
 from stepstone.authoring.durations import parse_duration
-from stepstone.engine import history as h
 from stepstone.engine.callables import invoke
 from stepstone.engine.deadlines import AttemptDeadline
 from stepstone.engine.errors_codec import (
@@ -30,6 +29,7 @@ from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowTimeoutError
+from stepstone.model import history as h
 from stepstone.observability.probes import AttemptProbe
 
 if TYPE_CHECKING:

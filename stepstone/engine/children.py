@@ -23,7 +23,6 @@ import orjson
 
 from stepstone.authoring.config import resolve_config
 from stepstone.authoring.durations import parse_duration
-from stepstone.engine import history as h
 from stepstone.engine.arguments import duration_argument
 from stepstone.engine.errors_codec import is_non_retryable, recreate_error
 from stepstone.engine.holding import holding
@@ -32,6 +31,8 @@ from stepstone.engine.retry import backoff_delay_ms, should_retry
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError
+from stepstone.model import history as h
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = "24 hours"
 MIN_TIMEOUT_MS = 1_000
 MAX_TIMEOUT_MS = 365 * 86_400_000
-TERMINAL = ("complete", "errored", "terminated")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 

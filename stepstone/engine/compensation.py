@@ -11,10 +11,10 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from stepstone.engine import history as h
 from stepstone.engine.callables import off_loop
 from stepstone.engine.errors_codec import encode_error, recreate_error
 from stepstone.engine.signals import InstanceFailed
+from stepstone.model import history as h
 
 if TYPE_CHECKING:
     from stepstone.engine.python_api import SagaStepFunction

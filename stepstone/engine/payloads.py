@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from stepstone.engine import history as h
 from stepstone.engine.errors_codec import recreate_error
 from stepstone.engine.signals import InstanceFailed
 from stepstone.errors import StepError
+from stepstone.model import history as h
 
 if TYPE_CHECKING:
     from stepstone.engine.step_host import StepHost

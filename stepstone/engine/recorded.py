@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from stepstone.engine.lifecycle import ALL_STATUSES
+from stepstone.model.statuses import ALL_STATUSES
 from stepstone.storage.base import EventRecord, InstanceQuery, InstanceRecord, Storage
 
 EXPORT_FORMAT = "stepstone-history"

@@ -22,7 +22,6 @@ import orjson
 
 from stepstone.authoring.config import parse_rollback_config, resolve_config
 from stepstone.engine import approvals, children, waits
-from stepstone.engine import history as h
 from stepstone.engine.arguments import duration_argument
 from stepstone.engine.attempts import Attempts
 from stepstone.engine.callables import direct_call
@@ -37,6 +36,7 @@ from stepstone.engine.python_api import (
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import StepHost
 from stepstone.errors import WorkflowFatalError
+from stepstone.model import history as h
 from stepstone.validation import event_type_problem, step_name_problem
 
 

@@ -24,17 +24,17 @@ from typing import Any, NoReturn
 import orjson
 
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
-from stepstone.engine import history as h
 from stepstone.engine.activation import Activation, _Raised, _Returned, _Suspended
 from stepstone.engine.clock import ManualClock
 from stepstone.engine.compensation import Compensation
 from stepstone.engine.errors_codec import encode_error
-from stepstone.engine.lifecycle import TERMINAL
 from stepstone.engine.payloads import recorded_result
 from stepstone.engine.recorded import RecordedInstance
 from stepstone.engine.replay import ReplayStep, describe_step
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.waits import wait_result
+from stepstone.model import history as h
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.base import Claim, InstanceRecord, Storage
 
 # Bounds a run() that awaits something other than steps (real I/O between steps).

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-    from stepstone.engine import history as h
+    from stepstone.model import history as h
     from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Storage
 
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from stepstone.engine import history as h
 from stepstone.engine.arguments import duration_argument
 from stepstone.engine.errors_codec import recreate_error
 from stepstone.engine.holding import holding
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError, WorkflowTimeoutError
+from stepstone.model import history as h
 from stepstone.observability import tracing
 from stepstone.storage.base import DeliveredEvent
 from stepstone.validation import event_type_problem

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from stepstone.engine.history import InstanceHistory
+from stepstone.model.history import InstanceHistory
 from stepstone.observability import logs, metrics, tracing
 from stepstone.storage.base import EventRecord, InstanceRecord
 

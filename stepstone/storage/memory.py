@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Conflict,
@@ -37,7 +38,6 @@ from stepstone.storage.base import (
     check_jurisdiction,
 )
 from stepstone.storage.memory_rows import (
-    TERMINAL,
     WAKEABLE,
     InstanceRow,
     Tables,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stepstone.storage.memory_rows import DeliveryRow, HookRow, InstanceRow, Tables, page
-from stepstone.webhooks.records import (
+from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
     PENDING,
@@ -20,6 +19,7 @@ from stepstone.webhooks.records import (
     DeliveryRecord,
     WebhookRecord,
 )
+from stepstone.storage.memory_rows import DeliveryRow, HookRow, InstanceRow, Tables, page
 
 
 class MemoryHooks:

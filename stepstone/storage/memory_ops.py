@@ -13,10 +13,7 @@ from typing import Any
 
 import orjson
 
-from stepstone.storage.base import ApprovalLinkRecord, InstanceRecord, TokenRecord
-from stepstone.storage.memory_hooks import MemoryHooks
-from stepstone.storage.memory_rows import ApprovalRow, InstanceRow, TokenRow, own, page
-from stepstone.storage.ops_records import (
+from stepstone.model.ops_records import (
     BULK_CANCELLED,
     BULK_ENDED,
     BULK_QUEUED,
@@ -32,6 +29,9 @@ from stepstone.storage.ops_records import (
     BulkProgress,
     InstanceFilter,
 )
+from stepstone.storage.base import ApprovalLinkRecord, InstanceRecord, TokenRecord
+from stepstone.storage.memory_hooks import MemoryHooks
+from stepstone.storage.memory_rows import ApprovalRow, InstanceRow, TokenRow, own, page
 
 
 class DuplicateKey(ValueError):

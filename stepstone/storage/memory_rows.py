@@ -15,13 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.ops_records import AuditEntry, BulkJobRecord
+from stepstone.model.retention import DEFAULT_RETENTION_MS
+from stepstone.model.statuses import TERMINAL
+from stepstone.model.webhooks import PENDING
 from stepstone.storage.base import EventRecord, InstanceRecord, NewEvent, VersionRecord
-from stepstone.storage.ops_records import AuditEntry, BulkJobRecord
-from stepstone.webhooks.records import PENDING
 
 T = TypeVar("T")
-TERMINAL = ("complete", "errored", "terminated")
 # Statuses in which a delivered event (or a child's end) makes the instance runnable now.
 WAKEABLE = ("waiting", "running", "waitingForPause", "rollingBack")
 # Status changes the webhook outbox records (the SQL stores' outbox trigger).

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
@@ -24,7 +25,7 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.event_match import first_match
 from stepstone.storage.memory_ops import MemoryOps
-from stepstone.storage.memory_rows import TERMINAL, ChildLink, InstanceRow, own
+from stepstone.storage.memory_rows import ChildLink, InstanceRow, own
 
 
 class MemoryWorker(MemoryOps):

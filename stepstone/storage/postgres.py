@@ -19,7 +19,8 @@ import asyncpg
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.retention import DEFAULT_RETENTION_MS
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage import approval_sql, instance_reads, postgres_children
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -55,7 +56,6 @@ from stepstone.storage.postgres_webhooks import PostgresWebhooks, drop_workflow_
 from stepstone.storage.postgres_worker import (
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
-    TERMINAL,
     WorkerWrites,
     expiry,
     insert_events,

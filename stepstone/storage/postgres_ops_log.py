@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from stepstone.storage.ops_records import (
+from stepstone.model.ops_records import (
     BULK_ENDED,
     BULK_QUEUED,
     BULK_RUNNING,

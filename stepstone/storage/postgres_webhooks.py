@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from stepstone.webhooks.records import (
+from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
     PENDING,

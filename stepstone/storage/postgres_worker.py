@@ -18,7 +18,8 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.retention import DEFAULT_RETENTION_MS
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
@@ -34,7 +35,6 @@ from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_co
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
-TERMINAL = ("complete", "errored", "terminated")
 # A claim's look-ahead the statement could not give (see WorkerWrites._claim).
 _UNKNOWN = object()
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.

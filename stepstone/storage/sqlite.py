@@ -20,7 +20,8 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.retention import DEFAULT_RETENTION_MS
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage import approval_sql, instance_reads, sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -54,7 +55,6 @@ from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
 T = TypeVar("T")
-TERMINAL = ("complete", "errored", "terminated")
 # How long an attempt's start may wait in memory for the write that usually follows it.
 LINGER_S = 0.001
 

@@ -13,13 +13,14 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from stepstone.model.statuses import TERMINAL
 from stepstone.storage.base import Claim, Fenced, InstanceLink, InstanceLinks
 
-_TERMINAL = "('complete', 'errored', 'terminated')"
+_TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
 
 _TRIGGER = f"""
 CREATE TEMP TRIGGER IF NOT EXISTS stepstone_child_ended AFTER UPDATE OF status ON instances
-FOR EACH ROW WHEN NEW.status IN {_TERMINAL} AND OLD.status NOT IN {_TERMINAL}
+FOR EACH ROW WHEN NEW.status IN {_TERMINAL_SQL} AND OLD.status NOT IN {_TERMINAL_SQL}
     AND EXISTS (SELECT 1 FROM child_links WHERE child_pk = NEW.pk)
 BEGIN
     UPDATE instances SET wake_seq = wake_seq + 1,
@@ -73,7 +74,7 @@ def unlink_deleted(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     for pk in pks:
         row = conn.execute(
             "SELECT l.parent_pk FROM child_links l JOIN instances c ON c.pk = l.child_pk"
-            f" WHERE l.child_pk = ? AND l.detached = 0 AND c.status NOT IN {_TERMINAL}",
+            f" WHERE l.child_pk = ? AND l.detached = 0 AND c.status NOT IN {_TERMINAL_SQL}",
             (pk,),
         ).fetchone()
         if row is not None and row[0] not in deleted:

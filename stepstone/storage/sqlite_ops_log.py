@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from stepstone.storage.ops_records import (
+from stepstone.model.ops_records import (
     BULK_ENDED,
     BULK_QUEUED,
     BULK_RUNNING,

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from stepstone.webhooks.records import (
+from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
     PENDING,

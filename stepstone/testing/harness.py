@@ -21,11 +21,11 @@ from stepstone.authoring.durations import parse_duration
 from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.cron import CronScheduler, next_fire_ms
 from stepstone.embedded import Engine, InstanceHandle
-from stepstone.engine import history as h
 from stepstone.engine.clock import ManualClock
 from stepstone.engine.replay import ReplayStep
 from stepstone.engine.worker import Worker, WorkerSettings
 from stepstone.loader import load_version
+from stepstone.model import history as h
 from stepstone.project import ProjectConfig, find_project_file
 from stepstone.storage.base import VersionRecord
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from stepstone.authoring.durations import InvalidDurationError, parse_duration
 from stepstone.errors import InvalidRequest
-from stepstone.webhooks.records import EVENTS, SOURCE_API, SOURCE_CONFIG, WAITING, WebhookRecord
+from stepstone.model.webhooks import EVENTS, SOURCE_API, SOURCE_CONFIG, WAITING, WebhookRecord
 from stepstone.webhooks.signing import new_secret
 
 KEYS = {"id", "url", "events", "secret", "secretEnv", "waitForEventLongerThan"}

@@ -22,8 +22,8 @@ import httpx
 import orjson
 
 from stepstone.engine.clock import Clock, SystemClock
+from stepstone.model.webhooks import WAITING, AttemptLog, DeliveryJob
 from stepstone.storage.base import Storage
-from stepstone.webhooks.records import WAITING, AttemptLog, DeliveryJob
 from stepstone.webhooks.signing import HEADER, sign
 
 log = logging.getLogger("stepstone.webhooks")

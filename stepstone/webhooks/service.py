@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepstone.audit import EMBEDDED_ACTOR, Actor
 from stepstone.errors import InvalidRequest, RouteNotFound
+from stepstone.model.actors import EMBEDDED_ACTOR, Actor
+from stepstone.model.webhooks import STATES, DeliveryRecord, WebhookRecord
 from stepstone.ops import Operations
 from stepstone.views import iso
 from stepstone.webhooks.config import parse_hook
 from stepstone.webhooks.delivery import delivery_id
-from stepstone.webhooks.records import STATES, DeliveryRecord, WebhookRecord
 
 MAX_LIST = 500
 

@@ -29,8 +29,8 @@ import uvicorn
 from stepstone.api import AuthSettings, create_app
 from stepstone.auth import PERMISSIONS, create_token
 from stepstone.embedded import Engine
-from stepstone.engine.lifecycle import ALL_STATUSES, TERMINAL
 from stepstone.engine.worker import WorkerSettings
+from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 from stepstone.project import ProjectConfig
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ import pytest
 
 from stepstone import WorkflowEntrypoint
 from stepstone.engine import approvals
-from stepstone.storage.ops_records import AuditQuery
+from stepstone.model.ops_records import AuditQuery
 from tests.api.conftest import ACCOUNT, LiveServer
 
 SCRIPT = "tests.api.test_approval_links"

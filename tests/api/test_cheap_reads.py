@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from stepstone import views
-from stepstone.engine import history as h
-from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.errors import StepNotFound
+from stepstone.model import history as h
+from stepstone.model.statuses import ALL_STATUSES
 from tests.api import read_flows
 from tests.api.conftest import ACCOUNT, LiveServer, start_server
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.retention import DEFAULT_RETENTION_MS
 from tests.api.conftest import ACCOUNT, LiveServer
 
 WF = f"/accounts/{ACCOUNT}/workflows"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from stepstone.dashboard.present import duration, when
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from stepstone.storage.base import InstanceRecord
 from tests.api.conftest import start_server
 from tests.dashboard import truth_flows as flows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from stepstone.storage import open_storage
 from tests.engine.crash_worker import STEPS, Crashy
 

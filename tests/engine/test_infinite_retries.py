@@ -12,8 +12,8 @@ import pytest
 
 from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
 from stepstone.authoring.config import resolve_config
-from stepstone.engine import history as h
 from stepstone.errors import WorkflowFatalError
+from stepstone.model import history as h
 from tests.engine.conftest import LoopPasses, steps_of, wait_for
 
 ATTEMPTS: Counter[str] = Counter()

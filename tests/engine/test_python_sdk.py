@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from stepstone import Engine, loader
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from tests.engine import legacy_flows, saga_flows
 from tests.engine.conftest import steps_of
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from stepstone import Engine
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from tests.engine import saga_flows
 from tests.engine.conftest import steps_of, wait_for
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stepstone.audit import DEFAULT_AUDIT_RETENTION_MS, Actor, AuditSweeper
+from stepstone.audit import DEFAULT_AUDIT_RETENTION_MS, AuditSweeper
 from stepstone.engine.clock import ManualClock
 from stepstone.errors import CannotTerminate, InstanceNotFound
+from stepstone.model.actors import Actor
+from stepstone.model.ops_records import AuditQuery
 from stepstone.ops import CreateRequest, Operations
 from stepstone.storage.base import Storage
-from stepstone.storage.ops_records import AuditQuery
 
 T0 = 1_790_000_000_000
 BOB = Actor("token", "bob", "tok-bob")

@@ -10,13 +10,13 @@ import orjson
 import pytest
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint
-from stepstone.audit import Actor
 from stepstone.bulk import BulkRunner, BulkService, make_spec
 from stepstone.engine.clock import ManualClock
 from stepstone.errors import InvalidRequest
+from stepstone.model.actors import Actor
+from stepstone.model.ops_records import AuditQuery, BulkItem, BulkProgress
 from stepstone.ops import CreateRequest, Operations
 from stepstone.storage.base import Storage, Transition
-from stepstone.storage.ops_records import AuditQuery, BulkItem, BulkProgress
 
 T0 = 1_790_000_000_000
 ALICE = Actor("token", "alice", "tok-1")

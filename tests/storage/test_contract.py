@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
-from stepstone.retention import DEFAULT_RETENTION_MS
+from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.storage.base import (
     Conflict,
     Fenced,

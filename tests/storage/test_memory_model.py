@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.webhooks import AttemptLog, WebhookRecord
 from stepstone.storage import open_storage
 from stepstone.storage.base import (
     Claim,
@@ -37,7 +38,6 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.memory import MemoryStorage
 from stepstone.storage.sqlite import SqliteStorage
-from stepstone.webhooks.records import AttemptLog, WebhookRecord
 from tests.storage.conftest import NOW
 
 IDS = [f"i{n}" for n in range(8)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from stepstone.engine import history as h
+from stepstone.model import history as h
 from stepstone.storage import open_storage
 from stepstone.storage.base import InstanceSummary, NewEvent, Storage, Transition
 from stepstone.storage.migrations import _statements, migration_files

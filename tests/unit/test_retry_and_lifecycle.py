@@ -1,14 +1,14 @@
 import pytest
 
-from stepstone.engine.lifecycle import (
+from stepstone.engine.retry import backoff_delay_ms, should_retry
+from stepstone.errors import CannotSendEvent, CannotTerminate, InvalidAction
+from stepstone.model.statuses import (
     Status,
     check_send_event,
     check_terminate,
     pause_target,
     resume_target,
 )
-from stepstone.engine.retry import backoff_delay_ms, should_retry
-from stepstone.errors import CannotSendEvent, CannotTerminate, InvalidAction
 
 
 def test_default_policy_waits_10_20_40_80_160_seconds() -> None:

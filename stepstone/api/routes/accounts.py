@@ -11,8 +11,8 @@ from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import SettingsPatch
+from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.ops import retention_ms
-from stepstone.retention import DEFAULT_RETENTION_MS
 
 router = APIRouter(tags=["accounts"])
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stepstone.engine import approvals
 from stepstone.engine.approvals import Refused
-from stepstone.storage.base import ApprovalLinkRecord
+from stepstone.model.records import ApprovalLinkRecord
 
 MAX_FORM_BYTES = 16 * 1024
 # The token is in the URL: no referrer may carry it off, no cache keep the page.

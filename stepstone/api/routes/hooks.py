@@ -21,7 +21,7 @@ from stepstone.api import deps
 from stepstone.api.envelope import ok
 from stepstone.api.no_nul import NO_NUL
 from stepstone.api.routes.operators import request_actor
-from stepstone.webhooks.records import EVENTS
+from stepstone.model.webhooks import EVENTS
 from stepstone.webhooks.service import MAX_LIST, Hooks, delivery_dict, hook_dict
 
 router = APIRouter(tags=["stepstone extensions"])

@@ -26,8 +26,6 @@ from stepstone.api.schemas import (
     StatusChange,
 )
 from stepstone.engine import children
-from stepstone.engine import history as h
-from stepstone.engine.lifecycle import ALL_STATUSES
 from stepstone.errors import (
     CannotTerminate,
     InstanceNotFound,
@@ -37,6 +35,9 @@ from stepstone.errors import (
     StepOutputCorrupt,
     StepstoneError,
 )
+from stepstone.model import history as h
+from stepstone.model.records import InstanceQuery
+from stepstone.model.statuses import ALL_STATUSES
 from stepstone.ops import (
     MAX_BATCH,
     CreateRequest,
@@ -45,13 +46,11 @@ from stepstone.ops import (
     check_payload_size,
     retention_ms,
 )
-from stepstone.storage.base import InstanceQuery
 
 router = APIRouter(tags=["instances"])
 INSTANCES = deps.WORKFLOW_PREFIX + "/instances"
 INSTANCE = deps.INSTANCE_PREFIX
 STEP_NAME_MAX = 300
-TERMINATE_STATUSES = ("queued", "running", "paused", "waitingForPause", "waiting")
 JSON_ANY: dict[str, Any] = {
     "requestBody": {
         "required": False,

@@ -26,10 +26,11 @@ from stepstone.api.auth import NOBODY_NEEDED, Principal
 from stepstone.api.envelope import ok
 from stepstone.api.no_nul import NO_NUL
 from stepstone.api.query import parse_date
-from stepstone.audit import ANONYMOUS, TOKEN, Actor, entry_dict
+from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
 from stepstone.errors import InvalidRequest
-from stepstone.storage.ops_records import AuditQuery
+from stepstone.model.actors import ANONYMOUS, TOKEN, Actor
+from stepstone.model.ops_records import AuditQuery
 
 router = APIRouter(tags=["stepstone extensions"])
 

@@ -32,10 +32,10 @@ from starlette.types import Send
 from stepstone import views
 from stepstone.api import deps, subscribe_token
 from stepstone.api.envelope import ok
-from stepstone.engine.lifecycle import TERMINAL
 from stepstone.errors import InvalidRequest
+from stepstone.model.records import EventRecord, InstanceRecord
+from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
-from stepstone.storage.base import EventRecord, InstanceRecord
 
 router = APIRouter(tags=["instances"])
 

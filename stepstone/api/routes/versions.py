@@ -15,7 +15,7 @@ from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.query import MAX_PAGE
 from stepstone.errors import VersionNotFound
-from stepstone.storage.base import VersionRecord, WorkflowRecord
+from stepstone.model.records import VersionRecord, WorkflowRecord
 
 router = APIRouter(tags=["versions"])
 VERSION = deps.WORKFLOW_PREFIX + "/versions/{version_id}"

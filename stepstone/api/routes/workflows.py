@@ -14,7 +14,7 @@ from stepstone.api.answers import doc
 from stepstone.api.envelope import ok, page_info
 from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import WorkflowPut
-from stepstone.storage.base import WorkflowRecord
+from stepstone.model.records import WorkflowRecord
 
 router = APIRouter(tags=["workflows"])
 

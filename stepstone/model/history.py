@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from stepstone.storage.base import EventRecord
+from stepstone.model.records import EventRecord
 
 # Step kinds; "do" is shown as type "step" by the API, "rollback" as "rollback".
 DO = "do"

@@ -21,6 +21,15 @@ class Status(StrEnum):
 
 TERMINAL: frozenset[str] = frozenset({Status.COMPLETE, Status.ERRORED, Status.TERMINATED})
 ALL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+# What terminate-all walks, in this order: the statuses of Cloudflare's list that are not final
+# (rollingBack, Stepstone's own, is not walked).
+TERMINABLE: tuple[str, ...] = (
+    Status.QUEUED,
+    Status.RUNNING,
+    Status.PAUSED,
+    Status.WAITING_FOR_PAUSE,
+    Status.WAITING,
+)
 # Statuses in which a worker holds (or is about to take) the instance.
 ACTIVE: frozenset[str] = frozenset({Status.RUNNING, Status.WAITING_FOR_PAUSE, Status.ROLLING_BACK})
 
