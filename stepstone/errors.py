@@ -53,46 +53,117 @@ class StepstoneError(Exception):
         return f"workflows.api.error.{self.key}"
 
 
-def _api_error(name: str, code: int, key: str, status: int) -> type[StepstoneError]:
-    return type(name, (StepstoneError,), {"code": code, "key": key, "http_status": status})
-
-
 # Codes Cloudflare documents are kept; the rest are Stepstone's, stable and listed in
 # docs/compatibility.md.
-InternalError = _api_error("InternalError", 10001, "internal_server", 500)
-InvalidRequest = _api_error("InvalidRequest", 10002, "invalid_request", 400)
-Unauthorized = _api_error("Unauthorized", 10003, "unauthorized", 401)
-Forbidden = _api_error("Forbidden", 10004, "forbidden", 403)
-PayloadTooLarge = _api_error("PayloadTooLarge", 10005, "payload_too_large", 413)
-RouteNotFound = _api_error("RouteNotFound", 10006, "route_not_found", 404)
+class InternalError(StepstoneError):
+    code, key, http_status = 10001, "internal_server", 500
+
+
+class InvalidRequest(StepstoneError):
+    code, key, http_status = 10002, "invalid_request", 400
+
+
+class Unauthorized(StepstoneError):
+    code, key, http_status = 10003, "unauthorized", 401
+
+
+class Forbidden(StepstoneError):
+    code, key, http_status = 10004, "forbidden", 403
+
+
+class PayloadTooLarge(StepstoneError):
+    code, key, http_status = 10005, "payload_too_large", 413
+
+
+class RouteNotFound(StepstoneError):
+    code, key, http_status = 10006, "route_not_found", 404
+
+
 # The store is unreachable (its database down) or full (its disk): retry after Retry-After.
-StorageUnavailable = _api_error("StorageUnavailable", 10007, "storage_unavailable", 503)
+class StorageUnavailable(StepstoneError):
+    code, key, http_status = 10007, "storage_unavailable", 503
+
+
 # Too many wrong tokens from one client address: retry after Retry-After.
-TooManyRequests = _api_error("TooManyRequests", 10009, "too_many_requests", 429)
-StorageFull = _api_error("StorageFull", 10008, "storage_full", 507)
-WorkflowNotFound = _api_error("WorkflowNotFound", 10200, "workflow.not_found", 404)
-InvalidWorkflowName = _api_error("InvalidWorkflowName", 10201, "workflow.invalid_name", 400)
-InvalidWorkflowDefinition = _api_error(
-    "InvalidWorkflowDefinition", 10202, "workflow.invalid_definition", 400
-)
-VersionNotFound = _api_error("VersionNotFound", 10300, "version.not_found", 404)
-InstanceNotFound = _api_error("InstanceNotFound", 10400, "instance.not_found", 404)
-InvalidInstanceId = _api_error("InvalidInstanceId", 10401, "instance.invalid_id", 400)
-StepNotFound = _api_error("StepNotFound", 10402, "instance.step_not_found", 404)
-InvalidEventType = _api_error("InvalidEventType", 10403, "workflow.invalid_event_type", 400)
-InstanceAlreadyExists = _api_error("InstanceAlreadyExists", 10405, "instance.already_exists", 409)
-CannotTerminate = _api_error("CannotTerminate", 10406, "instance.cannot_terminate", 409)
-CannotRestart = _api_error("CannotRestart", 10407, "instance.cannot_restart", 400)
-InvalidAction = _api_error("InvalidAction", 10408, "instance.invalid_action", 409)
-CannotSendEvent = _api_error("CannotSendEvent", 10409, "instance.cannot_send_event", 409)
-InvalidParams = _api_error("InvalidParams", 10410, "instance.invalid_params", 400)
+class TooManyRequests(StepstoneError):
+    code, key, http_status = 10009, "too_many_requests", 429
+
+
+class StorageFull(StepstoneError):
+    code, key, http_status = 10008, "storage_full", 507
+
+
+class WorkflowNotFound(StepstoneError):
+    code, key, http_status = 10200, "workflow.not_found", 404
+
+
+class InvalidWorkflowName(StepstoneError):
+    code, key, http_status = 10201, "workflow.invalid_name", 400
+
+
+class InvalidWorkflowDefinition(StepstoneError):
+    code, key, http_status = 10202, "workflow.invalid_definition", 400
+
+
+class VersionNotFound(StepstoneError):
+    code, key, http_status = 10300, "version.not_found", 404
+
+
+class InstanceNotFound(StepstoneError):
+    code, key, http_status = 10400, "instance.not_found", 404
+
+
+class InvalidInstanceId(StepstoneError):
+    code, key, http_status = 10401, "instance.invalid_id", 400
+
+
+class StepNotFound(StepstoneError):
+    code, key, http_status = 10402, "instance.step_not_found", 404
+
+
+class InvalidEventType(StepstoneError):
+    code, key, http_status = 10403, "workflow.invalid_event_type", 400
+
+
+class InstanceAlreadyExists(StepstoneError):
+    code, key, http_status = 10405, "instance.already_exists", 409
+
+
+class CannotTerminate(StepstoneError):
+    code, key, http_status = 10406, "instance.cannot_terminate", 409
+
+
+class CannotRestart(StepstoneError):
+    code, key, http_status = 10407, "instance.cannot_restart", 400
+
+
+class InvalidAction(StepstoneError):
+    code, key, http_status = 10408, "instance.invalid_action", 409
+
+
+class CannotSendEvent(StepstoneError):
+    code, key, http_status = 10409, "instance.cannot_send_event", 409
+
+
+class InvalidParams(StepstoneError):
+    code, key, http_status = 10410, "instance.invalid_params", 400
+
+
 # Cloudflare's 2026 codes: 10209 (wrangler 4.164's WORKFLOW_JURISDICTION_IMMUTABLE_CODE) and
 # 10415 (createBatch's object form); 10411 is Stepstone's number for miniflare's
 # instance.step_output_corrupt, whose numeric code Cloudflare does not publish.
-JurisdictionImmutable = _api_error(
-    "JurisdictionImmutable", 10209, "workflow.jurisdiction_immutable", 409
-)
-StepOutputCorrupt = _api_error("StepOutputCorrupt", 10411, "instance.step_output_corrupt", 500)
-DuplicateInBatch = _api_error("DuplicateInBatch", 10415, "instance.duplicate_in_batch", 409)
+class JurisdictionImmutable(StepstoneError):
+    code, key, http_status = 10209, "workflow.jurisdiction_immutable", 409
+
+
+class StepOutputCorrupt(StepstoneError):
+    code, key, http_status = 10411, "instance.step_output_corrupt", 500
+
+
+class DuplicateInBatch(StepstoneError):
+    code, key, http_status = 10415, "instance.duplicate_in_batch", 409
+
+
 # Stepstone extensions (operator tools): codes Cloudflare does not use.
-BulkJobNotFound = _api_error("BulkJobNotFound", 10900, "bulk_job.not_found", 404)
+class BulkJobNotFound(StepstoneError):
+    code, key, http_status = 10900, "bulk_job.not_found", 404
