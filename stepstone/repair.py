@@ -111,12 +111,12 @@ def _repair_cut(events: Sequence[EventRecord], step: h.StepRecord) -> tuple[list
 
 
 def _target_of(events: Sequence[EventRecord], step: h.StepRecord) -> Any:
-    from stepstone.ops import _COUNTER_SUFFIX, RestartFrom
+    from stepstone.ops.restarts import COUNTER_SUFFIX, RestartFrom
 
-    base = _COUNTER_SUFFIX.sub("", step.name)
+    base = COUNTER_SUFFIX.sub("", step.name)
     count = 0
     for record in h.fold(list(events)).ordered():
-        if record.kind == h.DO and _COUNTER_SUFFIX.sub("", record.name) == base:
+        if record.kind == h.DO and COUNTER_SUFFIX.sub("", record.name) == base:
             count += 1
             if record.name == step.name:
                 break

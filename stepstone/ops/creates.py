@@ -1,0 +1,251 @@
+"""Registering workflows and creating instances: the commands that add, with their checks
+(identifiers, limits, payloads, importable classes) and createBatch's per-entry outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from stepstone.engine.clock import Clock
+from stepstone.errors import (
+    DuplicateInBatch,
+    InstanceAlreadyExists,
+    InvalidInstanceId,
+    InvalidRequest,
+    InvalidWorkflowDefinition,
+    StepstoneError,
+    WorkflowNotFound,
+)
+from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.observability import metrics
+from stepstone.observability.tracing import stamp
+from stepstone.ops.inputs import (
+    MAX_BATCH,
+    MAX_CONCURRENCY_LIMIT,
+    MAX_STEPS_LIMIT,
+    RESERVED_BATCH_IDS,
+    BatchError,
+    CreateRequest,
+    check_payload_size,
+    check_workflow_name,
+    retention_ms,
+    validate_schedules,
+)
+from stepstone.ops.queries import Queries
+from stepstone.storage.base import (
+    JURISDICTIONS,
+    InstanceRecord,
+    NewInstance,
+    Storage,
+    WorkflowDefinition,
+    WorkflowRecord,
+)
+from stepstone.validation import (
+    addressable_id_problem,
+    instance_id_problem,
+)
+
+
+class Creates(Queries):
+    """Workflows registered and deleted, instances created; ``Operations`` adds the rest."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        check_importable: bool = True,
+        on_workflows_changed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(storage, clock=clock)
+        self.check_importable = check_importable
+        self.on_workflows_changed = on_workflows_changed
+        # Workflow name -> why this process's worker cannot import its class: creating an
+        # instance that no worker here can run is refused (10202) rather than left queued.
+        self.unloadable: dict[str, str] = {}
+
+    async def put_workflow(
+        self,
+        account_id: str,
+        name: str,
+        *,
+        class_name: str,
+        script_name: str,
+        limits_steps: int | None = None,
+        success_retention: Any = None,
+        error_retention: Any = None,
+        schedules: Sequence[str] = (),
+        concurrency_limit: int | None = None,
+        jurisdiction: str | None = None,
+    ) -> WorkflowRecord:
+        check_workflow_name(name)
+        if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+            raise InvalidWorkflowDefinition(
+                f"jurisdiction must be one of {', '.join(JURISDICTIONS)}; got {jurisdiction!r}"
+            )
+        for field, value in (("class_name", class_name), ("script_name", script_name)):
+            if not isinstance(value, str) or not 1 <= len(value) <= 255:
+                raise InvalidWorkflowDefinition(f"{field} must be a string of 1 to 255 characters")
+        if limits_steps is not None and (
+            isinstance(limits_steps, bool)
+            or not isinstance(limits_steps, int)
+            or not 1 <= limits_steps <= MAX_STEPS_LIMIT
+        ):
+            raise InvalidWorkflowDefinition(f"limits.steps must be from 1 to {MAX_STEPS_LIMIT}")
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or not 1 <= concurrency_limit <= MAX_CONCURRENCY_LIMIT
+        ):
+            raise InvalidWorkflowDefinition(
+                f"concurrency.limit must be an integer from 1 to {MAX_CONCURRENCY_LIMIT}"
+            )
+        definition = WorkflowDefinition(
+            class_name=class_name,
+            script_name=script_name,
+            limits_steps=limits_steps,
+            success_retention_ms=retention_ms(success_retention, "success_retention"),
+            error_retention_ms=retention_ms(error_retention, "error_retention"),
+            schedules=validate_schedules(schedules),
+            concurrency_limit=concurrency_limit,
+            jurisdiction=jurisdiction,
+        )
+        if self.check_importable:
+            try:
+                load_class(script_name, class_name)
+            except WorkflowLoadError as exc:
+                raise InvalidWorkflowDefinition(str(exc)) from None
+        record = await self.storage.register_workflow(account_id, name, definition, self.now())
+        if self.on_workflows_changed is not None:
+            self.on_workflows_changed()
+        return record
+
+    async def delete_workflow(self, account_id: str, name: str) -> None:
+        check_workflow_name(name)
+        if not await self.storage.delete_workflow(account_id, name):
+            raise WorkflowNotFound(f"Workflow {name!r} not found")
+        if self.on_workflows_changed is not None:
+            self.on_workflows_changed()
+
+    # --- instances --------------------------------------------------------------------------
+
+    async def create_instances(
+        self,
+        account_id: str,
+        workflow_name: str,
+        requests: Sequence[CreateRequest],
+        *,
+        skip_existing: bool,
+        trigger_source: str = "api",
+    ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
+        """Create instances of the workflow's current version; see ``Storage.create_instances``."""
+        workflow = await self.workflow(account_id, workflow_name)
+        problem = self.unloadable.get(workflow_name)
+        if problem is not None and trigger_source != "cron":
+            raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
+        items = []
+        for request in requests:
+            instance_id = request.id if request.id is not None else str(uuid.uuid4())
+            if trigger_source == "cron":
+                problem = addressable_id_problem(instance_id)
+            else:
+                problem = instance_id_problem(instance_id)
+            if problem:
+                raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+            check_payload_size(request.params)
+            items.append(
+                NewInstance(
+                    id=instance_id,
+                    params=request.params,
+                    trigger_source=trigger_source,
+                    schedule=None if request.schedule is None else orjson.dumps(request.schedule),
+                    success_retention_ms=request.success_retention_ms,
+                    error_retention_ms=request.error_retention_ms,
+                )
+            )
+        records = await self.storage.create_instances(
+            workflow.pk, workflow.version.id, stamp(items), self.now(), skip_existing=skip_existing
+        )
+        metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
+        return workflow, records
+
+    async def create_batch(
+        self,
+        account_id: str,
+        workflow_name: str,
+        entries: Sequence[CreateRequest | tuple[str | None, StepstoneError]],
+        *,
+        trigger_source: str = "api",
+    ) -> tuple[WorkflowRecord, list[InstanceRecord], list[BatchError]]:
+        """createBatch's object form: each entry is created or reported, never skipped.
+
+        An entry the front-end could not parse arrives as ``(its id, its error)``. Invalid
+        and reserved ids are 10401, an id repeated in the batch 10415 (its first occurrence is
+        created), an id that exists already 10405. What can be created is written in one
+        transaction, each instance with its own row and event, so one bad entry never stops
+        the others.
+        """
+        if not 1 <= len(entries) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instances; got {len(entries)}")
+        workflow = await self.workflow(account_id, workflow_name)
+        problem = self.unloadable.get(workflow_name)
+        if problem is not None:
+            raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
+        errors: list[BatchError] = []
+        items: list[tuple[int, NewInstance]] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            if isinstance(entry, tuple):
+                errors.append(BatchError.of(index, *entry))
+                continue
+            instance_id = entry.id if entry.id is not None else str(uuid.uuid4())
+            problem = instance_id_problem(instance_id)
+            if problem is None and instance_id in RESERVED_BATCH_IDS:
+                problem = f"{instance_id!r} is reserved: it names an instances route"
+            if problem:
+                bad = InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
+                errors.append(BatchError.of(index, instance_id, bad))
+                continue
+            if instance_id in seen:
+                errors.append(BatchError.of(index, instance_id, DuplicateInBatch()))
+                continue
+            seen.add(instance_id)
+            try:
+                check_payload_size(entry.params)
+            except StepstoneError as exc:
+                errors.append(BatchError.of(index, instance_id, exc))
+                continue
+            items.append(
+                (
+                    index,
+                    NewInstance(
+                        id=instance_id,
+                        params=entry.params,
+                        trigger_source=trigger_source,
+                        success_retention_ms=entry.success_retention_ms,
+                        error_retention_ms=entry.error_retention_ms,
+                    ),
+                )
+            )
+        records: list[InstanceRecord] = []
+        if items:
+            records = await self.storage.create_instances(
+                workflow.pk,
+                workflow.version.id,
+                stamp([item for _, item in items]),
+                self.now(),
+                skip_existing=True,
+            )
+            metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
+        created = {r.id: r for r in records}
+        records = [created[item.id] for _, item in items if item.id in created]
+        errors.extend(
+            BatchError.of(index, item.id, InstanceAlreadyExists())
+            for index, item in items
+            if item.id not in created
+        )
+        errors.sort(key=lambda e: e.index)
+        return workflow, records, errors
