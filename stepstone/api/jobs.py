@@ -63,7 +63,7 @@ async def _terminate_all(
             after: tuple[int, str] | None = None
             while True:
                 query = InstanceQuery(status=wanted, after=after, ascending=True, limit=_PAGE)
-                page = await ops.storage.list_instances(workflow.pk, query)
+                page = await ops.instances(workflow.pk, query)
                 for record in page:
                     if record.status in TERMINAL:
                         continue

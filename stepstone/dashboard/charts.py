@@ -247,7 +247,7 @@ async def build(
     span, count = WINDOWS[chosen]
     end = ops.now()
     start = end - span
-    rows = await ops.storage.list_instances(
+    rows = await ops.instances(
         workflow.pk, InstanceQuery(created_from=start, limit=MAX_INSTANCES + 1)
     )
     capped = len(rows) > MAX_INSTANCES

@@ -52,7 +52,7 @@ async def activity(
         account_id, workflow_name=workflow_name, instance_id=instance_id, limit=ACTIVITY_ROWS
     )
     rows = []
-    for item in await ops.storage.list_audit(query):
+    for item in await ops.audit(query):
         row = entry_dict(item)
         row["at_ms"] = item.at
         error = row["detail"].get("error")
@@ -73,7 +73,7 @@ def page_filter(
 
 
 async def matching(ops: Operations, workflow: WorkflowRecord, where: InstanceFilter) -> int:
-    return await ops.storage.count_selected(workflow.pk, where)
+    return await ops.count_selected(workflow.pk, where)
 
 
 def _text(form: Any, name: str) -> str:
@@ -135,7 +135,7 @@ async def bulk_job(request: Request, who: ViewerDep, account_id: str, job_id: st
     for outcome in ("failed", "skipped"):
         if getattr(job, outcome):
             counts: dict[str, int] = {}
-            for item in await ops.storage.list_bulk_items(job.id, outcome, None, REASON_ROWS):
+            for item in await ops.bulk_items(job.id, outcome, None, REASON_ROWS):
                 counts[item.reason or ""] = counts.get(item.reason or "", 0) + 1
             reasons[outcome] = sorted(counts.items(), key=lambda kv: -kv[1])
     info = job_dict(job)

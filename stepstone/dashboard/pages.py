@@ -128,8 +128,8 @@ async def workflows(request: Request, who: ViewerDep) -> Response:
     rows: list[dict[str, Any]] = []
     records = await _visible_workflows(who, request)
     for record in records:
-        counts = await engine.storage.count_instances(record.pk)
-        _, versions = await engine.storage.list_versions(record.pk, 0, 1)
+        counts = await engine.ops.instance_counts(record.pk)
+        _, versions = await engine.ops.versions(record.pk, 0, 1)
         rows.append(
             {
                 "record": record,
@@ -200,13 +200,13 @@ async def instances(
         next_cursor = encode_cursor(records[-1].created_on, records[-1].id, False)
     filters = {"status": status or "", "from": date_from or "", "to": date_to or ""}
     base_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in filters.items() if v)
-    counts = await ops.storage.count_instances(workflow.pk)
-    versions, version_total = await ops.storage.list_versions(workflow.pk, 0, 5)
+    counts = await ops.instance_counts(workflow.pk)
+    versions, version_total = await ops.versions(workflow.pk, 0, 5)
     retrying = await timeline.retry_notes(ops, records)
     graph = await timeline.recorded_graph(ops, workflow)
     workflow_charts = await charts.build(ops, workflow, window, counts)
     cap = workflow.version.concurrency_limit
-    usage = await ops.storage.concurrency_usage(workflow.pk, ops.now()) if cap else None
+    usage = await ops.concurrency_usage(workflow.pk) if cap else None
     # Operator extensions: "act on all N matching" and the Activity panel.
     from stepstone.dashboard import operators
 
@@ -254,7 +254,7 @@ async def instance(
     workflow, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )
-    events = await ops.storage.load_events(record.pk)
+    events = await ops.events(record)
     history = h.fold(events)
     details = views.instance_details(record, history, simple=True)
     stretches = timeline.pauses(events)
@@ -288,7 +288,7 @@ async def instance(
             ops, workflow.account_id, workflow.name, record.id
         )
         # Child workflows (an extension): the parent and children, each a link.
-        context["links"] = await ops.storage.instance_links(record.pk)
+        context["links"] = await ops.links(record)
     return page(request, who, "live.html" if fragment else "instance.html", **context)
 
 
@@ -332,7 +332,7 @@ async def step_output(
     if download and streamed and step.stream is not None:
         filename = quote(f"{record.id}-{step.name}.bin", safe="")
         return StreamingResponse(
-            ops.storage.read_stream(record.pk, step.name, int(step.stream["chunks"])),
+            ops.stream(record.pk, step.name, int(step.stream["chunks"])),
             media_type="application/octet-stream",
             headers={
                 "content-length": str(int(step.stream["bytes"])),

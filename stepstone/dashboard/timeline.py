@@ -274,7 +274,7 @@ async def recorded_graph(ops: Operations, workflow: WorkflowRecord) -> Graph | N
     """The steps the newest completed instance of the current version ran. A Python class has
     no static graph, so this is what one run recorded, not every path the code can take."""
     query = InstanceQuery(status="complete", limit=GRAPH_SEARCH)
-    for record in await ops.storage.list_instances(workflow.pk, query):
+    for record in await ops.instances(workflow.pk, query):
         if record.version_id == workflow.version.id:
             return Graph(record, stages(await ops.history(record)))
     return None

@@ -23,7 +23,7 @@ async def _visible_accounts(request: Request) -> list[str]:
     if caller.accounts is not None:
         return list(caller.accounts)
     engine = deps.engine(request)
-    records, _ = await engine.storage.list_workflows(None, None, 0, 1_000_000)
+    records, _ = await engine.ops.workflows(None, None, 0, 1_000_000)
     return sorted({engine.project.account_id, *(r.account_id for r in records)})
 
 
@@ -65,7 +65,7 @@ async def list_memberships(
 
 
 async def _settings(request: Request, account_id: str) -> dict[str, object]:
-    success, error = await deps.engine(request).storage.get_account_settings(account_id)
+    success, error = await deps.ops(request).account_settings(account_id)
     return {
         "default_retention": {
             "success_retention": DEFAULT_RETENTION_MS if success is None else success,

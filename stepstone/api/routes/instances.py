@@ -86,7 +86,7 @@ async def _list(
     workflow = await ops.workflow(*_where(request))
     created_from = parse_date(date_start, "date_start")
     created_to = parse_date(date_end, "date_end")
-    counts = await ops.storage.count_instances(workflow.pk)
+    counts = await ops.instance_counts(workflow.pk)
     total = counts.get(status, 0) if status else sum(counts.values())
     info: dict[str, Any] = {"per_page": per_page, "total_count": total}
     ascending = direction == "asc"
@@ -378,7 +378,7 @@ async def instance_answer(
     details = views.instance_details(record, history, order=order, simple=simple)
     if not simple:
         # Child workflows (an extension): a namespaced key, only on instances that have links.
-        details.update(children.links_fields(await ops.storage.instance_links(record.pk)))
+        details.update(children.links_fields(await ops.links(record)))
     return ok(details)
 
 
@@ -438,7 +438,7 @@ async def step_answer(
         stream = step.stream
         await _check_stream(ops, record.pk, step.name, int(stream["chunks"]), int(stream["bytes"]))
         return StreamingResponse(
-            ops.storage.read_stream(record.pk, step.name, int(stream["chunks"])),
+            ops.stream(record.pk, step.name, int(stream["chunks"])),
             media_type="application/octet-stream",
             headers={"content-length": str(int(stream["bytes"]))},
         )
@@ -453,7 +453,7 @@ async def _check_stream(
     chunk could only cut the body short. One extra pass over the chunks, none kept."""
     seen = total = 0
     try:
-        async for chunk in ops.storage.read_stream(instance_pk, step_name, chunks):
+        async for chunk in ops.stream(instance_pk, step_name, chunks):
             seen += 1
             total += len(chunk)
     except RuntimeError:

@@ -159,7 +159,7 @@ async def list_bulk(
 ) -> Response:
     account, name = deps.path(request, "account_id"), deps.path(request, "workflow_name")
     await deps.ops(request).workflow(account, name)
-    jobs = await deps.engine(request).storage.list_bulk_jobs(account, name, per_page)
+    jobs = await deps.ops(request).bulk_jobs(account, name, per_page)
     return ok([job_dict(j) for j in jobs])
 
 
@@ -181,7 +181,7 @@ async def bulk_items(
 ) -> Response:
     service = BulkService(deps.ops(request))
     job = await service.get(deps.path(request, "account_id"), deps.path(request, "job_id"))
-    items = await service.storage.list_bulk_items(job.id, outcome, cursor, per_page + 1)
+    items = await deps.ops(request).bulk_items(job.id, outcome, cursor, per_page + 1)
     more = len(items) > per_page
     items = items[:per_page]
     result = [{"id": i.instance_id, "outcome": i.outcome, "reason": i.reason} for i in items]
@@ -227,7 +227,7 @@ async def list_audit(
         before=cursor,
         limit=per_page + 1,
     )
-    entries = await deps.engine(request).storage.list_audit(query)
+    entries = await deps.ops(request).audit(query)
     more = len(entries) > per_page
     entries = entries[:per_page]
     info: dict[str, Any] = {"count": len(entries), "per_page": per_page}

@@ -225,7 +225,7 @@ async def instance_events(
         while True:
             watch.arm()  # a commit from here on wakes the wait below, even one during the read
             last_read = clock()
-            loaded = await ops.storage.load_events(record.pk, cursor, BATCH)
+            loaded = await ops.events(record, cursor, BATCH)
             events, truncated = _within_budget(loaded)
             more = truncated or len(loaded) == BATCH
             found = bool(loaded)
@@ -255,7 +255,7 @@ async def instance_events(
             # Woken with nothing to read: the poll saw the instance gone (or a write rolled
             # back, or a poll raced a read).
             gone = woken and not found
-            if gone and await ops.storage.get_instance(record.workflow_pk, record.id) is None:
+            if gone and await ops.find_instance(record.workflow_pk, record.id) is None:
                 return
             while True:
                 idle = clock() - last_sent
@@ -275,7 +275,7 @@ async def finished(ops: Operations, record: InstanceRecord, after: int) -> bool:
     """True when the instance has ended and nothing after ``after`` is left to send."""
     if record.status not in TERMINAL:
         return False
-    return not await ops.storage.load_events(record.pk, after, 1)
+    return not await ops.events(record, after, 1)
 
 
 def sse_frame(event: dict[str, Any] | None) -> bytes:

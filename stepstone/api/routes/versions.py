@@ -37,7 +37,7 @@ async def list_versions(
     workflow = await ops.workflow(
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
     )
-    versions, total = await ops.storage.list_versions(workflow.pk, (page - 1) * per_page, per_page)
+    versions, total = await ops.versions(workflow.pk, (page - 1) * per_page, per_page)
     result = [views.version(v, workflow) for v in versions]
     return ok(result, page_info(len(result), per_page, total, page))
 
@@ -50,7 +50,7 @@ async def _answer(
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
     )
     version_id = deps.path(request, "version_id")
-    version = await ops.storage.get_version(workflow.pk, version_id)
+    version = await ops.version(workflow.pk, version_id)
     if version is None:
         raise VersionNotFound(f"Version {version_id!r} not found")
     return ok(render(version, workflow))

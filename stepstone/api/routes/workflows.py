@@ -31,13 +31,10 @@ async def list_workflows(
 ) -> Response:
     ops = deps.ops(request)
     account = deps.path(request, "account_id")
-    records, total = await ops.storage.list_workflows(
-        account, search, (page - 1) * per_page, per_page
-    )
+    records, total = await ops.workflows(account, search, (page - 1) * per_page, per_page)
     now = ops.now()
     result = [
-        _jurisdiction(views.workflow(r, await ops.storage.count_instances(r.pk), now), r)
-        for r in records
+        _jurisdiction(views.workflow(r, await ops.instance_counts(r.pk), now), r) for r in records
     ]
     return ok(result, page_info(len(result), per_page, total, page))
 
@@ -48,13 +45,13 @@ async def get_workflow(request: Request, account_id: str, workflow_name: str) ->
     record = await ops.workflow(
         deps.path(request, "account_id"), deps.path(request, "workflow_name")
     )
-    counts = await ops.storage.count_instances(record.pk)
+    counts = await ops.instance_counts(record.pk)
     answer = _jurisdiction(views.workflow(record, counts, ops.now()), record)
     limit = record.version.concurrency_limit
     if limit is not None:
         # Stepstone's addition, only on a capped workflow (Cloudflare's answer has no such
         # field, and its clients ignore it): what the CLI and dashboard show.
-        running, waiting = await ops.storage.concurrency_usage(record.pk, ops.now())
+        running, waiting = await ops.concurrency_usage(record.pk)
         answer["concurrency"] = {"limit": limit, "running": running, "queued": waiting}
     return ok(answer)
 
