@@ -16,15 +16,17 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.model.webhooks import WAITING, AttemptLog, DeliveryJob
 from stepstone.storage.base import Storage
 from stepstone.webhooks.signing import HEADER, sign
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("stepstone.webhooks")
 
@@ -125,6 +127,10 @@ class WebhookDispatcher:
         jobs = await self.storage.claim_deliveries(self.owner, now, self.lease_ms, self.batch)
         if not jobs:
             return 0
+        # Imported on the first delivery: httpx (with the rich console its CLI brings) is about
+        # 10 MB of a process that may never deliver a webhook.
+        import httpx
+
         async with httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport) as client:
             await asyncio.gather(*(self._send(client, job) for job in jobs))
         return len(jobs)
@@ -144,6 +150,8 @@ class WebhookDispatcher:
         return total
 
     async def _send(self, client: httpx.AsyncClient, job: DeliveryJob) -> None:
+        import httpx  # loaded by tick already
+
         body = body_of(job)
         started = self.clock.now_ms()
         began = time.monotonic()
