@@ -374,7 +374,10 @@ def render_markdown(result: dict[str, Any]) -> str:
             out += [http["measured_separately"], ""]
     diag = result.get("diag", {})
     if diag:
-        out += ["## Where the time goes (one 200-step workflow, first run)", ""]
+        out += [
+            "## Where the time goes (a 200-step workflow timed, then one traced for the counts)",
+            "",
+        ]
         rows = []
         for key, d in diag.items():
             rows.append([key] + [_fmt(d.get(f)) for f in DIAG_FIELDS])
