@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -44,8 +43,7 @@ async def fx(storage: Storage) -> Fixture:
 
 
 def ops_of(storage: Storage) -> Operations:
-    # The stream reads only the store.
-    return cast(Operations, SimpleNamespace(storage=storage))
+    return Operations(storage)
 
 
 def data(frame: bytes | None) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _data_lines(raw: bytes) -> list[dict[str, Any]]:
 def test_a_reader_too_far_behind_is_told_and_dropped(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscribe, "SLOW_READER_S", 1.0)
+    monkeypatch.setattr(subscribe, "SLOW_READER_S", 2.0)
     with live.http() as client:
         answer = client.put(
             f"/accounts/{ACCOUNT}/workflows/big",
@@ -94,8 +94,10 @@ def test_a_reader_too_far_behind_is_told_and_dropped(
     path = f"/client/v4/accounts/{ACCOUNT}/workflows/big/instances/{instance_id}/subscribe"
     sock = _subscribe_raw(live, path)
     try:
-        # Stalled past one SLOW_READER_S (marked slow), reading again within the second.
-        time.sleep(1.5)
+        # Stalled past one SLOW_READER_S (marked slow), reading again within the second: the
+        # server's send blocks once the buffers are full, which leaves it a second to fill them
+        # on a loaded machine, and the reader back a second before it would be cut off.
+        time.sleep(3.0)
         raw = _read_all(sock, timeout=30)
     finally:
         sock.close()

@@ -8,6 +8,7 @@ space is freed. Mounting needs root; where it is refused the test says so and sk
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -94,7 +95,9 @@ def _episode(
         ready = client.get(f"{live.base}/readyz")
         assert ready.status_code == 200 and ready.json()["result"]["storage"] == "full"
     # The dashboard's own writes get a page saying why, not a 500 with a logged traceback.
-    page = browser.post(f"{home}/trigger", data={"csrf": csrf, "params": "{}"})
+    # As large as the refused creates: a small one may still fit in a page the WAL has free.
+    params = json.dumps({"pad": PADDING})
+    page = browser.post(f"{home}/trigger", data={"csrf": csrf, "params": params})
     assert page.status_code == 507, page.text
     assert "disk under the store is full" in page.text and int(page.headers["retry-after"]) > 0
     ballast.unlink()
