@@ -15,15 +15,11 @@ from starlette.responses import Response
 
 from stepstone import __version__
 from stepstone.api.answers import Health, doc
-from stepstone.api.auth import AuthSettings
-from stepstone.api.envelope import error, expected_failure, ok
 from stepstone.api.front_door import FrontDoor
-from stepstone.api.guard import OPEN_PATHS, Guard
 from stepstone.api.hot import HotReads
 from stepstone.api.jobs import TerminateJobs
 from stepstone.api.no_nul import NulInUrl
 from stepstone.api.openapi import allowed_methods, refine
-from stepstone.api.outage import OutageGuard, outage_answer
 from stepstone.api.routes import ALL
 from stepstone.embedded import Engine
 from stepstone.errors import (
@@ -37,6 +33,10 @@ from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_r
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
 from stepstone.storage.outage import StoreOutage
+from stepstone.web.common.auth import AuthSettings
+from stepstone.web.common.envelope import error, expected_failure, ok
+from stepstone.web.common.guard import OPEN_PATHS, Guard
+from stepstone.web.common.outage import OutageGuard, outage_answer
 
 log = logging.getLogger("stepstone.api")
 OPENAPI_URL = "/client/v4/openapi.json"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from stepstone.api.auth import Principal
-from stepstone.api.guard import segment
 from stepstone.embedded import Engine
 from stepstone.ops import Operations
+from stepstone.web.common.auth import Principal
+from stepstone.web.common.guard import segment
 
 ACCOUNT_PREFIX = "/client/v4/accounts/{account_id}"
 WORKFLOW_PREFIX = ACCOUNT_PREFIX + "/workflows/{workflow_name}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstone.api.envelope import error
 from stepstone.errors import InvalidRequest
+from stepstone.web.common.envelope import error
 
 NO_NUL = r"^[^\x00]*$"
 NUL_IN_URL = "a URL may not hold a NUL character (U+0000, %00)"

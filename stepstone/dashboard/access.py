@@ -1,8 +1,8 @@
 """Who is looking at the dashboard, and may they: the session, its token, CSRF on every POST.
 
 A session holds an API token; each request checks that token exactly as the API checks a
-Bearer header (``stepstone.api.auth``), so revoking a token or limiting it to accounts applies
-to the dashboard the moment it applies to the API. Pages need a read permission, actions
+Bearer header (``stepstone.web.common.auth``), so revoking a token or limiting it to accounts
+applies to the dashboard the moment it applies to the API. Pages need a read permission, actions
 ``Workers Scripts Write``.
 """
 
@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from stepstone.api import auth as api_auth
-from stepstone.api.guard import segment
 from stepstone.dashboard.sessions import SESSION_COOKIE, Session, SessionStore
 from stepstone.embedded import Engine
 from stepstone.errors import Forbidden, StepstoneError, Unauthorized
+from stepstone.web.common import auth as api_auth
+from stepstone.web.common.guard import segment
 
 
 class SignInNeeded(Exception):

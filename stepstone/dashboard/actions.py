@@ -16,8 +16,6 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from stepstone.api.guard import segment
-from stepstone.api.throttle import for_storage
 from stepstone.dashboard import present
 from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
 from stepstone.dashboard.app import PREFIX
@@ -35,6 +33,8 @@ from stepstone.dashboard.pages import (
 from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
 from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
 from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
+from stepstone.web.common.guard import segment
+from stepstone.web.common.throttle import for_storage
 
 router = APIRouter()
 MAX_TOKEN_CHARS = 512
@@ -88,7 +88,7 @@ async def login(request: Request) -> Response:
         return render_login(request, next_url, "The sign-in form expired; try again.", 403)
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
-        # Guesses here and at the API count together (stepstone.api.throttle).
+        # Guesses here and at the API count together (stepstone.web.common.throttle).
         throttle = for_storage(dash.engine.storage)
         address = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(address)

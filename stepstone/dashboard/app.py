@@ -18,14 +18,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.api.auth import AuthSettings
-from stepstone.api.outage import RETRY_AFTER_S, api_error
 from stepstone.dashboard import present
 from stepstone.dashboard.access import DashboardState, SignInNeeded
 from stepstone.dashboard.sessions import SessionStore
 from stepstone.embedded import Engine
 from stepstone.errors import StepstoneError
 from stepstone.storage.outage import StoreOutage
+from stepstone.web.common.auth import AuthSettings
+from stepstone.web.common.outage import RETRY_AFTER_S, api_error
 
 PREFIX = "/dashboard"
 # Nothing inline and nothing from elsewhere: the page's own script and stylesheet only.

@@ -10,8 +10,6 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from stepstone.api.auth import NOBODY_NEEDED
-from stepstone.api.guard import segment
 from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
 from stepstone.dashboard.access import Viewer, ViewerDep, state
@@ -21,6 +19,8 @@ from stepstone.model.actors import DASHBOARD, Actor
 from stepstone.model.ops_records import AuditQuery, InstanceFilter
 from stepstone.model.records import WorkflowRecord
 from stepstone.ops import Operations
+from stepstone.web.common.auth import NOBODY_NEEDED
+from stepstone.web.common.guard import segment
 
 router = APIRouter()
 

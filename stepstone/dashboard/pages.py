@@ -11,8 +11,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from stepstone import views
-from stepstone.api.guard import segment
-from stepstone.api.query import decode_cursor, encode_cursor, parse_date
 from stepstone.api.routes import subscribe
 from stepstone.dashboard import charts, present, timeline
 from stepstone.dashboard.access import Viewer, ViewerDep, state
@@ -22,6 +20,8 @@ from stepstone.errors import InvalidRequest, StepNotFound
 from stepstone.model import history as h
 from stepstone.model.records import InstanceQuery, WorkflowRecord
 from stepstone.model.statuses import ALL_STATUSES, TERMINAL
+from stepstone.web.common.guard import segment
+from stepstone.web.common.query import decode_cursor, encode_cursor, parse_date
 
 router = APIRouter()
 WORKFLOW = PREFIX + "/accounts/{account_id}/workflows/{workflow_name}"

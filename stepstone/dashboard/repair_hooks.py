@@ -7,12 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from stepstone.api.guard import segment
 from stepstone.dashboard.access import ViewerDep, state
 from stepstone.dashboard.app import PREFIX
 from stepstone.dashboard.operators import viewer_actor
 from stepstone.errors import InvalidRequest, StepstoneError
 from stepstone.repair import RepairRequest, parse_output, repair
+from stepstone.web.common.guard import segment
 from stepstone.webhooks.service import Hooks, delivery_dict, hook_dict
 
 router = APIRouter()

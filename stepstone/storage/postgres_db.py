@@ -14,7 +14,7 @@ never silently dropped, after a crash or a promotion alike. (Transaction ids can
 may answer for a different transaction that was given the same id.)
 
 While the database stays unreachable, the store's ``StoreHealth`` is in an outage episode,
-logged once when it begins; the API answers 503 meanwhile (``stepstone.api.outage``), and the
+logged once when it begins; the API answers 503 meanwhile (``stepstone.web.common.outage``), and the
 retries here go on at most a second apart, so workers resume within about a second of the
 database coming back.
 """

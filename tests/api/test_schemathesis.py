@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstone.api.throttle import Policy, for_storage
+from stepstone.web.common.throttle import Policy, for_storage
 from tests.api.conftest import ACCOUNT, LiveServer
 
 schemathesis = pytest.importorskip("schemathesis")

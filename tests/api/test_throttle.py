@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stepstone.api.throttle import Policy, Throttle, client_key, for_storage
+from stepstone.web.common.throttle import Policy, Throttle, client_key, for_storage
 from tests.api.conftest import ACCOUNT, LiveServer
 from tests.dashboard.conftest import browser_client, csrf_of
 

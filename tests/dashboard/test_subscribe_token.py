@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from stepstone.api import subscribe_token
+from stepstone.web.common import subscribe_token
 from tests.dashboard.conftest import ACCOUNT, LiveServer
 from tests.dashboard.test_subscribe import all_events, url
 

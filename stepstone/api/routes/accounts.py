@@ -8,11 +8,11 @@ from starlette.responses import Response
 from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
-from stepstone.api.envelope import ok, page_info
-from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import SettingsPatch
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.ops import retention_ms
+from stepstone.web.common.envelope import ok, page_info
+from stepstone.web.common.query import MAX_PAGE
 
 router = APIRouter(tags=["accounts"])
 

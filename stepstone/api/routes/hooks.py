@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from stepstone.api import deps
-from stepstone.api.envelope import ok
 from stepstone.api.no_nul import NO_NUL
 from stepstone.api.routes.operators import request_actor
 from stepstone.model.webhooks import EVENTS
+from stepstone.web.common.envelope import ok
 from stepstone.webhooks.service import MAX_LIST, Hooks, delivery_dict, hook_dict
 
 router = APIRouter(tags=["stepstone extensions"])

@@ -15,8 +15,6 @@ from stepstone import views
 from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
-from stepstone.api.envelope import ok
-from stepstone.api.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
 from stepstone.api.routes.operators import request_actor
 from stepstone.api.schemas import (
     BatchCount,
@@ -46,6 +44,8 @@ from stepstone.ops import (
     check_payload_size,
     retention_ms,
 )
+from stepstone.web.common.envelope import ok
+from stepstone.web.common.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
 
 router = APIRouter(tags=["instances"])
 INSTANCES = deps.WORKFLOW_PREFIX + "/instances"

@@ -22,15 +22,15 @@ from starlette.responses import Response
 
 from stepstone import views
 from stepstone.api import deps
-from stepstone.api.auth import NOBODY_NEEDED, Principal
-from stepstone.api.envelope import ok
 from stepstone.api.no_nul import NO_NUL
-from stepstone.api.query import parse_date
 from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
 from stepstone.errors import InvalidRequest
 from stepstone.model.actors import ANONYMOUS, TOKEN, Actor
 from stepstone.model.ops_records import AuditQuery
+from stepstone.web.common.auth import NOBODY_NEEDED, Principal
+from stepstone.web.common.envelope import ok
+from stepstone.web.common.query import parse_date
 
 router = APIRouter(tags=["stepstone extensions"])
 

@@ -30,12 +30,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from stepstone import views
-from stepstone.api import deps, subscribe_token
-from stepstone.api.envelope import ok
+from stepstone.api import deps
 from stepstone.errors import InvalidRequest
 from stepstone.model.records import EventRecord, InstanceRecord
 from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
+from stepstone.web.common import subscribe_token
+from stepstone.web.common.envelope import ok
 
 router = APIRouter(tags=["instances"])
 

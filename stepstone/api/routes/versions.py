@@ -12,10 +12,10 @@ from stepstone import views
 from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
-from stepstone.api.envelope import ok, page_info
-from stepstone.api.query import MAX_PAGE
 from stepstone.errors import VersionNotFound
 from stepstone.model.records import VersionRecord, WorkflowRecord
+from stepstone.web.common.envelope import ok, page_info
+from stepstone.web.common.query import MAX_PAGE
 
 router = APIRouter(tags=["versions"])
 VERSION = deps.WORKFLOW_PREFIX + "/versions/{version_id}"

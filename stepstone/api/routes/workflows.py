@@ -11,10 +11,10 @@ from stepstone import views
 from stepstone.api import answers as a
 from stepstone.api import deps
 from stepstone.api.answers import doc
-from stepstone.api.envelope import ok, page_info
-from stepstone.api.query import MAX_PAGE
 from stepstone.api.schemas import WorkflowPut
 from stepstone.model.records import WorkflowRecord
+from stepstone.web.common.envelope import ok, page_info
+from stepstone.web.common.query import MAX_PAGE
 
 router = APIRouter(tags=["workflows"])
 

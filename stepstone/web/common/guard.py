@@ -17,11 +17,11 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.api import auth, subscribe_token
-from stepstone.api.envelope import error
-from stepstone.api.throttle import for_storage
 from stepstone.errors import InvalidRequest, PayloadTooLarge, TooManyRequests, Unauthorized
 from stepstone.storage.base import Storage
+from stepstone.web.common import auth, subscribe_token
+from stepstone.web.common.envelope import error
+from stepstone.web.common.throttle import for_storage
 
 MAX_BODY_BYTES = 1 << 20
 OPEN_PATHS = frozenset({"/healthz"})

@@ -23,7 +23,6 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.api.envelope import error, ok
 from stepstone.errors import InvalidRequest, StepstoneError, StorageFull, StorageUnavailable
 from stepstone.storage.base import Storage
 from stepstone.storage.outage import (
@@ -33,6 +32,7 @@ from stepstone.storage.outage import (
     StoreUnreachable,
     health_of,
 )
+from stepstone.web.common.envelope import error, ok
 
 READY_PATH = "/readyz"
 # Well inside the 5 s a client may wait for an answer during an outage (issue 11).

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 
 from stepstone import auth as tokens
 from stepstone import signed
-from stepstone.api.auth import Principal
 from stepstone.storage.base import Storage
+from stepstone.web.common.auth import Principal
 
 KEY_NAME = "subscribe-tokens"
 LIFETIME_MS = 15 * 60_000
