@@ -31,7 +31,7 @@ run-cloudflare: install
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict stepstone tools
+	$(BIN)/mypy --strict stepstone tools tests
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python tools/module_size.py
 

@@ -38,8 +38,8 @@ class Tick(WorkflowEntrypoint):
         return {"payload": event.payload, "schedule": event.schedule}
 
 
-def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp() * 1000)
 
 
 T0 = ms(2026, 3, 1, 10, 0)

@@ -10,8 +10,9 @@ import pytest
 
 from tests.api.conftest import ACCOUNT, FLOWS, LiveServer, start_server
 from tests.dashboard.conftest import csrf_of, prepare, sign_in
+from tests.sdk_args import AccountArg
 
-A = {"account_id": ACCOUNT}
+A: AccountArg = {"account_id": ACCOUNT}
 WORKFLOW = f"/dashboard/accounts/{ACCOUNT}/workflows/failing"
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import ACCOUNT, FLOWS, LiveServer, start_server
+from tests.sdk_args import AccountArg
 
-A = {"account_id": ACCOUNT}
+A: AccountArg = {"account_id": ACCOUNT}
 
 
 @pytest.fixture

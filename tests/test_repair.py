@@ -58,7 +58,7 @@ class Held(WorkflowEntrypoint):
             return "done"
 
         async def third() -> int:
-            return one + 1
+            return int(one) + 1
 
         one = await step.do("first", first)
         two = await step.do("second", second)

@@ -13,7 +13,6 @@ from stepstone.engine.clock import ManualClock
 from stepstone.errors import InstanceNotFound
 from stepstone.model.retention import DEFAULT_RETENTION_MS, resolve_retention
 from stepstone.retention import RetentionSweeper
-from stepstone.storage import sqlite
 from stepstone.storage.base import VersionRecord
 
 T0 = 1_780_000_000_000
@@ -41,10 +40,6 @@ def test_resolution_order() -> None:
     assert resolve_retention(version(None, None), (5, 6)) == (5, 6)
     assert resolve_retention(version(3, None), (5, 6)) == (3, 6)
     assert resolve_retention(version(3, 4), (5, 6), (1, None)) == (1, 4)
-
-
-def test_default_matches_the_stores() -> None:
-    assert sqlite.DEFAULT_RETENTION_MS == DEFAULT_RETENTION_MS
 
 
 @pytest.fixture

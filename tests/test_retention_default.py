@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 import pytest
@@ -160,9 +160,14 @@ async def test_postgres_upgrade_keeps_existing_workflows_retention(
     await _check_upgrade(empty_pg_database)
 
 
+class PutWorkflow(TypedDict):
+    class_name: str
+    script_name: str
+
+
 async def test_jurisdiction_is_stored_and_immutable(storage: Storage) -> None:
     ops = Operations(storage)
-    put = {"class_name": "Sequential", "script_name": SCRIPT}
+    put = PutWorkflow(class_name="Sequential", script_name=SCRIPT)
     assert (await ops.put_workflow("default", "j", **put)).jurisdiction is None
     assert (await ops.put_workflow("default", "j", **put, jurisdiction="eu")).jurisdiction == "eu"
     # A deploy that names none keeps it; one naming the same is fine.

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from tests.api.conftest import ACCOUNT, LiveServer
 from tests.engine.test_children import Doubler, Parent
+from tests.sdk_args import AccountArg
 
-A = {"account_id": ACCOUNT}
+A: AccountArg = {"account_id": ACCOUNT}
 
 
 def test_parent_and_child_link_to_each_other_in_instance_details(server: LiveServer) -> None:

@@ -9,8 +9,9 @@ import cloudflare
 import pytest
 
 from tests.api.conftest import ACCOUNT, FLOWS, LiveServer
+from tests.sdk_args import AccountArg
 
-A = {"account_id": ACCOUNT}
+A: AccountArg = {"account_id": ACCOUNT}
 
 
 def test_workflows_update_get_list_delete(server: LiveServer) -> None:

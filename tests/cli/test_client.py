@@ -10,7 +10,6 @@ import httpx
 import pytest
 import typer
 
-from stepstone.cli import client as client_module
 from stepstone.cli import render
 from stepstone.cli.client import ApiError, Binary, Client, CliError, api_root, humanize_key
 from stepstone.cli.instances import normalize_date
@@ -92,7 +91,7 @@ def test_malformed_and_binary_answers() -> None:
 
 
 def test_reads_are_retried_and_writes_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr("stepstone.cli.client.time.sleep", lambda s: None)
     calls: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -20,8 +20,8 @@ def test_workflows_list_and_describe(server: Server) -> None:
     assert described["latest_version"]["class_name"] == "Greeter"
     assert described["schedules"][0]["cron"] == "0 3 1 1 *"
     assert described["schedules"][0]["next_instance"]
-    human = server.run("workflows", "describe", "greeter").out
-    assert "0 3 1 1 *" in human and "Next instance" in human
+    described_text = server.run("workflows", "describe", "greeter").out
+    assert "0 3 1 1 *" in described_text and "Next instance" in described_text
 
 
 def test_trigger_describe_latest_and_step_output(server: Server) -> None:

@@ -20,8 +20,9 @@ import pytest
 
 from tests.cli.conftest import REPO, Server, child_env, free_port, start_server, stepstone
 from tests.conftest import pg_database_url
+from tests.sdk_args import AccountArg
 
-A = {"account_id": "default"}
+A: AccountArg = {"account_id": "default"}
 
 
 def assert_one_clear_line(err: str, *names: str) -> None:
@@ -436,6 +437,8 @@ def test_the_sdk_reads_a_byte_stream_step_only_through_the_raw_response(
         )
         assert plain.headers["content-type"].startswith("application/json")
         parsed = plain.parse()
-        assert parsed is not None and parsed.output["greeting"] == "hello world"
+        assert parsed is not None
+        output = parsed.output
+        assert isinstance(output, dict) and output["greeting"] == "hello world"
     finally:
         server.stop()

@@ -265,8 +265,10 @@ class LocalEngine:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._client = ThreadPoolExecutor(
-            1, initializer=_join_netns if self.isolated else None, initargs=(self.process.pid,)
+        self._client = (
+            ThreadPoolExecutor(1, initializer=_join_netns, initargs=(self.process.pid,))
+            if self.isolated
+            else ThreadPoolExecutor(1)
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

@@ -51,7 +51,8 @@ def ran(workflow: str, params: Any = None) -> Scenario:
 def agree(local: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     left, right = normalize.pair(local, ours)
     assert right == left
-    return right
+    agreed: dict[str, Any] = right
+    return agreed
 
 
 def names(details: dict[str, Any]) -> list[tuple[str, str]]:

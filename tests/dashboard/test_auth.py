@@ -46,9 +46,8 @@ def held(dash: LiveServer) -> LiveServer:
 
 
 def status(live: LiveServer) -> str:
-    return live.wait_status("waiter", "held", {"waiting", "paused", "terminated", "complete"})[
-        "status"
-    ]
+    found = live.wait_status("waiter", "held", {"waiting", "paused", "terminated", "complete"})
+    return str(found["status"])
 
 
 def test_no_page_and_no_action_without_a_session(held: LiveServer) -> None:

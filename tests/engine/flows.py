@@ -182,7 +182,7 @@ class BadParameter(WorkflowEntrypoint):
 class Gathered(WorkflowEntrypoint):
     async def run(self, event: Any, step: Any) -> Any:
         async def one(i: int) -> int:
-            return await step.do("part", lambda: i)
+            return int(await step.do("part", lambda: i))
 
         return await asyncio.gather(*(one(i) for i in range(5)))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from stepstone.model import history as h
+from stepstone.model.records import EventRecord
 from stepstone.storage import open_storage
 from tests.engine.crash_worker import STEPS, Crashy
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = 25
 
 
-async def instance_state(url: str) -> tuple[str, list[h.EventRecord]]:
+async def instance_state(url: str) -> tuple[str, list[EventRecord]]:
     store = open_storage(url)
     await store.open()
     try:

@@ -43,7 +43,7 @@ async def test_retries_until_success_recording_every_attempt(engine: Engine) -> 
     assert flows.CALLS["flaky-f1"] == 3
     _, instance = await engine.ops.instance("default", "flaky", "f1")
     errored = [
-        (e.ts, orjson.loads(e.data))
+        (e.ts, orjson.loads(e.data or b""))
         for e in await engine.storage.load_events(instance.pk)
         if e.type == "attempt_errored"
     ]

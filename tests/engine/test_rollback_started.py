@@ -32,7 +32,7 @@ async def rollback_names(engine: Engine, instance_id: str) -> list[str]:
 async def total_steps_announced(engine: Engine, instance_id: str) -> int:
     _, record = await engine.ops.instance("default", WORKFLOW, instance_id)
     events = await engine.storage.load_events(record.pk)
-    started = [orjson.loads(e.data) for e in events if e.type == "rollback_started"]
+    started = [orjson.loads(e.data or b"") for e in events if e.type == "rollback_started"]
     assert len(started) == 1
     return int(started[0]["totalSteps"])
 

@@ -96,7 +96,7 @@ def test_a_callers_trace_continues_into_its_workflow(
         request_span = by_id.get(span.parent.span_id)
         above = span.parent if request_span is None else request_span.parent
         assert above is not None and format(above.span_id, "016x") == caller_span
-    epochs = [s.attributes["stepstone.epoch"] for s in activations]  # type: ignore[index]
+    epochs: list[Any] = [s.attributes["stepstone.epoch"] for s in activations]  # type: ignore[index]
     assert epochs == sorted(set(epochs))  # one claim each, in order
     attempts = sorted(
         (s for s in spans if s.name.startswith("step ")),

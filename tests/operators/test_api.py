@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.api.conftest import ACCOUNT, FLOWS, LiveServer, start_server
+from tests.sdk_args import AccountArg
 
-A = {"account_id": ACCOUNT}
+A: AccountArg = {"account_id": ACCOUNT}
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.conftest import ACCOUNT, LiveServer, csrf_of, prepare, sign_in, start_server
+from tests.api.conftest import start_server
+from tests.dashboard.conftest import ACCOUNT, LiveServer, csrf_of, prepare, sign_in
 
 WAITER = f"/dashboard/accounts/{ACCOUNT}/workflows/waiter"
 

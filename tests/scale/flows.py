@@ -20,7 +20,7 @@ class Pipeline(WorkflowEntrypoint):
 
             async def work(ctx: dict[str, Any], name: str = name) -> int:
                 await asyncio.sleep(0.002)
-                return len(name) + n
+                return len(name) + int(n)
 
             total += await step.do(name, work, config=FAST_RETRY)
         await step.sleep("settle", 50)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -310,7 +311,7 @@ async def test_reads_asked_for_together_each_get_their_own_answer(pg_database: s
         for n, claim in enumerate(claims[:3]):
             steps = [NewEvent("step_completed", NOW, b"{}", "do", f"s{k}") for k in range(n)]
             await store.record_progress(claim, steps)
-        found = await asyncio.gather(
+        found: list[Any] = await asyncio.gather(
             *(store.get_workflow("a", name) for name in ("wf0", "nope", "wf2", "wf1", "wf0")),
             *(store.load_events(claim.instance.pk) for claim in claims),
         )

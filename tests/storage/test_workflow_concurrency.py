@@ -29,7 +29,7 @@ async def _cap(fx: Fixture, limit: int | None) -> WorkflowRecord:
 async def _claim_all(fx: Fixture, owner: str, now: int = NOW, limit: int = 10) -> list[str]:
     # A PostgreSQL store learns of a new cap from the claim that meets it, and claims the
     # capped workflow from the next one on: two claims, so every backend is asked the same.
-    taken = []
+    taken: list[str] = []
     for _ in range(2):
         claims = await fx.claim(owner, limit=limit - len(taken), now=now)
         taken += [c.instance.id for c in claims]
