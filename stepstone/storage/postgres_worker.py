@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 
@@ -35,8 +35,6 @@ from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_co
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
-# A claim's look-ahead the statement could not give (see WorkerWrites._claim).
-_UNKNOWN = object()
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
 NEAR_WAKE_MS = 60_000
 log = logging.getLogger("stepstone.storage")
@@ -205,7 +203,7 @@ class WorkerWrites:
         *,
         max_running: int | None = None,
     ) -> list[Claim]:
-        claims, _ = await self._claim(owner, limit, now, lease_ms, workflow_pks, max_running)
+        claims, _, _ = await self._claim(owner, limit, now, lease_ms, workflow_pks, max_running)
         return claims
 
     async def claim_and_next_wake(
@@ -218,13 +216,15 @@ class WorkerWrites:
         *,
         max_running: int | None = None,
     ) -> tuple[list[Claim], int | None]:
-        claims, ahead = await self._claim(owner, limit, now, lease_ms, workflow_pks, max_running)
+        claims, ahead, known = await self._claim(
+            owner, limit, now, lease_ms, workflow_pks, max_running
+        )
         if len(claims) >= limit:
             return claims, None
-        if ahead is _UNKNOWN:
+        if not known:
             # A capped workflow in scope: whether it is full needs the claim's own leases.
             return claims, await self.next_wake_at(workflow_pks)
-        return claims, cast("int | None", ahead)
+        return claims, ahead
 
     async def _claim(
         self,
@@ -234,18 +234,18 @@ class WorkerWrites:
         lease_ms: int,
         workflow_pks: Sequence[int] | None,
         max_running: int | None,
-    ) -> tuple[list[Claim], object]:
-        """The claims, and the next wake-up among what they left if the statement knew it
-        (the plain statement with no cap in scope), else ``_UNKNOWN``."""
+    ) -> tuple[list[Claim], int | None, bool]:
+        """The claims, the next wake-up among what they left, and whether the statement could
+        tell it (the plain statement, with no cap in scope)."""
         if limit <= 0 or (workflow_pks is not None and not workflow_pks):
-            return [], None
+            return [], None, True
         scope = None if workflow_pks is None else list(workflow_pks)
         in_scope = None if scope is None else set(scope)
         # The capped workflows the last claim saw; their locks come first, in a statement of
         # their own, so the claim's snapshot holds every claim committed under them.
         locked = sorted(pk for pk in self._caps_seen if in_scope is None or pk in in_scope)
 
-        def taken(rows: Sequence[Any], plain: bool) -> tuple[list[Claim], object]:
+        def taken(rows: Sequence[Any], plain: bool) -> tuple[list[Claim], int | None, bool]:
             claims = [
                 Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
             ]
@@ -257,7 +257,8 @@ class WorkerWrites:
                 self._caps_seen = set(seen)
             else:
                 self._caps_seen = (self._caps_seen - in_scope) | set(seen)
-            return claims, (last[23] if plain and not seen else _UNKNOWN)
+            known = plain and not seen
+            return claims, (last[23] if known else None), known
 
         # Claims commit durably (they wait for the WAL flush, and for the synchronous
         # standby): a claim acknowledged and then lost with a failed primary would leave its
@@ -268,15 +269,15 @@ class WorkerWrites:
             # included. If its answer is lost it is simply sent again: what a lost try claimed
             # stays leased to this owner, unseen, until the lease expires, and is then claimed
             # again at a new epoch (a delay for those instances, never a second holder).
-            async def plain(conn: Any, _retry: bool) -> tuple[list[Claim], object]:
+            async def plain(conn: Any, _retry: bool) -> tuple[list[Claim], int | None, bool]:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, limit, scope)
                 return taken(rows, True)
 
-            claims, ahead = await self._db.idempotent(plain)
+            claims, ahead, known = await self._db.idempotent(plain)
             claims.sort(key=lambda c: c.instance.pk)
-            return claims, ahead
+            return claims, ahead, known
 
-        async def job(conn: Any) -> tuple[int | None, tuple[list[Claim], object]]:
+        async def job(conn: Any) -> tuple[int | None, tuple[list[Claim], int | None, bool]]:
             allowed = limit
             if max_running is not None:
                 # Workers count and claim one at a time, or two could both see room for one.
@@ -288,18 +289,18 @@ class WorkerWrites:
                 )
                 allowed = min(limit, max(0, max_running - running))
                 if allowed == 0:
-                    return None, ([], _UNKNOWN)
+                    return None, ([], None, False)
             if locked:
                 await conn.execute(PG_LOCK_CAPS, locked)
                 rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
             else:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
-            claims, ahead = taken(rows, not locked)
-            return (rows[0][22] if claims else None), (claims, ahead)
+            found = taken(rows, not locked)
+            return (rows[0][22] if found[0] else None), found
 
-        claims, ahead = await self._db.write_reporting_xid(job)
+        claims, ahead, known = await self._db.write_reporting_xid(job)
         claims.sort(key=lambda c: c.instance.pk)
-        return claims, ahead
+        return claims, ahead, known
 
     async def renew_leases(
         self, owner: str, claims: Sequence[Claim], now: int, lease_ms: int
