@@ -68,7 +68,7 @@ RETRY_AFTER = {
 def _filter_rule() -> dict[str, Any]:
     """Subscribe's ``filter``: comma-separated known event types, blanks between commas
     ignored. Imported here: the subscribe routes import the app module, which imports this."""
-    from stepstone.api.routes.subscribe import EVENT_TYPES
+    from stepstone.web.common.sse import EVENT_TYPES
 
     one = r"\s*(" + "|".join(sorted(EVENT_TYPES)) + r")?\s*"
     return {"type": "string", "pattern": f"^{one}(,{one})*$"}

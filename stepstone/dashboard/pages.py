@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from stepstone import views
-from stepstone.api.routes import subscribe
 from stepstone.dashboard import charts, present, timeline
 from stepstone.dashboard.access import Viewer, ViewerDep, state
 from stepstone.dashboard.app import PREFIX, render
@@ -20,6 +19,7 @@ from stepstone.errors import InvalidRequest, StepNotFound
 from stepstone.model import history as h
 from stepstone.model.records import InstanceQuery, WorkflowRecord
 from stepstone.model.statuses import ALL_STATUSES, TERMINAL
+from stepstone.web.common import sse
 from stepstone.web.common.guard import segment
 from stepstone.web.common.query import decode_cursor, encode_cursor, parse_date
 
@@ -305,8 +305,8 @@ async def instance_events(
     _, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )
-    after = subscribe.start_after(cursor, request.headers.get("last-event-id"))
-    return await subscribe.sse_response(ops, record, after, None)
+    after = sse.start_after(cursor, request.headers.get("last-event-id"))
+    return await sse.sse_response(ops, record, after, None)
 
 
 @router.get(INSTANCE + "/output")

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import pytest
 
-from stepstone.api.routes.subscribe import MIN_READ_GAP_SECONDS, instance_events
 from stepstone.ops import Operations
 from stepstone.storage import open_storage
 from stepstone.storage.base import (
@@ -26,6 +25,7 @@ from stepstone.storage.base import (
     Transition,
     WorkflowDefinition,
 )
+from stepstone.web.common.sse import MIN_READ_GAP_SECONDS, instance_events
 from tests.storage.conftest import NOW, Fixture
 
 # Long enough that only the signal can explain a prompt delivery.

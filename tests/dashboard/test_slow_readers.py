@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from stepstone import WorkflowEntrypoint
-from stepstone.api.routes import subscribe
+from stepstone.web.common import sse
 from tests.api.conftest import ACCOUNT, LiveServer, start_server
 
 STEPS = 20
@@ -80,7 +80,7 @@ def _data_lines(raw: bytes) -> list[dict[str, Any]]:
 def test_a_reader_too_far_behind_is_told_and_dropped(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscribe, "SLOW_READER_S", 2.0)
+    monkeypatch.setattr(sse, "SLOW_READER_S", 2.0)
     with live.http() as client:
         answer = client.put(
             f"/accounts/{ACCOUNT}/workflows/big",
