@@ -49,6 +49,9 @@ class Pipeline(WorkflowEntrypoint):
         @step.do("fetch", config=QUICK_RETRY)
         async def fetch(ctx: Any) -> Any:
             if ctx["attempt"] < 2:
+                # Long enough to be drawn apart from its retry delay: an attempt that fails in
+                # the millisecond it starts shares its first pixel with the delay after it.
+                await asyncio.sleep(0.02)
                 raise TimeoutError("upstream slow")
             return 2
 
