@@ -185,7 +185,9 @@ class Activation:
         instance = self.claim.instance
         if instance.status == "waitingForPause":
             return Release("paused")
-        events = await self.storage.load_events(instance.pk)
+        events = self.claim.history
+        if events is None:
+            events = await self.storage.load_events(instance.pk)
         self.history = h.fold(events)
         probe = ActivationProbe(
             self.workflow_name, instance, events, self.claim.epoch, self.history, self.now()

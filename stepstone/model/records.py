@@ -181,6 +181,9 @@ class Claim:
     owner: str
     epoch: int
     wake_seq: int
+    # The instance's history, when the claim read it too (PostgreSQL, a first activation);
+    # None: the activation reads it.
+    history: list[EventRecord] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
     DeliveredEvent,
+    EventRecord,
     Fenced,
     InstanceRecord,
     NewEvent,
@@ -247,10 +248,18 @@ class WorkerWrites:
 
         def taken(rows: Sequence[Any], plain: bool) -> tuple[list[Claim], int | None, bool]:
             claims = [
-                Claim(instance_row(r[:19]), owner, r[19], r[20]) for r in rows if r[21] is None
+                Claim(
+                    instance_row(r[:19]),
+                    owner,
+                    r[19],
+                    r[20],
+                    None if r[21] is None else [EventRecord(*e) for e in r[21]],
+                )
+                for r in rows
+                if r[22] is None
             ]
-            last = next(r for r in rows if r[21] is not None)
-            seen = last[21]
+            last = next(r for r in rows if r[22] is not None)
+            seen = last[22]
             # A workflow capped since the last look was left alone this time; the next claim
             # locks it (taking it now, after the others, could deadlock with another claimer).
             if in_scope is None:
@@ -258,7 +267,7 @@ class WorkerWrites:
             else:
                 self._caps_seen = (self._caps_seen - in_scope) | set(seen)
             known = plain and not seen
-            return claims, (last[23] if known else None), known
+            return claims, (last[24] if known else None), known
 
         # Claims commit durably (they wait for the WAL flush, and for the synchronous
         # standby): a claim acknowledged and then lost with a failed primary would leave its
@@ -296,7 +305,7 @@ class WorkerWrites:
             else:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
             found = taken(rows, not locked)
-            return (rows[0][22] if found[0] else None), found
+            return (rows[0][23] if found[0] else None), found
 
         claims, ahead, known = await self._db.write_reporting_xid(job)
         claims.sort(key=lambda c: c.instance.pk)

@@ -387,3 +387,23 @@ async def test_a_write_cancelled_mid_transaction_is_not_handed_back_inside_it(
     finally:
         loop.set_exception_handler(None)
     assert not [m for m in reported if "active transaction" in m], reported[:3]
+
+
+async def test_a_first_claim_brings_the_history_and_a_later_one_leaves_it_to_a_read(
+    pg: PostgresStorage,
+) -> None:
+    """A new instance's history comes with its claim (one round trip less); once a holder
+    has had it, its history is read afresh after the claim, which could not see what that
+    holder committed after the claim statement's snapshot."""
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    await pg.create_instances(wf.pk, wf.version.id, [NewInstance("i1", b"1")], NOW,
+                              skip_existing=False)  # fmt: skip
+    (first,) = await pg.claim_runnable("w", 1, NOW, LEASE, None)
+    assert first.history is not None
+    assert list(first.history) == await pg.load_events(first.instance.pk)
+    assert [e.type for e in first.history] == ["workflow_queued"]
+    await pg.record_progress(first, [NewEvent("workflow_started", NOW)])
+    await pg.release_instance(first, Release("waiting", runnable_at=NOW), NOW)
+    (second,) = await pg.claim_runnable("w", 1, NOW, LEASE, None)
+    assert second.epoch > first.epoch
+    assert second.history is None
