@@ -17,7 +17,6 @@ from typing import Any
 import uvicorn
 
 from stepstone import auth as tokens
-from stepstone.api.app import create_app
 from stepstone.cli.server_cmds import describe_store
 from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cloudflare.worker_app import WorkerApp
@@ -25,6 +24,7 @@ from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
 from stepstone.observability import logs, tracing
 from stepstone.observability.http import MetricsOnly, parse_addr
+from stepstone.web.api.app import create_app
 from stepstone.web.common.auth import AuthSettings
 
 log = logging.getLogger("stepstone.server")

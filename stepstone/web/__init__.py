@@ -1,2 +1,2 @@
-"""The web front-ends' shared pieces; the API (``stepstone.api``) and the dashboard
-(``stepstone.dashboard``) are its siblings above it."""
+"""The web front-ends' shared pieces; the API (``stepstone.web.api``) and the dashboard
+(``stepstone.web.dashboard``) are its siblings above it."""

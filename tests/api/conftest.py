@@ -26,12 +26,12 @@ import httpx
 import pytest
 import uvicorn
 
-from stepstone.api import AuthSettings, create_app
 from stepstone.auth import PERMISSIONS, create_token
 from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
 from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 from stepstone.project import ProjectConfig
+from stepstone.web.api import AuthSettings, create_app
 
 T = TypeVar("T")
 ACCOUNT = "acc-test"

@@ -1,5 +1,5 @@
 """The live instance event stream as Server-Sent Events: what ``GET .../instances/{id}/subscribe``
-(``stepstone.api.routes.subscribe``) and the dashboard both serve.
+(``stepstone.web.api.routes.subscribe``) and the dashboard both serve.
 
 The spec marks this endpoint uncertain (2.6); the shape chosen, and why, is in
 docs/compatibility.md under "Live event stream". Each stored log event becomes one spec 3.4

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stepstone import views
-from stepstone.api import deps
+from stepstone.web.api import deps
 from stepstone.web.common import subscribe_token
 from stepstone.web.common.envelope import ok
 from stepstone.web.common.sse import parse_filter, sse_response, start_after

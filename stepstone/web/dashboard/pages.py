@@ -11,10 +11,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from stepstone import views
-from stepstone.dashboard import charts, present, timeline
-from stepstone.dashboard.access import Viewer, ViewerDep, state
-from stepstone.dashboard.app import PREFIX, render
-from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
 from stepstone.errors import InvalidRequest, StepNotFound
 from stepstone.model import history as h
 from stepstone.model.records import InstanceQuery, WorkflowRecord
@@ -22,6 +18,10 @@ from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 from stepstone.web.common import sse
 from stepstone.web.common.guard import segment
 from stepstone.web.common.query import decode_cursor, encode_cursor, parse_date
+from stepstone.web.dashboard import charts, present, timeline
+from stepstone.web.dashboard.access import Viewer, ViewerDep, state
+from stepstone.web.dashboard.app import PREFIX, render
+from stepstone.web.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
 
 router = APIRouter()
 WORKFLOW = PREFIX + "/accounts/{account_id}/workflows/{workflow_name}"
@@ -208,7 +208,7 @@ async def instances(
     cap = workflow.version.concurrency_limit
     usage = await ops.concurrency_usage(workflow.pk) if cap else None
     # Operator extensions: "act on all N matching" and the Activity panel.
-    from stepstone.dashboard import operators
+    from stepstone.web.dashboard import operators
 
     selection = operators.page_filter(status, created_from, created_to)
     matching = await operators.matching(ops, workflow, selection) if not problem else 0
@@ -282,7 +282,7 @@ async def instance(
         "base": instance_url(workflow.account_id, workflow.name, record.id),
     }
     if not fragment:
-        from stepstone.dashboard import operators
+        from stepstone.web.dashboard import operators
 
         context["activity"] = await operators.activity(
             ops, workflow.account_id, workflow.name, record.id

@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from stepstone.dashboard.sessions import SESSION_COOKIE, Session, SessionStore
 from stepstone.embedded import Engine
 from stepstone.errors import Forbidden, StepstoneError, Unauthorized
 from stepstone.web.common import auth as api_auth
 from stepstone.web.common.guard import segment
+from stepstone.web.dashboard.sessions import SESSION_COOKIE, Session, SessionStore
 
 
 class SignInNeeded(Exception):

@@ -14,13 +14,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from stepstone import __version__
-from stepstone.api.answers import Health, doc
-from stepstone.api.front_door import FrontDoor
-from stepstone.api.hot import HotReads
-from stepstone.api.jobs import TerminateJobs
-from stepstone.api.no_nul import NulInUrl
-from stepstone.api.openapi import allowed_methods, refine
-from stepstone.api.routes import ALL
 from stepstone.embedded import Engine
 from stepstone.errors import (
     InternalError,
@@ -33,6 +26,13 @@ from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_r
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
 from stepstone.storage.outage import StoreOutage
+from stepstone.web.api.answers import Health, doc
+from stepstone.web.api.front_door import FrontDoor
+from stepstone.web.api.hot import HotReads
+from stepstone.web.api.jobs import TerminateJobs
+from stepstone.web.api.no_nul import NulInUrl
+from stepstone.web.api.openapi import allowed_methods, refine
+from stepstone.web.api.routes import ALL
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.envelope import error, expected_failure, ok
 from stepstone.web.common.guard import OPEN_PATHS, Guard
@@ -93,9 +93,9 @@ def create_app(
         insecure_no_auth=insecure_no_auth,
     )
     # Imported here: both import the API package, which imports this module.
-    from stepstone.api.routes.approvals import ApprovalPages
-    from stepstone.api.routes.subscribe import router as subscribe_router
-    from stepstone.dashboard import mount_dashboard
+    from stepstone.web.api.routes.approvals import ApprovalPages
+    from stepstone.web.api.routes.subscribe import router as subscribe_router
+    from stepstone.web.dashboard import mount_dashboard
 
     app.include_router(subscribe_router)
     # The dashboard signs in with a session cookie, so it is served around the Guard.

@@ -28,10 +28,10 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstone.api.routes import instances
-from stepstone.api.schemas import InstanceCreate
 from stepstone.embedded import Engine
 from stepstone.ops import Operations
+from stepstone.web.api.routes import instances
+from stepstone.web.api.schemas import InstanceCreate
 from stepstone.web.common.envelope import expected_failure
 from stepstone.web.common.guard import replay, segment
 

@@ -16,11 +16,15 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from stepstone.dashboard import present
-from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
-from stepstone.dashboard.app import PREFIX
-from stepstone.dashboard.operators import viewer_actor
-from stepstone.dashboard.pages import (
+from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
+from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
+from stepstone.web.common.guard import segment
+from stepstone.web.common.throttle import for_storage
+from stepstone.web.dashboard import present
+from stepstone.web.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
+from stepstone.web.dashboard.app import PREFIX
+from stepstone.web.dashboard.operators import viewer_actor
+from stepstone.web.dashboard.pages import (
     INSTANCE,
     WORKFLOW,
     instance_url,
@@ -30,11 +34,7 @@ from stepstone.dashboard.pages import (
     set_strict_cookie,
     workflow_url,
 )
-from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
-from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
-from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
-from stepstone.web.common.guard import segment
-from stepstone.web.common.throttle import for_storage
+from stepstone.web.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
 
 router = APIRouter()
 MAX_TOKEN_CHARS = 512

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from stepstone.api import answers as a
-from stepstone.api import deps
-from stepstone.api.answers import doc
-from stepstone.api.schemas import SettingsPatch
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.ops import retention_ms
+from stepstone.web.api import answers as a
+from stepstone.web.api import deps
+from stepstone.web.api.answers import doc
+from stepstone.web.api.schemas import SettingsPatch
 from stepstone.web.common.envelope import ok, page_info
 from stepstone.web.common.query import MAX_PAGE
 
