@@ -33,6 +33,8 @@ from stepstone.web.api.jobs import TerminateJobs
 from stepstone.web.api.no_nul import NulInUrl
 from stepstone.web.api.openapi import allowed_methods, refine
 from stepstone.web.api.routes import ALL
+from stepstone.web.api.routes.approvals import ApprovalPages
+from stepstone.web.api.routes.subscribe import router as subscribe_router
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.envelope import error, expected_failure, ok
 from stepstone.web.common.guard import OPEN_PATHS, Guard
@@ -42,10 +44,10 @@ log = logging.getLogger("stepstone.api")
 OPENAPI_URL = "/client/v4/openapi.json"
 
 
-def create_app(
-    engine: Engine, *, auth: AuthSettings | None = None, insecure_no_auth: bool = False
-) -> FastAPI:
-    """The API over an open ``engine``; the caller opens and closes the engine."""
+def create_api(engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False) -> FastAPI:
+    """The API over an open ``engine``, its Guard innermost but for the hot reads; the caller
+    opens and closes the engine, and wraps the rest around it (``stepstone.server.build_app``:
+    the dashboard, then ``surround``)."""
     jobs = TerminateJobs()
 
     @asynccontextmanager
@@ -89,19 +91,15 @@ def create_app(
     app.add_middleware(
         Guard,
         storage=engine.storage,
-        settings=auth or AuthSettings.from_env(),
+        settings=auth,
         insecure_no_auth=insecure_no_auth,
     )
-    # Imported here: both import the API package, which imports this module.
-    from stepstone.web.api.routes.approvals import ApprovalPages
-    from stepstone.web.api.routes.subscribe import router as subscribe_router
-    from stepstone.web.dashboard import mount_dashboard
-
     app.include_router(subscribe_router)
-    # The dashboard signs in with a session cookie, so it is served around the Guard.
-    mount_dashboard(
-        app, engine, auth=auth or AuthSettings.from_env(), insecure_no_auth=insecure_no_auth
-    )
+    return app
+
+
+def surround(app: FastAPI, engine: Engine) -> None:
+    """The middleware outside the Guard and the dashboard, added last so that it runs first."""
     # Approval pages (an extension): their signed token is the credential, so around the Guard.
     app.add_middleware(ApprovalPages, engine=engine)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
@@ -113,7 +111,6 @@ def create_app(
     app.add_middleware(RequestMetrics)
     # A caller's traceparent, kept with the instances it creates (observability/tracing.py).
     app.add_middleware(TraceContext)
-    return app
 
 
 def _install_handlers(app: FastAPI) -> None:
