@@ -61,10 +61,16 @@ def build_app(
     approval pages); the caller opens and closes the engine. ``auth`` defaults to the
     environment's (``STEPSTONE_ADMIN_TOKEN``)."""
     settings = auth or AuthSettings.from_env()
-    app = create_api(engine, auth=settings, insecure_no_auth=insecure_no_auth)
+    # The front-ends get the operations only; the engine stays the caller's to close.
+    app = create_api(
+        engine.ops,
+        home_account=engine.project.account_id,
+        auth=settings,
+        insecure_no_auth=insecure_no_auth,
+    )
     # The dashboard signs in with a session cookie, so it is served around the Guard.
-    mount_dashboard(app, engine, auth=settings, insecure_no_auth=insecure_no_auth)
-    surround(app, engine)
+    mount_dashboard(app, engine.ops, auth=settings, insecure_no_auth=insecure_no_auth)
+    surround(app, engine.ops)
     return app
 
 

@@ -14,7 +14,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from stepstone import __version__
-from stepstone.embedded import Engine
 from stepstone.errors import (
     InternalError,
     InvalidRequest,
@@ -25,6 +24,7 @@ from stepstone.model.records import Conflict
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
+from stepstone.ops import Operations
 from stepstone.storage.outage import StoreOutage
 from stepstone.web.api.answers import Health, doc
 from stepstone.web.api.front_door import FrontDoor
@@ -44,10 +44,12 @@ log = logging.getLogger("stepstone.api")
 OPENAPI_URL = "/client/v4/openapi.json"
 
 
-def create_api(engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False) -> FastAPI:
-    """The API over an open ``engine``, its Guard innermost but for the hot reads; the caller
-    opens and closes the engine, and wraps the rest around it (``stepstone.server.build_app``:
-    the dashboard, then ``surround``)."""
+def create_api(
+    ops: Operations, *, home_account: str, auth: AuthSettings, insecure_no_auth: bool = False
+) -> FastAPI:
+    """The API over ``ops`` (an open engine's), its Guard innermost but for the hot reads;
+    ``home_account`` is the project's account, listed even before it has a workflow. The caller
+    wraps the rest around it (``stepstone.server.build_app``: the dashboard, then ``surround``)."""
     jobs = TerminateJobs()
 
     @asynccontextmanager
@@ -66,7 +68,8 @@ def create_api(engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = F
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    app.state.engine = engine
+    app.state.ops = ops
+    app.state.home_account = home_account
     app.state.terminate_jobs = jobs
     for router in ALL:
         app.include_router(router)
@@ -82,15 +85,15 @@ def create_api(engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = F
 
     # Behind the Guard: a token with a read permission scrapes it (docs/operations.md).
     app.add_api_route(
-        METRICS_PATH, metrics_route(StoreGauges(engine.storage)), include_in_schema=False
+        METRICS_PATH, metrics_route(StoreGauges(ops.storage)), include_in_schema=False
     )
     _install_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Inside the Guard: the hot reads are served only to callers it let through.
-    app.add_middleware(HotReads, engine=engine, routers=ALL)
+    app.add_middleware(HotReads, ops=ops, routers=ALL)
     app.add_middleware(
         Guard,
-        storage=engine.storage,
+        storage=ops.storage,
         settings=auth,
         insecure_no_auth=insecure_no_auth,
     )
@@ -98,12 +101,12 @@ def create_api(engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = F
     return app
 
 
-def surround(app: FastAPI, engine: Engine) -> None:
+def surround(app: FastAPI, ops: Operations) -> None:
     """The middleware outside the Guard and the dashboard, added last so that it runs first."""
     # Approval pages (an extension): their signed token is the credential, so around the Guard.
-    app.add_middleware(ApprovalPages, engine=engine)
+    app.add_middleware(ApprovalPages, ops=ops)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
-    app.add_middleware(OutageGuard, storage=engine.storage)
+    app.add_middleware(OutageGuard, storage=ops.storage)
     # Before anything reads the store: a NUL in the URL matches nothing stored (no_nul.py).
     app.add_middleware(NulInUrl)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.

@@ -89,7 +89,7 @@ async def login(request: Request) -> Response:
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
         # Guesses here and at the API count together (stepstone.web.common.throttle).
-        throttle = for_storage(dash.engine.storage)
+        throttle = for_storage(dash.ops.storage)
         address = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(address)
         if wait is not None:
@@ -136,7 +136,7 @@ async def logout(request: Request) -> Response:
 async def trigger(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     form = await request.form()
     try:
@@ -156,7 +156,7 @@ async def trigger(
 
 @router.post(WORKFLOW + "/bulk")
 async def bulk(request: Request, who: ViewerDep, account_id: str, workflow_name: str) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     form = await request.form()
@@ -200,7 +200,7 @@ async def instance_action(
     workflow_name: str,
     instance_id: str,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     here = instance_url(*where)
     form = await request.form()
@@ -243,7 +243,7 @@ async def send_event(
     workflow_name: str,
     instance_id: str,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     form = await request.form()
     event_type = _text(form, "type")

@@ -18,8 +18,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.embedded import Engine
 from stepstone.errors import StepstoneError
+from stepstone.ops import Operations
 from stepstone.storage.outage import StoreOutage
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.outage import RETRY_AFTER_S, api_error
@@ -60,12 +60,12 @@ def templates() -> Jinja2Templates:
 
 
 def create_dashboard(
-    engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False
+    ops: Operations, *, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> FastAPI:
     from stepstone.web.dashboard import actions, operators, pages, repair_hooks
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
-    app.state.dashboard = DashboardState(engine, SessionStore(), auth, insecure_no_auth)
+    app.state.dashboard = DashboardState(ops, SessionStore(), auth, insecure_no_auth)
     app.state.templates = templates()
     app.mount(
         PREFIX + "/static",
@@ -159,8 +159,8 @@ class DashboardGate:
 
 
 def mount_dashboard(
-    app: FastAPI, engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False
+    app: FastAPI, ops: Operations, *, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> None:
     """Serve the dashboard at ``/dashboard`` on ``app``, the API's FastAPI app."""
-    dashboard = create_dashboard(engine, auth=auth, insecure_no_auth=insecure_no_auth)
+    dashboard = create_dashboard(ops, auth=auth, insecure_no_auth=insecure_no_auth)
     app.add_middleware(DashboardGate, dashboard=dashboard)

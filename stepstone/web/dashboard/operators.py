@@ -87,7 +87,7 @@ async def bulk_all(
 ) -> Response:
     from stepstone.web.dashboard.pages import _day, page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     form = await request.form()
@@ -128,7 +128,7 @@ async def bulk_all(
 async def bulk_job(request: Request, who: ViewerDep, account_id: str, job_id: str) -> Response:
     from stepstone.web.dashboard.pages import page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     service = BulkService(ops)
     job = await service.get(segment(account_id), segment(job_id))
     reasons: dict[str, list[tuple[str, int]]] = {}
@@ -156,7 +156,7 @@ async def bulk_job(request: Request, who: ViewerDep, account_id: str, job_id: st
 
 @router.post(JOB + "/cancel")
 async def cancel_job(request: Request, who: ViewerDep, account_id: str, job_id: str) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account = segment(account_id)
     job = await BulkService(ops).cancel(account, segment(job_id), viewer_actor(who))
     who.session.flash("ok", f"Bulk job {job.id[:8]} is {job.status}.")

@@ -34,7 +34,7 @@ async def repair_step(
     from stepstone.web.dashboard.actions import attempt, back
     from stepstone.web.dashboard.pages import instance_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     form = await request.form()
     try:
@@ -61,7 +61,7 @@ async def hooks_page(
 ) -> Response:
     from stepstone.web.dashboard.pages import page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     service = Hooks(ops)
@@ -87,7 +87,7 @@ async def resend(
     from stepstone.web.dashboard.actions import attempt, back
     from stepstone.web.dashboard.pages import workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name, delivery = segment(account_id), segment(workflow_name), segment(delivery_id)
     await attempt(
         who,
