@@ -13,7 +13,6 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from stepstone import __version__
 from stepstone.errors import (
     InternalError,
     InvalidRequest,
@@ -21,6 +20,7 @@ from stepstone.errors import (
     StepstoneError,
 )
 from stepstone.model.records import Conflict
+from stepstone.model.version import VERSION
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
@@ -61,7 +61,7 @@ def create_api(
 
     app = FastAPI(
         title="Stepstone Workflows API (Cloudflare v4 compatible)",
-        version=__version__,
+        version=VERSION,
         openapi_url=OPENAPI_URL,
         docs_url=None,
         redoc_url=None,
