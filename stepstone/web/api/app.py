@@ -19,13 +19,13 @@ from stepstone.errors import (
     RouteNotFound,
     StepstoneError,
 )
+from stepstone.model.outage import StoreOutage
 from stepstone.model.records import Conflict
 from stepstone.model.version import VERSION
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
 from stepstone.ops import Operations
-from stepstone.storage.outage import StoreOutage
 from stepstone.web.api.answers import Health, doc
 from stepstone.web.api.front_door import FrontDoor
 from stepstone.web.api.hot import HotReads

@@ -24,14 +24,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.errors import InvalidRequest, StepstoneError, StorageFull, StorageUnavailable
+from stepstone.model.outage import StoreFull, StoreOutage, StoreUnreachable
 from stepstone.storage.base import Storage
-from stepstone.storage.outage import (
-    StoreFull,
-    StoreHealth,
-    StoreOutage,
-    StoreUnreachable,
-    health_of,
-)
+from stepstone.storage.outage import StoreHealth, health_of
 from stepstone.web.common.envelope import error, ok
 
 READY_PATH = "/readyz"

@@ -19,8 +19,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.errors import StepstoneError
+from stepstone.model.outage import StoreOutage
 from stepstone.ops import Operations
-from stepstone.storage.outage import StoreOutage
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.outage import RETRY_AFTER_S, api_error
 from stepstone.web.dashboard import present
