@@ -93,7 +93,7 @@ def create_api(
     app.add_middleware(HotReads, ops=ops, routers=ALL)
     app.add_middleware(
         Guard,
-        storage=ops.storage,
+        ops=ops,
         settings=auth,
         insecure_no_auth=insecure_no_auth,
     )
@@ -106,7 +106,7 @@ def surround(app: FastAPI, ops: Operations) -> None:
     # Approval pages (an extension): their signed token is the credential, so around the Guard.
     app.add_middleware(ApprovalPages, ops=ops)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
-    app.add_middleware(OutageGuard, storage=ops.storage)
+    app.add_middleware(OutageGuard, ops=ops)
     # Before anything reads the store: a NUL in the URL matches nothing stored (no_nul.py).
     app.add_middleware(NulInUrl)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.

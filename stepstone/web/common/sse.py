@@ -217,7 +217,7 @@ async def instance_events(
     clock = asyncio.get_running_loop().time
     last_sent = clock()
     woken = False
-    with ops.storage.appended.watching(record.pk) as watch:
+    with ops.watch_appends(record.pk) as watch:
         while True:
             watch.arm()  # a commit from here on wakes the wait below, even one during the read
             last_read = clock()

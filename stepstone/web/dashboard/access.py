@@ -66,7 +66,7 @@ async def principal_for(dash: DashboardState, secret: str | None) -> api_auth.Pr
     if not secret:
         raise Unauthorized("no token")
     headers = {"authorization": f"Bearer {secret}"}
-    return await api_auth.authenticate(dash.ops.storage, dash.auth, headers)
+    return await api_auth.authenticate(dash.ops, dash.auth, headers)
 
 
 def same_origin(request: Request) -> bool:

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
 from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
 from stepstone.web.common.guard import segment
-from stepstone.web.common.throttle import for_storage
+from stepstone.web.common.throttle import for_ops
 from stepstone.web.dashboard import present
 from stepstone.web.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
 from stepstone.web.dashboard.app import PREFIX
@@ -89,7 +89,7 @@ async def login(request: Request) -> Response:
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
         # Guesses here and at the API count together (stepstone.web.common.throttle).
-        throttle = for_storage(dash.ops.storage)
+        throttle = for_ops(dash.ops)
         address = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(address)
         if wait is not None:
