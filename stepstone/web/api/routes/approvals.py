@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstone.engine import approvals
-from stepstone.engine.approvals import Refused
 from stepstone.model.records import ApprovalLinkRecord
-from stepstone.ops import Operations
+from stepstone.ops import Operations, approvals
+from stepstone.ops.approvals import Refused
 
 MAX_FORM_BYTES = 16 * 1024
 # The token is in the URL: no referrer may carry it off, no cache keep the page.
@@ -61,10 +60,10 @@ class ApprovalPages:
                 form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
                 decision = (form.get("decision") or [""])[0]
                 comment = (form.get("comment") or [""])[0].strip() or None
-                link = await approvals.submit(ops.storage, ops, token, decision, comment, now)
+                link = await approvals.submit(ops, token, decision, comment, now)
                 done = "approved" if decision == "approve" else "rejected"
                 return _page(200, f"Thank you: {done}", _summary(link) + _sent(done, comment))
-            link = await approvals.open_link(ops.storage, token, now)
+            link = await approvals.open_link(ops, token, now)
         except Refused as refused:
             return _page(refused.status, "This link cannot be used", _p(refused.message))
         return _page(200, link.title or "Approval requested", _summary(link) + _form())

@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
 from stepstone import views
-from stepstone.engine import children
 from stepstone.errors import (
     CannotTerminate,
     InstanceNotFound,
@@ -378,7 +377,7 @@ async def instance_answer(
     details = views.instance_details(record, history, order=order, simple=simple)
     if not simple:
         # Child workflows (an extension): a namespaced key, only on instances that have links.
-        details.update(children.links_fields(await ops.links(record)))
+        details.update(views.links_fields(await ops.links(record)))
     return ok(details)
 
 
