@@ -17,8 +17,9 @@ from stepstone.errors import (
     WorkflowFatalError,
     WorkflowTimeoutError,
 )
+from stepstone.model.version import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "Engine",

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from stepstone import auth as tokens
-from stepstone.api.app import create_app
 from stepstone.cli.server_cmds import describe_store
 from stepstone.cloudflare import DEFAULT_WORKER_PORT
 from stepstone.cloudflare.worker_app import WorkerApp
@@ -25,7 +25,9 @@ from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
 from stepstone.observability import logs, tracing
 from stepstone.observability.http import MetricsOnly, parse_addr
+from stepstone.web.api.app import create_api, surround
 from stepstone.web.common.auth import AuthSettings
+from stepstone.web.dashboard import mount_dashboard
 
 log = logging.getLogger("stepstone.server")
 DEFAULT_DATA_DIR = ".stepstone"
@@ -50,6 +52,26 @@ def _worker_settings(
     return WorkerSettings(
         concurrency=concurrency, max_running=max_running, lease_ms=int(lease_seconds * 1000)
     )
+
+
+def build_app(
+    engine: Engine, *, auth: AuthSettings | None = None, insecure_no_auth: bool = False
+) -> FastAPI:
+    """The whole HTTP app over an open ``engine`` (the API, the dashboard at ``/dashboard``, the
+    approval pages); the caller opens and closes the engine. ``auth`` defaults to the
+    environment's (``STEPSTONE_ADMIN_TOKEN``)."""
+    settings = auth or AuthSettings.from_env()
+    # The front-ends get the operations only; the engine stays the caller's to close.
+    app = create_api(
+        engine.ops,
+        home_account=engine.project.account_id,
+        auth=settings,
+        insecure_no_auth=insecure_no_auth,
+    )
+    # The dashboard signs in with a session cookie, so it is served around the Guard.
+    mount_dashboard(app, engine.ops, auth=settings, insecure_no_auth=insecure_no_auth)
+    surround(app, engine.ops)
+    return app
 
 
 async def prepare_auth(engine: Engine, data_dir: Path, *, insecure_no_auth: bool) -> AuthSettings:
@@ -303,7 +325,7 @@ def run_server(
             )
             if insecure_no_auth:
                 insecure_banner(f"http://{host}:{port}")
-            app = create_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
+            app = build_app(engine, auth=settings, insecure_no_auth=insecure_no_auth)
             root = f"http://{browsable(host)}:{port}"
             worker_text = (
                 f"worker {describe_worker(concurrency, max_running)}"

@@ -17,7 +17,13 @@ import orjson
 from stepstone.cron import next_fire_ms
 from stepstone.model import history as h
 from stepstone.model.statuses import ALL_STATUSES
-from stepstone.storage.base import InstanceRecord, InstanceSummary, VersionRecord, WorkflowRecord
+from stepstone.storage.base import (
+    InstanceLinks,
+    InstanceRecord,
+    InstanceSummary,
+    VersionRecord,
+    WorkflowRecord,
+)
 
 REDACTED = "[REDACTED]"
 # Fields of the recorded event data that are for people (logs, dashboard), never for the API:
@@ -343,3 +349,23 @@ def _full_output(step: h.StepRecord, spliced: bool) -> Any:
     if step.output is None:
         return None
     return orjson.Fragment(step.output) if spliced else orjson.loads(step.output)
+
+
+def links_fields(links: InstanceLinks) -> dict[str, Any]:
+    """Instance details' extension fields for an instance with a parent or children: nothing
+    for any other instance, so what Cloudflare's clients see of those never changes (the SDK's
+    models allow extra keys, and this one is namespaced)."""
+    if links.parent is None and not links.children:
+        return {}
+    parent = links.parent
+    return {
+        "stepstone": {
+            "parent": None
+            if parent is None
+            else {"workflow": parent.workflow, "id": parent.id, "status": parent.status},
+            "children": [
+                {"workflow": c.workflow, "id": c.id, "status": c.status, "detached": c.detached}
+                for c in links.children
+            ],
+        }
+    }

@@ -33,7 +33,7 @@ from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError
 from stepstone.model import history as h
 from stepstone.model.statuses import TERMINAL
-from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
+from stepstone.storage.base import NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
 if TYPE_CHECKING:
@@ -287,23 +287,3 @@ def _child_error(status: str, raw: bytes | None, instance_id: str) -> dict[str, 
         if isinstance(error, dict) and "name" in error:
             return {"name": str(error["name"]), "message": str(error.get("message") or "")}
     return _error("Error", f"The child instance {instance_id} failed")
-
-
-def links_fields(links: InstanceLinks) -> dict[str, Any]:
-    """Instance details' extension fields for an instance with a parent or children: nothing
-    for any other instance, so what Cloudflare's clients see of those never changes (the SDK's
-    models allow extra keys, and this one is namespaced)."""
-    if links.parent is None and not links.children:
-        return {}
-    parent = links.parent
-    return {
-        "stepstone": {
-            "parent": None
-            if parent is None
-            else {"workflow": parent.workflow, "id": parent.id, "status": parent.status},
-            "children": [
-                {"workflow": c.workflow, "id": c.id, "status": c.status, "detached": c.detached}
-                for c in links.children
-            ],
-        }
-    }

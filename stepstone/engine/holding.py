@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 
 from stepstone.engine.signals import LeaseLost, StoreLost
+from stepstone.model.outage import StoreOutage
 from stepstone.storage.base import Fenced
-from stepstone.storage.outage import StoreOutage
 
 
 class _Holding:

@@ -18,6 +18,7 @@ from stepstone.authoring.entrypoint import WorkflowEntrypoint
 from stepstone.engine.activation import Activation
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.signals import LeaseLost, StoreLost
+from stepstone.model.outage import StoreOutage
 from stepstone.observability import metrics
 from stepstone.storage.base import (
     Claim,
@@ -28,7 +29,6 @@ from stepstone.storage.base import (
     VersionRecord,
     WorkflowRecord,
 )
-from stepstone.storage.outage import StoreOutage
 
 log = logging.getLogger("stepstone.worker")
 

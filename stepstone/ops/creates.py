@@ -130,6 +130,12 @@ class Creates(Queries):
         if self.on_workflows_changed is not None:
             self.on_workflows_changed()
 
+    async def set_account_settings(
+        self, account_id: str, success_ms: int | None, error_ms: int | None
+    ) -> None:
+        """The account's default ``(success, error)`` retentions in ms, None for unset."""
+        await self.storage.put_account_settings(account_id, success_ms, error_ms)
+
     # --- instances --------------------------------------------------------------------------
 
     async def create_instances(

@@ -3,9 +3,12 @@ instance by name, pages of instances, histories, one step's events, counts, stre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
+from stepstone import auth as tokens
+from stepstone import signed
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.errors import (
     InstanceNotFound,
@@ -20,7 +23,9 @@ from stepstone.model.ops_records import (
     BulkJobRecord,
     InstanceFilter,
 )
+from stepstone.model.records import TokenRecord
 from stepstone.ops.inputs import check_workflow_name
+from stepstone.storage.appended import Watch
 from stepstone.storage.base import (
     EventRecord,
     InstanceLinks,
@@ -31,6 +36,7 @@ from stepstone.storage.base import (
     VersionRecord,
     WorkflowRecord,
 )
+from stepstone.storage.outage import StoreHealth, health_of
 from stepstone.validation import (
     addressable_id_problem,
 )
@@ -164,3 +170,29 @@ class Queries:
     async def count_selected(self, workflow_pk: int, where: InstanceFilter) -> int:
         """How many instances a bulk action with this filter would select."""
         return await self.storage.count_selected(workflow_pk, where)
+
+    # --- what the web layer reads before routing: credentials, signing keys, the store's health
+    # The awaitables are handed back as they are: the Guard awaits one per request, and a
+    # coroutine of this method's own around each would cost that request another frame.
+
+    def token(self, secret: str) -> Awaitable[TokenRecord | None]:
+        """The live token with this secret, or None (a verification is reused for a moment:
+        ``stepstone.auth.verify_recent``)."""
+        return tokens.verify_recent(self.storage, secret)
+
+    def signing_key(self, name: str) -> Awaitable[bytes]:
+        """The store's key named ``name`` for ``stepstone.signed``, made on first use."""
+        return signed.key(self.storage, name)
+
+    @property
+    def store_health(self) -> StoreHealth | None:
+        """The store's account of an outage under way, for stores that keep one."""
+        return health_of(self.storage)
+
+    async def probe_store(self) -> None:
+        """One indexed read: proves the store answers, changes nothing."""
+        await self.storage.get_account_settings("")
+
+    def watch_appends(self, instance_pk: int) -> AbstractContextManager[Watch]:
+        """A watch woken when the instance's event log grows (storage/appended.py)."""
+        return self.storage.appended.watching(instance_pk)

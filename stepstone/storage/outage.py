@@ -15,25 +15,12 @@ import logging
 import time
 from collections.abc import Callable
 
+# The errors are vocabulary (model/outage.py): the web layer answers them without the store.
+from stepstone.model.outage import StoreFull, StoreOutage, StoreUnreachable
+
+__all__ = ["StoreFull", "StoreHealth", "StoreOutage", "StoreUnreachable", "health_of"]
+
 log = logging.getLogger("stepstone.storage")
-
-
-class StoreOutage(Exception):
-    """The store cannot do what was asked, for a reason outside the request."""
-
-    kind = "outage"
-
-
-class StoreUnreachable(StoreOutage):
-    """The database could not be reached (down, restarting, refusing connections)."""
-
-    kind = "unreachable"
-
-
-class StoreFull(StoreOutage):
-    """The disk under the store is full: the write was not made (nothing acknowledged is lost)."""
-
-    kind = "full"
 
 
 class StoreHealth:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from stepstone.engine.clock import Clock, SystemClock
+from stepstone.model.version import VERSION
 from stepstone.model.webhooks import WAITING, AttemptLog, DeliveryJob
 from stepstone.storage.base import Storage
 from stepstone.webhooks.signing import HEADER, sign
@@ -191,11 +192,9 @@ class WebhookDispatcher:
             log.info("webhook %s: lease lost while sending; another worker has it", job.pk)
 
     def _headers(self, job: DeliveryJob, body: bytes) -> dict[str, Any]:
-        from stepstone import __version__  # the package imports this module while it loads
-
         return {
             "Content-Type": "application/json",
-            "User-Agent": f"stepstone/{__version__}",
+            "User-Agent": f"stepstone/{VERSION}",
             HEADER: sign(job.secret, body, self.clock.now_ms() // 1000),
             "Stepstone-Delivery": delivery_id(job.pk),
             "Stepstone-Event": job.event,

@@ -26,12 +26,13 @@ import httpx
 import pytest
 import uvicorn
 
-from stepstone.api import AuthSettings, create_app
 from stepstone.auth import PERMISSIONS, create_token
 from stepstone.embedded import Engine
 from stepstone.engine.worker import WorkerSettings
 from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 from stepstone.project import ProjectConfig
+from stepstone.server import build_app
+from stepstone.web.common.auth import AuthSettings
 
 T = TypeVar("T")
 ACCOUNT = "acc-test"
@@ -130,7 +131,7 @@ def start_server(
             _, secret = await create_token(
                 engine.storage, name="test-admin", permissions=list(PERMISSIONS), accounts=None
             )
-            app = create_app(
+            app = build_app(
                 engine,
                 auth=AuthSettings(admin_token=ADMIN_SECRET),
                 insecure_no_auth=insecure_no_auth,

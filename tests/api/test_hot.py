@@ -1,4 +1,4 @@
-"""GET instance, GET step and POST instances answer the same through ``stepstone.api.hot`` as
+"""GET instance, GET step and POST instances answer the same through ``stepstone.web.api.hot`` as
 through FastAPI.
 
 A test header the spy below honours (GETs) or a content-type with a charset (which FastAPI
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stepstone.api import hot
+from stepstone.web.api import hot
 from tests.api.conftest import ACCOUNT, LiveServer
 
 WF = f"/accounts/{ACCOUNT}/workflows"

@@ -241,7 +241,7 @@ def test_workflow_delete_answers_envelope_and_removes_instances(server: LiveServ
 def test_answers_match_their_openapi_models(server: LiveServer) -> None:
     from pydantic import BaseModel
 
-    from stepstone.api import answers as a
+    from stepstone.web.api import answers as a
 
     _create(server, "tour", "Tour", "m1")
     server.wait_step("tour", "m1", "approval-1")

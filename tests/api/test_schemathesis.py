@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstone.web.common.throttle import Policy, for_storage
+from stepstone.web.common.throttle import Policy, for_ops
 from tests.api.conftest import ACCOUNT, LiveServer
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -54,7 +54,7 @@ def test_schemathesis_finds_nothing(sqlite_server: LiveServer, tmp_path: Path) -
     async def configure() -> None:
         # The run sends wrong and missing credentials on purpose (ignored_auth), thousands of
         # times from one address; the throttle would rightly lock it out.
-        for_storage(server.engine.storage).policy = Policy(free_failures=10**9, lock_after=10**9)
+        for_ops(server.engine.ops).policy = Policy(free_failures=10**9, lock_after=10**9)
 
     server.run(configure())
     server.register("echo", "Echo")

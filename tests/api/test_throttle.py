@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stepstone.web.common.throttle import Policy, Throttle, client_key, for_storage
+from stepstone.web.common.throttle import Policy, Throttle, client_key, for_ops
 from tests.api.conftest import ACCOUNT, LiveServer
 from tests.dashboard.conftest import browser_client, csrf_of
 
@@ -119,7 +119,7 @@ def _client(live: LiveServer, token: str, source: str = "127.0.0.1") -> httpx.Cl
 
 @pytest.fixture
 def throttled(server: LiveServer) -> Iterator[tuple[LiveServer, Throttle]]:
-    throttle = for_storage(server.engine.storage)
+    throttle = for_ops(server.engine.ops)
 
     async def configure() -> None:
         throttle.policy = Policy(free_failures=2, first_delay=0.001, max_delay=0.002, lock_after=6)

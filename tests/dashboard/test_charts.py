@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from stepstone.dashboard import charts
 from stepstone.engine.clock import ManualClock
+from stepstone.web.dashboard import charts
 from tests.dashboard import truth_flows
 from tests.dashboard.conftest import ACCOUNT, LiveServer, sign_in
 

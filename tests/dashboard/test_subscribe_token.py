@@ -60,7 +60,5 @@ def test_a_tampered_or_expired_token_is_refused(dash: LiveServer) -> None:
     _refused(dash, url("waiter", "w1"), f"{body}.{signature[::-1]}")
     _refused(dash, url("waiter", "w1"), body)
     long_ago = int(time.time() * 1000) - subscribe_token.LIFETIME_MS - 1
-    stale, _ = dash.run(
-        subscribe_token.mint(dash.engine.storage, ACCOUNT, "waiter", "w1", long_ago)
-    )
+    stale, _ = dash.run(subscribe_token.mint(dash.engine.ops, ACCOUNT, "waiter", "w1", long_ago))
     _refused(dash, url("waiter", "w1"), stale)

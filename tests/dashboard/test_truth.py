@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from stepstone.dashboard.present import duration, when
 from stepstone.model import history as h
 from stepstone.storage.base import InstanceRecord
+from stepstone.web.dashboard.present import duration, when
 from tests.api.conftest import start_server
 from tests.dashboard import truth_flows as flows
 from tests.dashboard.conftest import ACCOUNT, LiveServer, sign_in
@@ -250,7 +250,7 @@ def test_the_timeline_draws_attempts_retries_and_gaps_on_one_axis(dash: LiveServ
 
 
 def test_a_long_history_draws_a_bounded_chart_and_says_so(dash: LiveServer) -> None:
-    from stepstone.dashboard.timeline import MAX_LANES
+    from stepstone.web.dashboard.timeline import MAX_LANES
 
     dash.run(dash.engine.register("many", flows.Many))
     dash.run(dash.engine.workflow("many").create(id="long-1", params={"steps": MAX_LANES + 3}))

@@ -14,9 +14,9 @@ import pytest
 from cloudflare.types.workflows import InstanceGetResponse
 
 from stepstone import Engine, NonRetryableError, WorkerSettings, WorkflowEntrypoint, views
-from stepstone.engine.children import links_fields
 from stepstone.model.actors import Actor
 from stepstone.model.ops_records import AuditQuery
+from stepstone.views import links_fields
 from tests.engine.conftest import steps_of, wait_for
 from tests.scale.test_workers import Cluster
 

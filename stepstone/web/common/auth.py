@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from stepstone import auth as tokens
 from stepstone.errors import Forbidden, StepstoneError, Unauthorized
-from stepstone.storage.base import Storage
+from stepstone.ops import Queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ def credential(headers: Mapping[str, str]) -> str | None:
 
 
 async def authenticate(
-    storage: Storage, settings: AuthSettings, headers: Mapping[str, str]
+    ops: Queries, settings: AuthSettings, headers: Mapping[str, str]
 ) -> Principal:
     secret = credential(headers)
     if secret is None:
@@ -69,7 +69,7 @@ async def authenticate(
         raise Unauthorized("the Authorization header must read: Bearer <token>")
     if tokens.matches_admin(secret, settings.admin_token):
         return ADMIN
-    record = await tokens.verify_recent(storage, secret)
+    record = await ops.token(secret)
     if record is None:
         raise Unauthorized("the token is unknown or revoked")
     return Principal(record.name, frozenset(record.permissions), record.accounts, record.id)
@@ -85,7 +85,7 @@ def authorize(principal: Principal, *, write: bool, account_id: str | None) -> N
 
 
 async def check(
-    storage: Storage,
+    ops: Queries,
     settings: AuthSettings,
     headers: Mapping[str, str],
     *,
@@ -93,7 +93,7 @@ async def check(
     account_id: str | None,
 ) -> Principal | StepstoneError:
     try:
-        principal = await authenticate(storage, settings, headers)
+        principal = await authenticate(ops, settings, headers)
         authorize(principal, write=write, account_id=account_id)
     except StepstoneError as exc:
         return exc

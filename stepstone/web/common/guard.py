@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.errors import InvalidRequest, PayloadTooLarge, TooManyRequests, Unauthorized
-from stepstone.storage.base import Storage
+from stepstone.ops import Queries
 from stepstone.web.common import auth, subscribe_token
 from stepstone.web.common.envelope import error
-from stepstone.web.common.throttle import for_storage
+from stepstone.web.common.throttle import for_ops
 
 MAX_BODY_BYTES = 1 << 20
 OPEN_PATHS = frozenset({"/healthz"})
@@ -44,15 +44,15 @@ class Guard:
         self,
         app: ASGIApp,
         *,
-        storage: Storage,
+        ops: Queries,
         settings: auth.AuthSettings,
         insecure_no_auth: bool,
     ) -> None:
         self.app = app
-        self.storage = storage
+        self.ops = ops
         self.settings = settings
         self.insecure_no_auth = insecure_no_auth
-        self.throttle = for_storage(storage)
+        self.throttle = for_ops(ops)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,9 +97,7 @@ class Guard:
         headers = Headers(scope=scope)
         token = _subscribe_token(scope, headers)
         if token is not None:
-            reader = await subscribe_token.principal(
-                self.storage, path, token, int(time.time() * 1000)
-            )
+            reader = await subscribe_token.principal(self.ops, path, token, int(time.time() * 1000))
             if reader is not None:
                 self.throttle.succeeded(address)
                 return reader
@@ -109,7 +107,7 @@ class Guard:
             )
         match = _ACCOUNT.match(path)
         outcome = await auth.check(
-            self.storage,
+            self.ops,
             self.settings,
             headers,
             write=scope["method"] not in READ_METHODS,

@@ -24,14 +24,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepstone.errors import InvalidRequest, StepstoneError, StorageFull, StorageUnavailable
-from stepstone.storage.base import Storage
-from stepstone.storage.outage import (
-    StoreFull,
-    StoreHealth,
-    StoreOutage,
-    StoreUnreachable,
-    health_of,
-)
+from stepstone.model.outage import StoreFull, StoreOutage, StoreUnreachable
+from stepstone.ops import Queries
 from stepstone.web.common.envelope import error, ok
 
 READY_PATH = "/readyz"
@@ -55,10 +49,10 @@ def outage_answer(outage: StoreOutage) -> Response:
 
 
 class OutageGuard:
-    def __init__(self, app: ASGIApp, *, storage: Storage) -> None:
+    def __init__(self, app: ASGIApp, *, ops: Queries) -> None:
         self.app = app
-        self.storage = storage
-        self.health: StoreHealth | None = health_of(storage)
+        self.ops = ops
+        self.health = ops.store_health
         # Requests not yet answering: their task, and when they arrived (loop time).
         self._waiting: dict[asyncio.Task[Any], float] = {}
         self._cut: set[asyncio.Task[Any]] = set()
@@ -148,8 +142,7 @@ class OutageGuard:
             return outage_answer(health.failing)
         try:
             async with asyncio.timeout(PATIENCE_S):
-                # One indexed read: proves the store answers, changes nothing.
-                await self.storage.get_account_settings("")
+                await self.ops.probe_store()
         except TimeoutError:
             return outage_answer(StoreUnreachable("no answer within the patience"))
         except StoreUnreachable as exc:

@@ -1,5 +1,5 @@
 """The live instance event stream as Server-Sent Events: what ``GET .../instances/{id}/subscribe``
-(``stepstone.api.routes.subscribe``) and the dashboard both serve.
+(``stepstone.web.api.routes.subscribe``) and the dashboard both serve.
 
 The spec marks this endpoint uncertain (2.6); the shape chosen, and why, is in
 docs/compatibility.md under "Live event stream". Each stored log event becomes one spec 3.4
@@ -217,7 +217,7 @@ async def instance_events(
     clock = asyncio.get_running_loop().time
     last_sent = clock()
     woken = False
-    with ops.storage.appended.watching(record.pk) as watch:
+    with ops.watch_appends(record.pk) as watch:
         while True:
             watch.arm()  # a commit from here on wakes the wait below, even one during the read
             last_read = clock()

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from stepstone import auth as tokens
 from stepstone import signed
-from stepstone.storage.base import Storage
+from stepstone.ops import Queries
 from stepstone.web.common.auth import Principal
 
 KEY_NAME = "subscribe-tokens"
@@ -32,19 +32,19 @@ STREAM_READER = frozenset({tokens.SCRIPTS_READ})
 
 
 async def mint(
-    storage: Storage, account_id: str, workflow: str, instance_id: str, now: int
+    ops: Queries, account_id: str, workflow: str, instance_id: str, now: int
 ) -> tuple[str, int]:
     """A token for the instance's stream, and when it expires (epoch ms)."""
     expires = now + LIFETIME_MS
     claims = {"a": account_id, "w": workflow, "i": instance_id, "e": expires}
-    return signed.seal(await signed.key(storage, KEY_NAME), claims), expires
+    return signed.seal(await ops.signing_key(KEY_NAME), claims), expires
 
 
-async def principal(storage: Storage, path: str, token: str, now: int) -> Principal | None:
+async def principal(ops: Queries, path: str, token: str, now: int) -> Principal | None:
     """Who a token speaks for on ``path``: a read-only principal of the token's account, or
     None if the token is malformed, tampered with, expired, or for another stream."""
     match = _STREAM_PATH.match(path)
-    if match is None or not signed.verified(await signed.key(storage, KEY_NAME), token):
+    if match is None or not signed.verified(await ops.signing_key(KEY_NAME), token):
         return None
     claims = signed.claims_of(token)
     if claims is None or not isinstance(claims.get("e"), int) or now >= claims["e"]:

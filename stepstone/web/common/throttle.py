@@ -9,7 +9,8 @@ a locked-out address cannot learn that a guess was right. A correct token resets
 The delay is an ``asyncio.sleep`` on the failing request only: it holds no thread, and a
 request from any other address (or a correct token from this one before it is locked) is not
 touched. IPv6 clients count per /64, the block one host usually holds. The API's Guard and the
-dashboard's sign-in share one throttle per store, so guesses through either count together.
+dashboard's sign-in share one throttle per ``Operations`` (an engine has one), so guesses
+through either count together.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from stepstone.storage.base import Storage
+from stepstone.ops import Queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +139,12 @@ def client_key(address: str) -> str:
     return str(ip)
 
 
-_shared: weakref.WeakKeyDictionary[Storage, Throttle] = weakref.WeakKeyDictionary()
+_shared: weakref.WeakKeyDictionary[Queries, Throttle] = weakref.WeakKeyDictionary()
 
 
-def for_storage(storage: Storage) -> Throttle:
-    """The throttle every front-end of this store uses."""
-    throttle = _shared.get(storage)
+def for_ops(ops: Queries) -> Throttle:
+    """The throttle every front-end over these operations uses."""
+    throttle = _shared.get(ops)
     if throttle is None:
-        throttle = _shared[storage] = Throttle()
+        throttle = _shared[ops] = Throttle()
     return throttle

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stepstone import views
-from stepstone.api import answers as a
-from stepstone.api import deps
-from stepstone.api.answers import doc
 from stepstone.errors import VersionNotFound
 from stepstone.model.records import VersionRecord, WorkflowRecord
+from stepstone.web.api import answers as a
+from stepstone.web.api import deps
+from stepstone.web.api.answers import doc
 from stepstone.web.common.envelope import ok, page_info
 from stepstone.web.common.query import MAX_PAGE
 

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
-from stepstone.api import deps
-from stepstone.api.routes.operators import request_actor
 from stepstone.errors import CannotRestart, StepNotFound
 from stepstone.ops import RestartFrom, check_payload_size
 from stepstone.repair import RepairRequest, repair
+from stepstone.web.api import deps
+from stepstone.web.api.routes.operators import request_actor
 from stepstone.web.common.envelope import ok
 
 router = APIRouter(tags=["stepstone extensions"])

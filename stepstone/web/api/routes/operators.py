@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from stepstone import views
-from stepstone.api import deps
-from stepstone.api.no_nul import NO_NUL
 from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
 from stepstone.errors import InvalidRequest
 from stepstone.model.actors import ANONYMOUS, TOKEN, Actor
 from stepstone.model.ops_records import AuditQuery
+from stepstone.web.api import deps
+from stepstone.web.api.no_nul import NO_NUL
 from stepstone.web.common.auth import NOBODY_NEEDED, Principal
 from stepstone.web.common.envelope import ok
 from stepstone.web.common.query import parse_date

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepstone.dashboard import present
 from stepstone.model import history as h
 from stepstone.model.records import EventRecord, InstanceQuery, InstanceRecord, WorkflowRecord
 from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
+from stepstone.web.dashboard import present
 
 # The chart's horizontal unit: an SVG viewBox this wide, stretched to the row's width.
 SCALE = 1000.0

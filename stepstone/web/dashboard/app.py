@@ -18,14 +18,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepstone.dashboard import present
-from stepstone.dashboard.access import DashboardState, SignInNeeded
-from stepstone.dashboard.sessions import SessionStore
-from stepstone.embedded import Engine
 from stepstone.errors import StepstoneError
-from stepstone.storage.outage import StoreOutage
+from stepstone.model.outage import StoreOutage
+from stepstone.ops import Operations
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.outage import RETRY_AFTER_S, api_error
+from stepstone.web.dashboard import present
+from stepstone.web.dashboard.access import DashboardState, SignInNeeded
+from stepstone.web.dashboard.sessions import SessionStore
 
 PREFIX = "/dashboard"
 # Nothing inline and nothing from elsewhere: the page's own script and stylesheet only.
@@ -43,7 +43,7 @@ SECURITY_HEADERS = [
 
 def templates() -> Jinja2Templates:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("stepstone.dashboard", "templates"),
+        loader=jinja2.PackageLoader("stepstone.web.dashboard", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -60,16 +60,16 @@ def templates() -> Jinja2Templates:
 
 
 def create_dashboard(
-    engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False
+    ops: Operations, *, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> FastAPI:
-    from stepstone.dashboard import actions, operators, pages, repair_hooks
+    from stepstone.web.dashboard import actions, operators, pages, repair_hooks
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
-    app.state.dashboard = DashboardState(engine, SessionStore(), auth, insecure_no_auth)
+    app.state.dashboard = DashboardState(ops, SessionStore(), auth, insecure_no_auth)
     app.state.templates = templates()
     app.mount(
         PREFIX + "/static",
-        StaticFiles(packages=[("stepstone.dashboard", "static")]),
+        StaticFiles(packages=[("stepstone.web.dashboard", "static")]),
         name="static",
     )
     app.include_router(pages.router)
@@ -159,8 +159,8 @@ class DashboardGate:
 
 
 def mount_dashboard(
-    app: FastAPI, engine: Engine, *, auth: AuthSettings, insecure_no_auth: bool = False
+    app: FastAPI, ops: Operations, *, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> None:
     """Serve the dashboard at ``/dashboard`` on ``app``, the API's FastAPI app."""
-    dashboard = create_dashboard(engine, auth=auth, insecure_no_auth=insecure_no_auth)
+    dashboard = create_dashboard(ops, auth=auth, insecure_no_auth=insecure_no_auth)
     app.add_middleware(DashboardGate, dashboard=dashboard)

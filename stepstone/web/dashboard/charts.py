@@ -14,11 +14,11 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from stepstone.dashboard import present
 from stepstone.model import history as h
 from stepstone.model.records import InstanceQuery, InstanceRecord, WorkflowRecord
 from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
+from stepstone.web.dashboard import present
 
 HOUR_MS = 3_600_000
 # name -> (span, buckets): five-minute, hourly and six-hourly columns.

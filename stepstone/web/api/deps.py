@@ -1,10 +1,9 @@
-"""What route handlers share: the engine, the caller, path parameters as meant."""
+"""What route handlers share: the operations, the caller, path parameters as meant."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from stepstone.embedded import Engine
 from stepstone.ops import Operations
 from stepstone.web.common.auth import Principal
 from stepstone.web.common.guard import segment
@@ -14,13 +13,15 @@ WORKFLOW_PREFIX = ACCOUNT_PREFIX + "/workflows/{workflow_name}"
 INSTANCE_PREFIX = WORKFLOW_PREFIX + "/instances/{instance_id}"
 
 
-def engine(request: Request) -> Engine:
-    value: Engine = request.app.state.engine
+def ops(request: Request) -> Operations:
+    value: Operations = request.app.state.ops
     return value
 
 
-def ops(request: Request) -> Operations:
-    return engine(request).ops
+def home_account(request: Request) -> str:
+    """The project's account (``stepstone.toml``'s ``account_id``)."""
+    value: str = request.app.state.home_account
+    return value
 
 
 def principal(request: Request) -> Principal:

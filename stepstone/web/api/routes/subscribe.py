@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from stepstone import views
-from stepstone.api import deps
+from stepstone.web.api import deps
 from stepstone.web.common import subscribe_token
 from stepstone.web.common.envelope import ok
 from stepstone.web.common.sse import parse_filter, sse_response, start_after
@@ -53,9 +53,7 @@ async def subscribe_token_for(
     ops = deps.ops(request)
     account, workflow = deps.path(request, "account_id"), deps.path(request, "workflow_name")
     _, record = await ops.instance(account, workflow, deps.path(request, "instance_id"))
-    token, expires = await subscribe_token.mint(
-        ops.storage, account, workflow, record.id, ops.now()
-    )
+    token, expires = await subscribe_token.mint(ops, account, workflow, record.id, ops.now())
     return ok(
         {
             "token": token,

@@ -13,26 +13,28 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from stepstone import __version__
-from stepstone.api.answers import Health, doc
-from stepstone.api.front_door import FrontDoor
-from stepstone.api.hot import HotReads
-from stepstone.api.jobs import TerminateJobs
-from stepstone.api.no_nul import NulInUrl
-from stepstone.api.openapi import allowed_methods, refine
-from stepstone.api.routes import ALL
-from stepstone.embedded import Engine
 from stepstone.errors import (
     InternalError,
     InvalidRequest,
     RouteNotFound,
     StepstoneError,
 )
+from stepstone.model.outage import StoreOutage
 from stepstone.model.records import Conflict
+from stepstone.model.version import VERSION
 from stepstone.observability.http import METRICS_PATH, RequestMetrics, metrics_route
 from stepstone.observability.store_gauges import StoreGauges
 from stepstone.observability.tracing import TraceContext
-from stepstone.storage.outage import StoreOutage
+from stepstone.ops import Operations
+from stepstone.web.api.answers import Health, doc
+from stepstone.web.api.front_door import FrontDoor
+from stepstone.web.api.hot import HotReads
+from stepstone.web.api.jobs import TerminateJobs
+from stepstone.web.api.no_nul import NulInUrl
+from stepstone.web.api.openapi import allowed_methods, refine
+from stepstone.web.api.routes import ALL
+from stepstone.web.api.routes.approvals import ApprovalPages
+from stepstone.web.api.routes.subscribe import router as subscribe_router
 from stepstone.web.common.auth import AuthSettings
 from stepstone.web.common.envelope import error, expected_failure, ok
 from stepstone.web.common.guard import OPEN_PATHS, Guard
@@ -42,10 +44,12 @@ log = logging.getLogger("stepstone.api")
 OPENAPI_URL = "/client/v4/openapi.json"
 
 
-def create_app(
-    engine: Engine, *, auth: AuthSettings | None = None, insecure_no_auth: bool = False
+def create_api(
+    ops: Operations, *, home_account: str, auth: AuthSettings, insecure_no_auth: bool = False
 ) -> FastAPI:
-    """The API over an open ``engine``; the caller opens and closes the engine."""
+    """The API over ``ops`` (an open engine's), its Guard innermost but for the hot reads;
+    ``home_account`` is the project's account, listed even before it has a workflow. The caller
+    wraps the rest around it (``stepstone.server.build_app``: the dashboard, then ``surround``)."""
     jobs = TerminateJobs()
 
     @asynccontextmanager
@@ -57,14 +61,15 @@ def create_app(
 
     app = FastAPI(
         title="Stepstone Workflows API (Cloudflare v4 compatible)",
-        version=__version__,
+        version=VERSION,
         openapi_url=OPENAPI_URL,
         docs_url=None,
         redoc_url=None,
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    app.state.engine = engine
+    app.state.ops = ops
+    app.state.home_account = home_account
     app.state.terminate_jobs = jobs
     for router in ALL:
         app.include_router(router)
@@ -80,32 +85,28 @@ def create_app(
 
     # Behind the Guard: a token with a read permission scrapes it (docs/operations.md).
     app.add_api_route(
-        METRICS_PATH, metrics_route(StoreGauges(engine.storage)), include_in_schema=False
+        METRICS_PATH, metrics_route(StoreGauges(ops.storage)), include_in_schema=False
     )
     _install_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Inside the Guard: the hot reads are served only to callers it let through.
-    app.add_middleware(HotReads, engine=engine, routers=ALL)
+    app.add_middleware(HotReads, ops=ops, routers=ALL)
     app.add_middleware(
         Guard,
-        storage=engine.storage,
-        settings=auth or AuthSettings.from_env(),
+        ops=ops,
+        settings=auth,
         insecure_no_auth=insecure_no_auth,
     )
-    # Imported here: both import the API package, which imports this module.
-    from stepstone.api.routes.approvals import ApprovalPages
-    from stepstone.api.routes.subscribe import router as subscribe_router
-    from stepstone.dashboard import mount_dashboard
-
     app.include_router(subscribe_router)
-    # The dashboard signs in with a session cookie, so it is served around the Guard.
-    mount_dashboard(
-        app, engine, auth=auth or AuthSettings.from_env(), insecure_no_auth=insecure_no_auth
-    )
+    return app
+
+
+def surround(app: FastAPI, ops: Operations) -> None:
+    """The middleware outside the Guard and the dashboard, added last so that it runs first."""
     # Approval pages (an extension): their signed token is the credential, so around the Guard.
-    app.add_middleware(ApprovalPages, engine=engine)
+    app.add_middleware(ApprovalPages, ops=ops)
     # Outermost: the Guard's token lookups meet an outage too; it also serves /readyz.
-    app.add_middleware(OutageGuard, storage=engine.storage)
+    app.add_middleware(OutageGuard, ops=ops)
     # Before anything reads the store: a NUL in the URL matches nothing stored (no_nul.py).
     app.add_middleware(NulInUrl)
     # A browser at / or asking for /favicon.ico needs neither a token nor the store.
@@ -113,7 +114,6 @@ def create_app(
     app.add_middleware(RequestMetrics)
     # A caller's traceparent, kept with the instances it creates (observability/tracing.py).
     app.add_middleware(TraceContext)
-    return app
 
 
 def _install_handlers(app: FastAPI) -> None:

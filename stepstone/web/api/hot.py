@@ -28,10 +28,9 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstone.api.routes import instances
-from stepstone.api.schemas import InstanceCreate
-from stepstone.embedded import Engine
 from stepstone.ops import Operations
+from stepstone.web.api.routes import instances
+from stepstone.web.api.schemas import InstanceCreate
 from stepstone.web.common.envelope import expected_failure
 from stepstone.web.common.guard import replay, segment
 
@@ -131,11 +130,11 @@ def _query(raw: bytes) -> QueryParams | None:
 
 
 class HotReads:
-    def __init__(self, app: ASGIApp, *, engine: Engine, routers: Iterable[APIRouter]) -> None:
+    def __init__(self, app: ASGIApp, *, ops: Operations, routers: Iterable[APIRouter]) -> None:
         """``routers`` in the order the app includes them: a route declared before a hot one
         with the same method (``GET .../instances/terminate``) keeps the paths it matches."""
         self.app = app
-        self.engine = engine
+        self.ops = ops
         self.hot: dict[str, list[_Hot]] = {}
         seen: dict[str, list[APIRoute]] = {}
         for router in routers:
@@ -179,7 +178,7 @@ class HotReads:
             receive = replay(body, receive)
             if content_type != "application/json" or not body:
                 return None, receive
-        return hot.spec.reader(self.engine.ops, Plain(where, query, body)), receive
+        return hot.spec.reader(self.ops, Plain(where, query, body)), receive
 
     def _match(self, scope: Scope) -> tuple[_Hot, tuple[str, ...], QueryParams] | None:
         if scope["type"] != "http" or scope.get("root_path"):

@@ -12,8 +12,6 @@ from starlette.responses import Response
 
 from stepstone.audit import entry_dict
 from stepstone.bulk import BulkService, job_dict, make_spec
-from stepstone.dashboard.access import Viewer, ViewerDep, state
-from stepstone.dashboard.app import PREFIX
 from stepstone.errors import InvalidRequest
 from stepstone.model.actors import DASHBOARD, Actor
 from stepstone.model.ops_records import AuditQuery, InstanceFilter
@@ -21,6 +19,8 @@ from stepstone.model.records import WorkflowRecord
 from stepstone.ops import Operations
 from stepstone.web.common.auth import NOBODY_NEEDED
 from stepstone.web.common.guard import segment
+from stepstone.web.dashboard.access import Viewer, ViewerDep, state
+from stepstone.web.dashboard.app import PREFIX
 
 router = APIRouter()
 
@@ -39,7 +39,7 @@ def viewer_actor(who: Viewer) -> Actor:
 
 
 def job_url(account_id: str, job_id: str) -> str:
-    from stepstone.dashboard import present
+    from stepstone.web.dashboard import present
 
     return f"{PREFIX}/accounts/{present.seg(account_id)}/bulk/{present.seg(job_id)}"
 
@@ -85,9 +85,9 @@ def _text(form: Any, name: str) -> str:
 async def bulk_all(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str
 ) -> Response:
-    from stepstone.dashboard.pages import _day, page, workflow_url
+    from stepstone.web.dashboard.pages import _day, page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     form = await request.form()
@@ -126,9 +126,9 @@ async def bulk_all(
 
 @router.get(JOB)
 async def bulk_job(request: Request, who: ViewerDep, account_id: str, job_id: str) -> Response:
-    from stepstone.dashboard.pages import page, workflow_url
+    from stepstone.web.dashboard.pages import page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     service = BulkService(ops)
     job = await service.get(segment(account_id), segment(job_id))
     reasons: dict[str, list[tuple[str, int]]] = {}
@@ -156,7 +156,7 @@ async def bulk_job(request: Request, who: ViewerDep, account_id: str, job_id: st
 
 @router.post(JOB + "/cancel")
 async def cancel_job(request: Request, who: ViewerDep, account_id: str, job_id: str) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account = segment(account_id)
     job = await BulkService(ops).cancel(account, segment(job_id), viewer_actor(who))
     who.session.flash("ok", f"Bulk job {job.id[:8]} is {job.status}.")

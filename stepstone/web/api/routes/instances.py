@@ -12,18 +12,6 @@ from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
 from stepstone import views
-from stepstone.api import answers as a
-from stepstone.api import deps
-from stepstone.api.answers import doc
-from stepstone.api.routes.operators import request_actor
-from stepstone.api.schemas import (
-    BatchCount,
-    BatchDelete,
-    BatchInstances,
-    InstanceCreate,
-    StatusChange,
-)
-from stepstone.engine import children
 from stepstone.errors import (
     CannotTerminate,
     InstanceNotFound,
@@ -43,6 +31,17 @@ from stepstone.ops import (
     RestartFrom,
     check_payload_size,
     retention_ms,
+)
+from stepstone.web.api import answers as a
+from stepstone.web.api import deps
+from stepstone.web.api.answers import doc
+from stepstone.web.api.routes.operators import request_actor
+from stepstone.web.api.schemas import (
+    BatchCount,
+    BatchDelete,
+    BatchInstances,
+    InstanceCreate,
+    StatusChange,
 )
 from stepstone.web.common.envelope import ok
 from stepstone.web.common.query import MAX_PAGE, decode_cursor, encode_cursor, parse_date
@@ -180,7 +179,7 @@ async def create_instance(
 async def create_answer(
     ops: Operations, account_id: str, workflow_name: str, body: InstanceCreate
 ) -> Response:
-    """POST instances, its body already validated (shared with ``stepstone.api.hot``)."""
+    """POST instances, its body already validated (shared with ``stepstone.web.api.hot``)."""
     workflow, records = await ops.create_instances(
         account_id, workflow_name, [_create_request(body)], skip_existing=False
     )
@@ -367,7 +366,7 @@ async def instance_answer(
     order: str,
     simple: bool,
 ) -> Response:
-    """GET instance, its parameters already checked (shared with ``stepstone.api.hot``)."""
+    """GET instance, its parameters already checked (shared with ``stepstone.web.api.hot``)."""
     if simple:
         # What pollers ask for (the SDK's status(), the Workers shim): from the row and an
         # indexed summary, so a poll costs the same at 1 step as at 10,000.
@@ -378,7 +377,7 @@ async def instance_answer(
     details = views.instance_details(record, history, order=order, simple=simple)
     if not simple:
         # Child workflows (an extension): a namespaced key, only on instances that have links.
-        details.update(children.links_fields(await ops.links(record)))
+        details.update(views.links_fields(await ops.links(record)))
     return ok(details)
 
 
@@ -418,7 +417,7 @@ async def step_answer(
     kind: str,
     attempt: int | None,
 ) -> Response:
-    """GET step, its parameters already checked (shared with ``stepstone.api.hot``)."""
+    """GET step, its parameters already checked (shared with ``stepstone.web.api.hot``)."""
     _, record = await ops.instance(account_id, workflow_name, instance_id)
     # Only the events of the steps with this name: one index range, whatever the history holds.
     history = await ops.step_history(record, name)

@@ -9,16 +9,15 @@ the event once. Nothing under ``/client/v4`` changes.
 from __future__ import annotations
 
 import html
-from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstone.engine import approvals
-from stepstone.engine.approvals import Refused
 from stepstone.model.records import ApprovalLinkRecord
+from stepstone.ops import Operations, approvals
+from stepstone.ops.approvals import Refused
 
 MAX_FORM_BYTES = 16 * 1024
 # The token is in the URL: no referrer may carry it off, no cache keep the page.
@@ -35,9 +34,9 @@ HEADERS = {
 class ApprovalPages:
     """ASGI middleware answering the approval paths and passing everything else on."""
 
-    def __init__(self, app: ASGIApp, engine: Any) -> None:
+    def __init__(self, app: ASGIApp, ops: Operations) -> None:
         self.app = app
-        self.engine = engine
+        self.ops = ops
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -49,8 +48,8 @@ class ApprovalPages:
         await response(scope, receive, send)
 
     async def _answer(self, request: Request, token: str) -> Response:
-        engine = self.engine
-        now = engine.ops.now()
+        ops = self.ops
+        now = ops.now()
         if request.method not in ("GET", "HEAD", "POST"):
             return _page(405, "Not allowed", "<p>Open the link, or submit its form.</p>")
         try:
@@ -61,12 +60,10 @@ class ApprovalPages:
                 form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
                 decision = (form.get("decision") or [""])[0]
                 comment = (form.get("comment") or [""])[0].strip() or None
-                link = await approvals.submit(
-                    engine.storage, engine.ops, token, decision, comment, now
-                )
+                link = await approvals.submit(ops, token, decision, comment, now)
                 done = "approved" if decision == "approve" else "rejected"
                 return _page(200, f"Thank you: {done}", _summary(link) + _sent(done, comment))
-            link = await approvals.open_link(engine.storage, token, now)
+            link = await approvals.open_link(ops, token, now)
         except Refused as refused:
             return _page(refused.status, "This link cannot be used", _p(refused.message))
         return _page(200, link.title or "Approval requested", _summary(link) + _form())

@@ -7,12 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from stepstone.dashboard.access import ViewerDep, state
-from stepstone.dashboard.app import PREFIX
-from stepstone.dashboard.operators import viewer_actor
 from stepstone.errors import InvalidRequest, StepstoneError
 from stepstone.repair import RepairRequest, parse_output, repair
 from stepstone.web.common.guard import segment
+from stepstone.web.dashboard.access import ViewerDep, state
+from stepstone.web.dashboard.app import PREFIX
+from stepstone.web.dashboard.operators import viewer_actor
 from stepstone.webhooks.service import Hooks, delivery_dict, hook_dict
 
 router = APIRouter()
@@ -30,11 +30,11 @@ def _text(value: object) -> str:
 async def repair_step(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str, instance_id: str
 ) -> Response:
-    from stepstone.dashboard import present
-    from stepstone.dashboard.actions import attempt, back
-    from stepstone.dashboard.pages import instance_url
+    from stepstone.web.dashboard import present
+    from stepstone.web.dashboard.actions import attempt, back
+    from stepstone.web.dashboard.pages import instance_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     form = await request.form()
     try:
@@ -59,9 +59,9 @@ async def repair_step(
 async def hooks_page(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str
 ) -> Response:
-    from stepstone.dashboard.pages import page, workflow_url
+    from stepstone.web.dashboard.pages import page, workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     service = Hooks(ops)
@@ -84,10 +84,10 @@ async def hooks_page(
 async def resend(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str, delivery_id: str
 ) -> Response:
-    from stepstone.dashboard.actions import attempt, back
-    from stepstone.dashboard.pages import workflow_url
+    from stepstone.web.dashboard.actions import attempt, back
+    from stepstone.web.dashboard.pages import workflow_url
 
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name, delivery = segment(account_id), segment(workflow_name), segment(delivery_id)
     await attempt(
         who,

@@ -11,10 +11,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from stepstone import views
-from stepstone.dashboard import charts, present, timeline
-from stepstone.dashboard.access import Viewer, ViewerDep, state
-from stepstone.dashboard.app import PREFIX, render
-from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
 from stepstone.errors import InvalidRequest, StepNotFound
 from stepstone.model import history as h
 from stepstone.model.records import InstanceQuery, WorkflowRecord
@@ -22,6 +18,10 @@ from stepstone.model.statuses import ALL_STATUSES, TERMINAL
 from stepstone.web.common import sse
 from stepstone.web.common.guard import segment
 from stepstone.web.common.query import decode_cursor, encode_cursor, parse_date
+from stepstone.web.dashboard import charts, present, timeline
+from stepstone.web.dashboard.access import Viewer, ViewerDep, state
+from stepstone.web.dashboard.app import PREFIX, render
+from stepstone.web.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE
 
 router = APIRouter()
 WORKFLOW = PREFIX + "/accounts/{account_id}/workflows/{workflow_name}"
@@ -112,24 +112,24 @@ def set_strict_cookie(request: Request, response: Response, name: str, value: st
 
 
 async def _visible_workflows(who: Viewer, request: Request) -> list[WorkflowRecord]:
-    storage = state(request).engine.storage
+    ops = state(request).ops
     accounts = who.principal.accounts
     found: list[WorkflowRecord] = []
     for account in [None] if accounts is None else list(accounts):
-        records, _ = await storage.list_workflows(account, None, 0, MAX_WORKFLOWS)
+        records, _ = await ops.workflows(account, None, 0, MAX_WORKFLOWS)
         found.extend(r for r in records if who.may_see(r.account_id))
     return found
 
 
 @router.get(PREFIX + "/workflows")
 async def workflows(request: Request, who: ViewerDep) -> Response:
-    engine = state(request).engine
-    now = engine.ops.now()
+    ops = state(request).ops
+    now = ops.now()
     rows: list[dict[str, Any]] = []
     records = await _visible_workflows(who, request)
     for record in records:
-        counts = await engine.ops.instance_counts(record.pk)
-        _, versions = await engine.ops.versions(record.pk, 0, 1)
+        counts = await ops.instance_counts(record.pk)
+        _, versions = await ops.versions(record.pk, 0, 1)
         rows.append(
             {
                 "record": record,
@@ -172,7 +172,7 @@ async def instances(
     cursor: str | None = Query(None),
     window: str | None = Query(None),
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     status = status or None
@@ -208,7 +208,7 @@ async def instances(
     cap = workflow.version.concurrency_limit
     usage = await ops.concurrency_usage(workflow.pk) if cap else None
     # Operator extensions: "act on all N matching" and the Activity panel.
-    from stepstone.dashboard import operators
+    from stepstone.web.dashboard import operators
 
     selection = operators.page_filter(status, created_from, created_to)
     matching = await operators.matching(ops, workflow, selection) if not problem else 0
@@ -250,7 +250,7 @@ async def instance(
     instance_id: str,
     fragment: int = 0,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     workflow, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )
@@ -282,7 +282,7 @@ async def instance(
         "base": instance_url(workflow.account_id, workflow.name, record.id),
     }
     if not fragment:
-        from stepstone.dashboard import operators
+        from stepstone.web.dashboard import operators
 
         context["activity"] = await operators.activity(
             ops, workflow.account_id, workflow.name, record.id
@@ -301,7 +301,7 @@ async def instance_events(
     instance_id: str,
     cursor: int | None = Query(None, ge=0),
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     _, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )
@@ -320,7 +320,7 @@ async def step_output(
     name: str = Query(min_length=1, max_length=300),
     download: int = 0,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     workflow, record = await ops.instance(
         segment(account_id), segment(workflow_name), segment(instance_id)
     )

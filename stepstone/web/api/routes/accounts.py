@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from stepstone.api import answers as a
-from stepstone.api import deps
-from stepstone.api.answers import doc
-from stepstone.api.schemas import SettingsPatch
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.ops import retention_ms
+from stepstone.web.api import answers as a
+from stepstone.web.api import deps
+from stepstone.web.api.answers import doc
+from stepstone.web.api.schemas import SettingsPatch
 from stepstone.web.common.envelope import ok, page_info
 from stepstone.web.common.query import MAX_PAGE
 
@@ -22,9 +22,8 @@ async def _visible_accounts(request: Request) -> list[str]:
     caller = deps.principal(request)
     if caller.accounts is not None:
         return list(caller.accounts)
-    engine = deps.engine(request)
-    records, _ = await engine.ops.workflows(None, None, 0, 1_000_000)
-    return sorted({engine.project.account_id, *(r.account_id for r in records)})
+    records, _ = await deps.ops(request).workflows(None, None, 0, 1_000_000)
+    return sorted({deps.home_account(request), *(r.account_id for r in records)})
 
 
 def _page(items: list[str], page: int, per_page: int) -> list[str]:
@@ -93,12 +92,12 @@ async def get_settings(request: Request, account_id: str) -> Response:
 )
 async def patch_settings(request: Request, account_id: str, body: SettingsPatch) -> Response:
     account = deps.path(request, "account_id")
-    storage = deps.engine(request).storage
-    success, error = await storage.get_account_settings(account)
+    ops = deps.ops(request)
+    success, error = await ops.account_settings(account)
     given = body.default_retention.model_fields_set
     if "success_retention" in given:
         success = retention_ms(body.default_retention.success_retention, "success_retention")
     if "error_retention" in given:
         error = retention_ms(body.default_retention.error_retention, "error_retention")
-    await storage.put_account_settings(account, success, error)
+    await ops.set_account_settings(account, success, error)
     return ok(await _settings(request, account))

@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from stepstone.dashboard.sessions import SESSION_COOKIE, Session, SessionStore
-from stepstone.embedded import Engine
 from stepstone.errors import Forbidden, StepstoneError, Unauthorized
+from stepstone.ops import Operations
 from stepstone.web.common import auth as api_auth
 from stepstone.web.common.guard import segment
+from stepstone.web.dashboard.sessions import SESSION_COOKIE, Session, SessionStore
 
 
 class SignInNeeded(Exception):
@@ -30,7 +30,7 @@ class SignInNeeded(Exception):
 
 @dataclass
 class DashboardState:
-    engine: Engine
+    ops: Operations
     sessions: SessionStore
     auth: api_auth.AuthSettings
     insecure_no_auth: bool
@@ -66,7 +66,7 @@ async def principal_for(dash: DashboardState, secret: str | None) -> api_auth.Pr
     if not secret:
         raise Unauthorized("no token")
     headers = {"authorization": f"Bearer {secret}"}
-    return await api_auth.authenticate(dash.engine.storage, dash.auth, headers)
+    return await api_auth.authenticate(dash.ops, dash.auth, headers)
 
 
 def same_origin(request: Request) -> bool:

@@ -16,11 +16,15 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from stepstone.dashboard import present
-from stepstone.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
-from stepstone.dashboard.app import PREFIX
-from stepstone.dashboard.operators import viewer_actor
-from stepstone.dashboard.pages import (
+from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
+from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
+from stepstone.web.common.guard import segment
+from stepstone.web.common.throttle import for_ops
+from stepstone.web.dashboard import present
+from stepstone.web.dashboard.access import Viewer, ViewerDep, principal_for, same_origin, state
+from stepstone.web.dashboard.app import PREFIX
+from stepstone.web.dashboard.operators import viewer_actor
+from stepstone.web.dashboard.pages import (
     INSTANCE,
     WORKFLOW,
     instance_url,
@@ -30,11 +34,7 @@ from stepstone.dashboard.pages import (
     set_strict_cookie,
     workflow_url,
 )
-from stepstone.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
-from stepstone.errors import CannotTerminate, InstanceNotFound, InvalidRequest, StepstoneError
-from stepstone.ops import MAX_BATCH, CreateRequest, RestartFrom, check_payload_size
-from stepstone.web.common.guard import segment
-from stepstone.web.common.throttle import for_storage
+from stepstone.web.dashboard.sessions import COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE
 
 router = APIRouter()
 MAX_TOKEN_CHARS = 512
@@ -89,7 +89,7 @@ async def login(request: Request) -> Response:
     token = None if dash.insecure_no_auth else _text(form, "token")
     if not dash.insecure_no_auth:
         # Guesses here and at the API count together (stepstone.web.common.throttle).
-        throttle = for_storage(dash.engine.storage)
+        throttle = for_ops(dash.ops)
         address = request.client.host if request.client else "unknown"
         wait = throttle.retry_after(address)
         if wait is not None:
@@ -136,7 +136,7 @@ async def logout(request: Request) -> Response:
 async def trigger(
     request: Request, who: ViewerDep, account_id: str, workflow_name: str
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     form = await request.form()
     try:
@@ -156,7 +156,7 @@ async def trigger(
 
 @router.post(WORKFLOW + "/bulk")
 async def bulk(request: Request, who: ViewerDep, account_id: str, workflow_name: str) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     account, name = segment(account_id), segment(workflow_name)
     workflow = await ops.workflow(account, name)
     form = await request.form()
@@ -200,7 +200,7 @@ async def instance_action(
     workflow_name: str,
     instance_id: str,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     here = instance_url(*where)
     form = await request.form()
@@ -243,7 +243,7 @@ async def send_event(
     workflow_name: str,
     instance_id: str,
 ) -> Response:
-    ops = state(request).engine.ops
+    ops = state(request).ops
     where = (segment(account_id), segment(workflow_name), segment(instance_id))
     form = await request.form()
     event_type = _text(form, "type")

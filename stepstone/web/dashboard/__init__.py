@@ -1,6 +1,6 @@
 """The web dashboard at ``/dashboard``: server-rendered pages over ``ops``, live from the
 instance event stream. See docs/dashboard.md."""
 
-from stepstone.dashboard.app import create_dashboard, mount_dashboard
+from stepstone.web.dashboard.app import create_dashboard, mount_dashboard
 
 __all__ = ["create_dashboard", "mount_dashboard"]

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from stepstone.api import deps
-from stepstone.api.no_nul import NO_NUL
-from stepstone.api.routes.operators import request_actor
 from stepstone.model.webhooks import EVENTS
+from stepstone.web.api import deps
+from stepstone.web.api.no_nul import NO_NUL
+from stepstone.web.api.routes.operators import request_actor
 from stepstone.web.common.envelope import ok
 from stepstone.webhooks.service import MAX_LIST, Hooks, delivery_dict, hook_dict
 
