@@ -19,6 +19,7 @@ from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
 from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.model import history as h
+from stepstone.model.events import EventType
 from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
 
@@ -192,7 +193,7 @@ class Activation:
         )
         self.unrequested = {k for k in self.history.steps if k[0] != h.ROLLBACK}
         if self.history.started_at is None:
-            self.write_nowait([self.event("workflow_started", {}, None)])
+            self.write_nowait([self.event(EventType.WORKFLOW_STARTED, {}, None)])
         step = ReplayStep(self)
         try:
             if instance.control == "terminate_rollback":
@@ -266,7 +267,7 @@ class Activation:
             return Release(
                 "waiting",
                 runnable_at=outcome.wake_at,
-                events=[self.event("workflow_waiting", {}, None)],
+                events=[self.event(EventType.WORKFLOW_WAITING, {}, None)],
             )
         if isinstance(outcome, _Returned):
             try:
@@ -279,7 +280,9 @@ class Activation:
                 return self._failed(failed.error)
             data = b'{"output":' + output + b"}"
             return Release(
-                "complete", output=output, events=[NewEvent("workflow_completed", now, data)]
+                "complete",
+                output=output,
+                events=[NewEvent(EventType.WORKFLOW_COMPLETED, now, data)],
             )
         if not isinstance(outcome.error, Exception):
             raise outcome.error
@@ -293,14 +296,14 @@ class Activation:
             "errored",
             error=orjson.dumps(error),
             rollback=orjson.dumps(rolled),
-            events=[self.event("workflow_errored", {"error": error}, None)],
+            events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
         )
 
     def _failed(self, error: dict[str, Any]) -> Release:
         return Release(
             "errored",
             error=orjson.dumps(error),
-            events=[self.event("workflow_errored", {"error": error}, None)],
+            events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
         )
 
     async def _rollback(
@@ -314,7 +317,9 @@ class Activation:
             await self.write(
                 [
                     self.event(
-                        "rollback_started", {"triggerError": trigger, "totalSteps": total}, None
+                        EventType.ROLLBACK_STARTED,
+                        {"triggerError": trigger, "totalSteps": total},
+                        None,
                     )
                 ]
             )
@@ -325,7 +330,11 @@ class Activation:
         if isinstance(result, _Raised):
             raise result.error
         outcome: dict[str, Any] = result.value
-        kind = "rollback_completed" if outcome["outcome"] == "complete" else "rollback_errored"
+        kind = (
+            EventType.ROLLBACK_COMPLETED
+            if outcome["outcome"] == "complete"
+            else EventType.ROLLBACK_ERRORED
+        )
         await self.write([self.event(kind, {"error": outcome["error"]}, None)])
         return outcome
 
@@ -340,7 +349,7 @@ class Activation:
             async with asyncio.timeout(TERMINATE_REPLAY_TIMEOUT_S):
                 await self._drive(self.entry.run(self._workflow_event(), step))
         self.replay_only = False
-        terminated = self.event("workflow_terminated", {"trigger": {"source": "api"}}, None)
+        terminated = self.event(EventType.WORKFLOW_TERMINATED, {"trigger": {"source": "api"}}, None)
         rollback: dict[str, Any] | None = None
         if step.eligible_rollbacks():
             rolled = await self._rollback(step, TERMINATION_ERROR)
