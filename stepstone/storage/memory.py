@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.events import EventType
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -239,7 +240,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                 {"versionId": version_id, "trigger": {"source": item.trigger_source}}
                 | ({"traceparent": item.traceparent} if item.traceparent else {})
             )
-            t.add_events(row, [NewEvent("workflow_queued", now, data)])
+            t.add_events(row, [NewEvent(EventType.WORKFLOW_QUEUED, now, data)])
             created.append(row.record())
         if created and workflow_pk in t.workflows:
             t.workflows[workflow_pk].triggered_on = now
@@ -268,10 +269,14 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                     return e
             return None
 
-        queued = lifecycle("workflow_queued", row.events)
-        started = None if row.started_on is not None else lifecycle("workflow_started", row.events)
+        queued = lifecycle(EventType.WORKFLOW_QUEUED, row.events)
+        started = (
+            None
+            if row.started_on is not None
+            else lifecycle(EventType.WORKFLOW_STARTED, row.events)
+        )
         terminated = row.status == "terminated" and (
-            lifecycle("workflow_terminated", reversed(row.events)) is not None
+            lifecycle(EventType.WORKFLOW_TERMINATED, reversed(row.events)) is not None
         )
         summary = InstanceSummary(
             step_count=len(row.steps),

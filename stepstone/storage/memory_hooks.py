@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stepstone.model.events import EventType
 from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
@@ -116,7 +117,7 @@ class MemoryHooks:
                     continue
                 # The wait's start is the notice's time: one notice per wait.
                 last = next((e for e in reversed(row.events) if e.step_kind is not None), None)
-                if last is None or last.type != "wait_started":
+                if last is None or last.type != EventType.WAIT_STARTED:
                     continue
                 if last.ts <= now - hook.wait_threshold_ms and t.add_delivery(
                     hook, row.pk, workflow.name, row.id, WAITING, None, last.ts, due=now

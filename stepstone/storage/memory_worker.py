@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from stepstone.model.events import EventType
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -218,7 +219,7 @@ class MemoryWorker(MemoryOps):
         t.status_changed(row, old)
         events = list(r.events)
         if status == "paused" and r.status != "paused":
-            events.append(NewEvent("workflow_paused", now))
+            events.append(NewEvent(EventType.WORKFLOW_PAUSED, now))
         t.add_events(row, events)
         # An instance that ended leaves nothing to claim or to wait for: only watchers hear.
         if ended:

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.events import EventType
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage import approval_sql, instance_reads, sqlite_children, sqlite_webhooks
@@ -545,7 +546,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
                 )
                 conn.execute(
                     "INSERT INTO instance_events (instance_pk, ts, type, data)"
-                    " VALUES (?, ?, 'workflow_queued', ?)",
+                    f" VALUES (?, ?, '{EventType.WORKFLOW_QUEUED}', ?)",
                     (cur.lastrowid, now, data),
                 )
                 assert cur.lastrowid is not None
@@ -1004,7 +1005,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
             )
             events = [*queued, *r.events]
             if status == "paused" and r.status != "paused":
-                events.append(NewEvent("workflow_paused", now))
+                events.append(NewEvent(EventType.WORKFLOW_PAUSED, now))
             _insert_events(conn, claim.instance.pk, events)
             return status
 
