@@ -20,6 +20,7 @@ from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.model import history as h
 from stepstone.model.events import EventType
+from stepstone.model.statuses import Status
 from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
 
@@ -79,7 +80,7 @@ class Activation:
         self.history = h.InstanceHistory()
         self.unrequested: set[tuple[str, str]] = set()
         self._executing = 0
-        self.pause_pending = claim.instance.status == "waitingForPause"
+        self.pause_pending = claim.instance.status == Status.WAITING_FOR_PAUSE
         # Set by a worker shutting down: like a pause, no new step starts.
         self.draining = False
         self.replay_only = False
@@ -134,7 +135,7 @@ class Activation:
     async def write(self, events: Sequence[NewEvent]) -> None:
         with holding():
             current = await self.storage.record_progress(self.claim, events)
-        self.pause_pending = current == "waitingForPause"
+        self.pause_pending = current == Status.WAITING_FOR_PAUSE
 
     def write_nowait(self, events: Sequence[NewEvent]) -> None:
         self.storage.record_progress_nowait(self.claim, events)
@@ -184,8 +185,8 @@ class Activation:
 
     async def run(self) -> Release:
         instance = self.claim.instance
-        if instance.status == "waitingForPause":
-            return Release("paused")
+        if instance.status == Status.WAITING_FOR_PAUSE:
+            return Release(Status.PAUSED)
         events = await self.storage.load_events(instance.pk)
         self.history = h.fold(events)
         probe = ActivationProbe(
@@ -265,7 +266,7 @@ class Activation:
         now = self.now()
         if isinstance(outcome, _Suspended):
             return Release(
-                "waiting",
+                Status.WAITING,
                 runnable_at=outcome.wake_at,
                 events=[self.event(EventType.WORKFLOW_WAITING, {}, None)],
             )
@@ -280,7 +281,7 @@ class Activation:
                 return self._failed(failed.error)
             data = b'{"output":' + output + b"}"
             return Release(
-                "complete",
+                Status.COMPLETE,
                 output=output,
                 events=[NewEvent(EventType.WORKFLOW_COMPLETED, now, data)],
             )
@@ -293,7 +294,7 @@ class Activation:
         if isinstance(rolled, Release):
             return rolled
         return Release(
-            "errored",
+            Status.ERRORED,
             error=orjson.dumps(error),
             rollback=orjson.dumps(rolled),
             events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
@@ -301,7 +302,7 @@ class Activation:
 
     def _failed(self, error: dict[str, Any]) -> Release:
         return Release(
-            "errored",
+            Status.ERRORED,
             error=orjson.dumps(error),
             events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
         )
@@ -323,10 +324,10 @@ class Activation:
                     )
                 ]
             )
-        await self._set_status("rollingBack")
+        await self._set_status(Status.ROLLING_BACK)
         result = await self._drive(step.run_rollbacks(trigger))
         if isinstance(result, _Suspended):
-            return Release("rollingBack", runnable_at=result.wake_at)
+            return Release(Status.ROLLING_BACK, runnable_at=result.wake_at)
         if isinstance(result, _Raised):
             raise result.error
         outcome: dict[str, Any] = result.value
@@ -357,7 +358,7 @@ class Activation:
                 return rolled
             rollback = rolled
         return Release(
-            "terminated",
+            Status.TERMINATED,
             rollback=None if rollback is None else orjson.dumps(rollback),
             events=[terminated],
         )

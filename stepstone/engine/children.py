@@ -33,7 +33,7 @@ from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError
 from stepstone.model import history as h
 from stepstone.model.events import EventType
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.base import InstanceLinks, NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
@@ -174,7 +174,7 @@ class _Child:
                 instance = await act.storage.get_instance(target.pk, child_id(self.base, attempt))
             if instance is None:
                 error = _error("ChildInstanceGone", "the child instance was deleted")
-            elif instance.status == "complete":
+            elif instance.status == Status.COMPLETE:
                 output = instance.output or b"null"
                 await act.write(
                     [
@@ -287,7 +287,7 @@ def _error(name: str, message: str) -> dict[str, Any]:
 
 
 def _child_error(status: str, raw: bytes | None, instance_id: str) -> dict[str, Any]:
-    if status == "terminated":
+    if status == Status.TERMINATED:
         return _error("WorkflowTerminated", f"The child instance {instance_id} was terminated")
     if raw:
         error = orjson.loads(raw)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from stepstone.model.events import EventType
-from stepstone.model.statuses import ALL_STATUSES
+from stepstone.model.statuses import ALL_STATUSES, Status
 from stepstone.storage.base import EventRecord, InstanceQuery, InstanceRecord, Storage
 
 EXPORT_FORMAT = "stepstone-history"
@@ -241,11 +241,11 @@ def _decode_event(raw: Any, number: int) -> EventRecord:
 def _status_of(events: list[EventRecord]) -> str:
     """The status a history without one ended in (the tests' recorded shape)."""
     ends = {
-        EventType.WORKFLOW_COMPLETED: "complete",
-        EventType.WORKFLOW_ERRORED: "errored",
-        EventType.WORKFLOW_TERMINATED: "terminated",
+        EventType.WORKFLOW_COMPLETED: Status.COMPLETE,
+        EventType.WORKFLOW_ERRORED: Status.ERRORED,
+        EventType.WORKFLOW_TERMINATED: Status.TERMINATED,
     }
     for event in reversed(events):
         if event.step_kind is None and event.type in ends:
             return ends[event.type]
-    return "waiting" if events else "queued"
+    return Status.WAITING if events else Status.QUEUED

@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Conflict,
@@ -224,7 +224,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                 workflow_pk,
                 item.id,
                 version_id,
-                "queued",
+                Status.QUEUED,
                 item.trigger_source,
                 own(item.params),
                 None if item.schedule is None else own(item.schedule),
@@ -275,7 +275,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             if row.started_on is not None
             else lifecycle(EventType.WORKFLOW_STARTED, row.events)
         )
-        terminated = row.status == "terminated" and (
+        terminated = row.status == Status.TERMINATED and (
             lifecycle(EventType.WORKFLOW_TERMINATED, reversed(row.events)) is not None
         )
         summary = InstanceSummary(
@@ -392,7 +392,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             self._db.schedule(row, now if tr.runnable_at is None else tr.runnable_at)
             row.priority = tr.priority
             row.wake_seq += 1
-        elif tr.status in TERMINAL or tr.status == "paused":
+        elif tr.status in TERMINAL or tr.status == Status.PAUSED:
             self._db.schedule(row, None)
         if tr.release_worker:
             # The lease stays until its holder stops (release_stopped) or it expires.
@@ -433,7 +433,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
         row.wake_seq += 1
         if row.status in WAKEABLE:
             t.schedule(row, now)
-        if row.status == "waiting":
+        if row.status == Status.WAITING:
             row.priority = 0
         self._fire_wake()
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stepstone.model.events import EventType
+from stepstone.model.statuses import Status
 from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
@@ -113,7 +114,7 @@ class MemoryHooks:
             if WAITING not in hook.events or hook.wait_threshold_ms is None or workflow is None:
                 continue
             for row in self._rows_of(hook.workflow_pk):
-                if row.status != "waiting":
+                if row.status != Status.WAITING:
                     continue
                 # The wait's start is the notice's time: one notice per wait.
                 last = next((e for e in reversed(row.events) if e.step_kind is not None), None)
