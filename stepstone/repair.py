@@ -22,12 +22,13 @@ import orjson
 from stepstone.errors import InvalidAction, InvalidRequest, StepNotFound
 from stepstone.model import history as h
 from stepstone.model.actors import EMBEDDED_ACTOR, Actor
+from stepstone.model.events import EventType
 from stepstone.model.statuses import Status
 from stepstone.ops import Operations, check_payload_size, restart_cut
 from stepstone.storage.base import Conflict, EventRecord, InstanceRecord, NewEvent, Transition
 
 REPAIRABLE = frozenset({Status.ERRORED, Status.PAUSED})
-REPAIRED_EVENT = "step_repaired"
+REPAIRED_EVENT = EventType.STEP_REPAIRED
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ async def _repair(
         repaired = {"at": now, "by": by, "previous": previous}
         written = [
             NewEvent(
-                "step_completed",
+                EventType.STEP_COMPLETED,
                 now,
                 orjson.dumps({"output": output, "repaired": repaired}),
                 h.DO,
@@ -186,7 +187,7 @@ def _transition(
         return Transition(status=instance.status, events=written)
     if instance.status == Status.PAUSED:
         paused_ms = max(0, now - (instance.paused_at or now))
-        running = NewEvent("workflow_running", now, orjson.dumps({"pausedMs": paused_ms}))
+        running = NewEvent(EventType.WORKFLOW_RUNNING, now, orjson.dumps({"pausedMs": paused_ms}))
         return Transition(
             status=Status.QUEUED,
             runnable=True,

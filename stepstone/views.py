@@ -16,7 +16,7 @@ import orjson
 
 from stepstone.cron import next_fire_ms
 from stepstone.model import history as h
-from stepstone.model.statuses import ALL_STATUSES
+from stepstone.model.statuses import ALL_STATUSES, Status
 from stepstone.storage.base import (
     InstanceLinks,
     InstanceRecord,
@@ -190,9 +190,9 @@ def instance_item(record: InstanceRecord, workflow: WorkflowRecord) -> dict[str,
 
 
 def _success(status: str) -> bool | None:
-    if status == "complete":
+    if status == Status.COMPLETE:
         return True
-    if status in ("errored", "terminated"):
+    if status in (Status.ERRORED, Status.TERMINATED):
         return False
     return None
 

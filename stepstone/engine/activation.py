@@ -19,6 +19,8 @@ from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
 from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.model import history as h
+from stepstone.model.events import EventType
+from stepstone.model.statuses import Status
 from stepstone.observability.probes import ActivationProbe
 from stepstone.storage.base import Claim, DeliveredEvent, NewEvent, Release, Storage
 
@@ -78,7 +80,7 @@ class Activation:
         self.history = h.InstanceHistory()
         self.unrequested: set[tuple[str, str]] = set()
         self._executing = 0
-        self.pause_pending = claim.instance.status == "waitingForPause"
+        self.pause_pending = claim.instance.status == Status.WAITING_FOR_PAUSE
         # Set by a worker shutting down: like a pause, no new step starts.
         self.draining = False
         self.replay_only = False
@@ -133,7 +135,7 @@ class Activation:
     async def write(self, events: Sequence[NewEvent]) -> None:
         with holding():
             current = await self.storage.record_progress(self.claim, events)
-        self.pause_pending = current == "waitingForPause"
+        self.pause_pending = current == Status.WAITING_FOR_PAUSE
 
     def write_nowait(self, events: Sequence[NewEvent]) -> None:
         self.storage.record_progress_nowait(self.claim, events)
@@ -183,8 +185,8 @@ class Activation:
 
     async def run(self) -> Release:
         instance = self.claim.instance
-        if instance.status == "waitingForPause":
-            return Release("paused")
+        if instance.status == Status.WAITING_FOR_PAUSE:
+            return Release(Status.PAUSED)
         events = self.claim.history
         if events is None:
             events = await self.storage.load_events(instance.pk)
@@ -194,7 +196,7 @@ class Activation:
         )
         self.unrequested = {k for k in self.history.steps if k[0] != h.ROLLBACK}
         if self.history.started_at is None:
-            self.write_nowait([self.event("workflow_started", {}, None)])
+            self.write_nowait([self.event(EventType.WORKFLOW_STARTED, {}, None)])
         step = ReplayStep(self)
         try:
             if instance.control == "terminate_rollback":
@@ -266,9 +268,9 @@ class Activation:
         now = self.now()
         if isinstance(outcome, _Suspended):
             return Release(
-                "waiting",
+                Status.WAITING,
                 runnable_at=outcome.wake_at,
-                events=[self.event("workflow_waiting", {}, None)],
+                events=[self.event(EventType.WORKFLOW_WAITING, {}, None)],
             )
         if isinstance(outcome, _Returned):
             try:
@@ -281,7 +283,9 @@ class Activation:
                 return self._failed(failed.error)
             data = b'{"output":' + output + b"}"
             return Release(
-                "complete", output=output, events=[NewEvent("workflow_completed", now, data)]
+                Status.COMPLETE,
+                output=output,
+                events=[NewEvent(EventType.WORKFLOW_COMPLETED, now, data)],
             )
         if not isinstance(outcome.error, Exception):
             raise outcome.error
@@ -292,17 +296,17 @@ class Activation:
         if isinstance(rolled, Release):
             return rolled
         return Release(
-            "errored",
+            Status.ERRORED,
             error=orjson.dumps(error),
             rollback=orjson.dumps(rolled),
-            events=[self.event("workflow_errored", {"error": error}, None)],
+            events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
         )
 
     def _failed(self, error: dict[str, Any]) -> Release:
         return Release(
-            "errored",
+            Status.ERRORED,
             error=orjson.dumps(error),
-            events=[self.event("workflow_errored", {"error": error}, None)],
+            events=[self.event(EventType.WORKFLOW_ERRORED, {"error": error}, None)],
         )
 
     async def _rollback(
@@ -316,18 +320,24 @@ class Activation:
             await self.write(
                 [
                     self.event(
-                        "rollback_started", {"triggerError": trigger, "totalSteps": total}, None
+                        EventType.ROLLBACK_STARTED,
+                        {"triggerError": trigger, "totalSteps": total},
+                        None,
                     )
                 ]
             )
-        await self._set_status("rollingBack")
+        await self._set_status(Status.ROLLING_BACK)
         result = await self._drive(step.run_rollbacks(trigger))
         if isinstance(result, _Suspended):
-            return Release("rollingBack", runnable_at=result.wake_at)
+            return Release(Status.ROLLING_BACK, runnable_at=result.wake_at)
         if isinstance(result, _Raised):
             raise result.error
         outcome: dict[str, Any] = result.value
-        kind = "rollback_completed" if outcome["outcome"] == "complete" else "rollback_errored"
+        kind = (
+            EventType.ROLLBACK_COMPLETED
+            if outcome["outcome"] == "complete"
+            else EventType.ROLLBACK_ERRORED
+        )
         await self.write([self.event(kind, {"error": outcome["error"]}, None)])
         return outcome
 
@@ -342,7 +352,7 @@ class Activation:
             async with asyncio.timeout(TERMINATE_REPLAY_TIMEOUT_S):
                 await self._drive(self.entry.run(self._workflow_event(), step))
         self.replay_only = False
-        terminated = self.event("workflow_terminated", {"trigger": {"source": "api"}}, None)
+        terminated = self.event(EventType.WORKFLOW_TERMINATED, {"trigger": {"source": "api"}}, None)
         rollback: dict[str, Any] | None = None
         if step.eligible_rollbacks():
             rolled = await self._rollback(step, TERMINATION_ERROR)
@@ -350,7 +360,7 @@ class Activation:
                 return rolled
             rollback = rolled
         return Release(
-            "terminated",
+            Status.TERMINATED,
             rollback=None if rollback is None else orjson.dumps(rollback),
             events=[terminated],
         )

@@ -30,6 +30,7 @@ from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowTimeoutError
 from stepstone.model import history as h
+from stepstone.model.events import EventType
 from stepstone.observability.probes import AttemptProbe
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ DELAY_FN_TIMEOUT_S = 5.0
 class Attempts:
     """Run a step's attempts until one succeeds, the step fails for good, or it must wait.
 
-    ``kind_prefix`` is ``"rollback_"`` for a rollback's attempts. ``entry`` is the forward
+    ``kind_prefix`` is ``ROLLBACK_PREFIX`` for a rollback's attempts. ``entry`` is the forward
     step's compensation, if it has one: it learns here that the step started and what it
     returned, since history is not updated for live steps.
     """
@@ -119,7 +120,9 @@ class Attempts:
         if dangling is not None:
             error = h.INTERNAL_ATTEMPT_ERROR
             data = {"attempt": dangling.attempt, "error": error}
-            act.write_nowait([act.event(self.kind_prefix + "attempt_errored", data, self.key)])
+            act.write_nowait(
+                [act.event(self.kind_prefix + EventType.ATTEMPT_ERRORED, data, self.key)]
+            )
             dangling.end, dangling.success, dangling.error = act.now(), False, error
             if not should_retry(attempts_made, self.config["retries"]["limit"]):
                 if self.entry is not None:
@@ -134,9 +137,9 @@ class Attempts:
         events = []
         if not announced:
             started = {"config": self.config, "hasRollback": self.entry is not None}
-            events.append(act.event(self.kind_prefix + "step_started", started, self.key))
+            events.append(act.event(self.kind_prefix + EventType.STEP_STARTED, started, self.key))
         data = {"attempt": attempt}
-        events.append(act.event(self.kind_prefix + "attempt_started", data, self.key))
+        events.append(act.event(self.kind_prefix + EventType.ATTEMPT_STARTED, data, self.key))
         act.write_nowait(events)
         if self.entry is not None:
             self.entry.began(act.next_order())
@@ -159,7 +162,7 @@ class Attempts:
         probe.end(exc)
         if self.entry is not None:
             self.entry.error = error
-        kind = self.kind_prefix + "attempt_errored"
+        kind = self.kind_prefix + EventType.ATTEMPT_ERRORED
         if is_non_retryable(exc) or not should_retry(attempt, self.config["retries"]["limit"]):
             data = {"attempt": attempt, "error": error, "traceback": trace}
             act.write_nowait([act.event(kind, data, self.key)])
@@ -187,8 +190,10 @@ class Attempts:
         completed = {"stream": payload} if is_stream else {"output": orjson.Fragment(payload)}
         await act.write(
             [
-                act.event(self.kind_prefix + "attempt_completed", {"attempt": attempt}, self.key),
-                act.event(self.kind_prefix + "step_completed", completed, self.key),
+                act.event(
+                    self.kind_prefix + EventType.ATTEMPT_COMPLETED, {"attempt": attempt}, self.key
+                ),
+                act.event(self.kind_prefix + EventType.STEP_COMPLETED, completed, self.key),
             ]
         )
         if isinstance(payload, dict):
@@ -227,7 +232,9 @@ class Attempts:
 
     async def _fail_step(self, error: dict[str, Any], kind_prefix: str) -> NoReturn:
         act = self.act
-        await act.write([act.event(kind_prefix + "step_errored", {"error": error}, self.key)])
+        await act.write(
+            [act.event(kind_prefix + EventType.STEP_ERRORED, {"error": error}, self.key)]
+        )
         raise recreate_error(error)
 
     def _log_failure(self, attempt: int, error: dict[str, Any], trace: str) -> None:

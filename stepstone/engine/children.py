@@ -32,7 +32,8 @@ from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError
 from stepstone.model import history as h
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.events import EventType
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.base import NewInstance, WorkflowRecord
 from stepstone.validation import MAX_INSTANCE_ID, instance_id_problem
 
@@ -173,12 +174,14 @@ class _Child:
                 instance = await act.storage.get_instance(target.pk, child_id(self.base, attempt))
             if instance is None:
                 error = _error("ChildInstanceGone", "the child instance was deleted")
-            elif instance.status == "complete":
+            elif instance.status == Status.COMPLETE:
                 output = instance.output or b"null"
                 await act.write(
                     [
-                        act.event("attempt_completed", {"attempt": attempt}, self.key),
-                        act.event("step_completed", {"output": orjson.Fragment(output)}, self.key),
+                        act.event(EventType.ATTEMPT_COMPLETED, {"attempt": attempt}, self.key),
+                        act.event(
+                            EventType.STEP_COMPLETED, {"output": orjson.Fragment(output)}, self.key
+                        ),
                     ]
                 )
                 record.done, record.success, record.output = True, True, output
@@ -199,15 +202,15 @@ class _Child:
             if final or not should_retry(attempt, retries["limit"]):
                 await act.write(
                     [
-                        act.event("attempt_errored", data, self.key, ts=now),
-                        act.event("step_errored", {"error": error}, self.key, ts=now),
+                        act.event(EventType.ATTEMPT_ERRORED, data, self.key, ts=now),
+                        act.event(EventType.STEP_ERRORED, {"error": error}, self.key, ts=now),
                     ]
                 )
                 record.done, record.success, record.error = True, False, error
                 raise exc
             delay = backoff_delay_ms(parse_duration(retries["delay"]), attempt, retries["backoff"])
             data.update(retryDelayMs=delay, retryAt=now + delay)
-            await act.write([act.event("attempt_errored", data, self.key, ts=now)])
+            await act.write([act.event(EventType.ATTEMPT_ERRORED, data, self.key, ts=now)])
             last.end, last.success, last.error, last.retry_at = now, False, error, now + delay
 
     async def _start(self, attempt: int) -> h.AttemptRecord:
@@ -232,12 +235,16 @@ class _Child:
         events = []
         if not self.started:
             events.append(
-                act.event("step_started", {"config": self.config, "hasRollback": False}, self.key)
+                act.event(
+                    EventType.STEP_STARTED, {"config": self.config, "hasRollback": False}, self.key
+                )
             )
             self.started = True
             self.record.config = self.config
         child = {"workflow": self.workflow, "id": instance_id}
-        events.append(act.event("attempt_started", {"attempt": attempt, "child": child}, self.key))
+        events.append(
+            act.event(EventType.ATTEMPT_STARTED, {"attempt": attempt, "child": child}, self.key)
+        )
         await act.write(events)
         started = h.AttemptRecord(attempt, now)
         self.record.attempts.append(started)
@@ -254,7 +261,7 @@ class _Child:
             error = _error(
                 "WorkflowNotFound", f"step.run_workflow: no workflow named {self.workflow!r}"
             )
-            await act.write([act.event("step_errored", {"error": error}, self.key)])
+            await act.write([act.event(EventType.STEP_ERRORED, {"error": error}, self.key)])
             self.record.done, self.record.success, self.record.error = True, False, error
             raise recreate_error(error)
         self._target = found
@@ -280,7 +287,7 @@ def _error(name: str, message: str) -> dict[str, Any]:
 
 
 def _child_error(status: str, raw: bytes | None, instance_id: str) -> dict[str, Any]:
-    if status == "terminated":
+    if status == Status.TERMINATED:
         return _error("WorkflowTerminated", f"The child instance {instance_id} was terminated")
     if raw:
         error = orjson.loads(raw)

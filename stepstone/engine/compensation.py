@@ -15,6 +15,7 @@ from stepstone.engine.callables import off_loop
 from stepstone.engine.errors_codec import encode_error, recreate_error
 from stepstone.engine.signals import InstanceFailed
 from stepstone.model import history as h
+from stepstone.model.events import ROLLBACK_PREFIX
 
 if TYPE_CHECKING:
     from stepstone.engine.python_api import SagaStepFunction
@@ -164,7 +165,7 @@ class Compensations:
                 call,
                 entry.ctx,
                 None,
-                kind_prefix="rollback_",
+                kind_prefix=ROLLBACK_PREFIX,
             )
         finally:
             act.executing -= 1

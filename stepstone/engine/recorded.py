@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from stepstone.model.statuses import ALL_STATUSES
+from stepstone.model.events import EventType
+from stepstone.model.statuses import ALL_STATUSES, Status
 from stepstone.storage.base import EventRecord, InstanceQuery, InstanceRecord, Storage
 
 EXPORT_FORMAT = "stepstone-history"
@@ -149,7 +150,7 @@ async def with_streams(storage: Storage, item: RecordedInstance) -> RecordedInst
         return item
     streams: dict[str, list[bytes]] = {}
     for event in item.events:
-        if event.type != "step_completed" or event.step_name is None or not event.data:
+        if event.type != EventType.STEP_COMPLETED or event.step_name is None or not event.data:
             continue
         stream = orjson.loads(event.data).get("stream")
         if isinstance(stream, dict):
@@ -240,11 +241,11 @@ def _decode_event(raw: Any, number: int) -> EventRecord:
 def _status_of(events: list[EventRecord]) -> str:
     """The status a history without one ended in (the tests' recorded shape)."""
     ends = {
-        "workflow_completed": "complete",
-        "workflow_errored": "errored",
-        "workflow_terminated": "terminated",
+        EventType.WORKFLOW_COMPLETED: Status.COMPLETE,
+        EventType.WORKFLOW_ERRORED: Status.ERRORED,
+        EventType.WORKFLOW_TERMINATED: Status.TERMINATED,
     }
     for event in reversed(events):
         if event.step_kind is None and event.type in ends:
             return ends[event.type]
-    return "waiting" if events else "queued"
+    return Status.WAITING if events else Status.QUEUED

@@ -326,7 +326,7 @@ class ReplayStep(Compensations):
         entry: Compensation | None,
         kind_prefix: str = "",
     ) -> Any:
-        """Run the attempts of a step (or of a rollback, ``kind_prefix="rollback_"``)."""
+        """Run the attempts of a step (or of a rollback, ``kind_prefix=ROLLBACK_PREFIX``)."""
         attempts = Attempts(
             self.activation,
             key,

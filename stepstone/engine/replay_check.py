@@ -34,7 +34,7 @@ from stepstone.engine.replay import ReplayStep, describe_step
 from stepstone.engine.signals import InstanceFailed
 from stepstone.engine.waits import wait_result
 from stepstone.model import history as h
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.base import Claim, InstanceRecord, Storage
 
 # Bounds a run() that awaits something other than steps (real I/O between steps).
@@ -350,7 +350,7 @@ def _compare_end(
     item: RecordedInstance, outcome: _Returned | _Raised | _Suspended, act: _CheckActivation
 ) -> str | None:
     """How the replayed end disagrees with a recorded one, or None."""
-    if item.status == "complete":
+    if item.status == Status.COMPLETE:
         if isinstance(outcome, _Suspended):
             return f"the record completed, but the code now asks for {act.frontier[0]}"
         if isinstance(outcome, _Raised):
@@ -366,7 +366,7 @@ def _compare_end(
         if now != recorded:
             return f"run() now returns {_short(now)} where the record has {_short(recorded)}"
         return None
-    if item.status == "errored":
+    if item.status == Status.ERRORED:
         recorded = None if item.error is None else orjson.loads(item.error)
         if isinstance(outcome, _Suspended):
             return f"the record errored, but the code now asks for {act.frontier[0]}"

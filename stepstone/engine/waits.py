@@ -20,6 +20,7 @@ from stepstone.engine.holding import holding
 from stepstone.engine.step_host import park
 from stepstone.errors import WorkflowFatalError, WorkflowTimeoutError
 from stepstone.model import history as h
+from stepstone.model.events import EventType
 from stepstone.observability import tracing
 from stepstone.storage.base import DeliveredEvent
 from stepstone.validation import event_type_problem
@@ -86,11 +87,11 @@ async def sleep(
             act.history.steps[key] = record
             shown = duration_ms if duration_ms is not None else wake - now
             act.write_nowait(
-                [act.event("sleep_started", {"durationMs": shown, "wakeAt": wake}, key)]
+                [act.event(EventType.SLEEP_STARTED, {"durationMs": shown, "wakeAt": wake}, key)]
             )
         assert record.wake_at is not None
         if act.now() >= record.wake_at:
-            act.write_nowait([act.event("sleep_completed", {}, key)])
+            act.write_nowait([act.event(EventType.SLEEP_COMPLETED, {}, key)])
             record.done = True
             tracing.wait("sleep", key[1], record.start)
             return
@@ -159,7 +160,7 @@ def _start_wait(
     record.event_type = event_type
     act.history.steps[key] = record
     started = {"eventType": event_type, "timeoutMs": timeout_ms, "deadline": record.wake_at}
-    act.write_nowait([act.event("wait_started", started, key)])
+    act.write_nowait([act.event(EventType.WAIT_STARTED, started, key)])
     return record
 
 
@@ -167,7 +168,7 @@ async def _take_event(
     act: StepHost, key: tuple[str, str], event_type: str, match: Mapping[str, Any] | None
 ) -> DeliveredEvent | None:
     """Consume the event and record the wait's completion in one write, or find none."""
-    completion = act.event("wait_completed", {}, key)
+    completion = act.event(EventType.WAIT_COMPLETED, {}, key)
     if match is None:
         return await act.consume_event(event_type, completion)
     with holding():
@@ -181,7 +182,7 @@ async def _time_out(
         "name": "WorkflowTimeoutError",
         "message": f"Execution timed out after {timeout_ms}ms",
     }
-    await act.write([act.event("wait_timed_out", {"error": error}, key)])
+    await act.write([act.event(EventType.WAIT_TIMED_OUT, {"error": error}, key)])
     record.done, record.success, record.error = True, False, error
     raise WorkflowTimeoutError(error["message"])
 

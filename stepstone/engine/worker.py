@@ -19,6 +19,7 @@ from stepstone.engine.activation import Activation
 from stepstone.engine.clock import Clock, SystemClock
 from stepstone.engine.signals import LeaseLost, StoreLost
 from stepstone.model.outage import StoreOutage
+from stepstone.model.statuses import Status
 from stepstone.observability import metrics
 from stepstone.storage.base import (
     Claim,
@@ -318,7 +319,7 @@ class Worker:
             except Exception:
                 log.warning("cannot load %s.%s", version.script_name, version.class_name)
                 retry_at = self.clock.now_ms() + UNLOADABLE_RETRY_MS
-                status = "queued" if instance.started_on is None else "waiting"
+                status = Status.QUEUED if instance.started_on is None else Status.WAITING
                 await self.storage.release_instance(
                     claim, Release(status, runnable_at=retry_at), self.clock.now_ms()
                 )
@@ -363,7 +364,7 @@ class Worker:
             error = dict(INTERNAL_ERROR, message=INTERNAL_ERROR["message"].format(exc))
             try:
                 await self.storage.release_instance(
-                    claim, Release("errored", error=orjson.dumps(error)), self.clock.now_ms()
+                    claim, Release(Status.ERRORED, error=orjson.dumps(error)), self.clock.now_ms()
                 )
             except Exception:
                 log.exception("could not record the failure of %s", instance.id)
@@ -420,7 +421,7 @@ class Worker:
                 if status is None and pk not in self._stop_epochs:
                     self._stop_epochs[pk] = None  # taken away; the epoch is not known here
                     task.cancel()
-                elif activation is not None and status == "waitingForPause":
+                elif activation is not None and status == Status.WAITING_FOR_PAUSE:
                     activation.pause_pending = True
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from stepstone.model.events import ROLLBACK_PREFIX, TERMINAL_EVENTS, EventType
 from stepstone.model.records import EventRecord
 
 # Step kinds; "do" is shown as type "step" by the API, "rollback" as "rollback".
@@ -116,17 +117,17 @@ def fold(events: list[EventRecord]) -> InstanceHistory:
 
 def _fold_instance_event(history: InstanceHistory, event: EventRecord) -> None:
     kind = event.type
-    if kind == "workflow_queued":
+    if kind == EventType.WORKFLOW_QUEUED:
         history.queued_at = history.queued_at or event.ts
-    elif kind == "workflow_started":
+    elif kind == EventType.WORKFLOW_STARTED:
         history.started_at = history.started_at or event.ts
-    elif kind in ("workflow_completed", "workflow_errored", "workflow_terminated"):
+    elif kind in TERMINAL_EVENTS:
         history.ended_at = event.ts
-        if kind == "workflow_terminated":
+        if kind == EventType.WORKFLOW_TERMINATED:
             history.terminated_by = _load(event.data).get("trigger") or {"source": "api"}
-    elif kind == "rollback_started":
+    elif kind == EventType.ROLLBACK_STARTED:
         history.rollback_started = True
-    elif kind == "workflow_running":
+    elif kind == EventType.WORKFLOW_RUNNING:
         paused_ms = int(_load(event.data).get("pausedMs") or 0)
         if paused_ms:
             # A resume shifts every timer that was pending while the instance was paused.
@@ -138,28 +139,28 @@ def _fold_instance_event(history: InstanceHistory, event: EventRecord) -> None:
 
 
 def _fold_step_event(history: InstanceHistory, step: StepRecord, event: EventRecord) -> None:
-    kind = event.type.removeprefix("rollback_") if step.kind == ROLLBACK else event.type
-    data = _load(event.data) if kind not in ("step_completed",) else None
-    if kind == "step_started":
+    kind = event.type.removeprefix(ROLLBACK_PREFIX) if step.kind == ROLLBACK else event.type
+    data = _load(event.data) if kind != EventType.STEP_COMPLETED else None
+    if kind == EventType.STEP_STARTED:
         assert data is not None
         step.config = data.get("config")
         step.has_rollback = bool(data.get("hasRollback"))
         step.start = event.ts
-    elif kind == "attempt_started":
+    elif kind == EventType.ATTEMPT_STARTED:
         assert data is not None
         number = int(data["attempt"])
         if not step.attempts or step.attempts[-1].attempt != number:
             step.attempts.append(AttemptRecord(number, event.ts))
-    elif kind in ("attempt_completed", "attempt_errored"):
+    elif kind in (EventType.ATTEMPT_COMPLETED, EventType.ATTEMPT_ERRORED):
         assert data is not None
         attempt = _attempt(step, int(data["attempt"]), event.ts)
         attempt.end = event.ts
-        attempt.success = kind == "attempt_completed"
+        attempt.success = kind == EventType.ATTEMPT_COMPLETED
         if not attempt.success:
             attempt.error = data.get("error")
             attempt.retry_at = data.get("retryAt")
             attempt.traceback = data.get("traceback")
-    elif kind == "step_completed":
+    elif kind == EventType.STEP_COMPLETED:
         raw = _load(event.data)
         step.done, step.success, step.end = True, True, event.ts
         if "stream" in raw:
@@ -169,25 +170,25 @@ def _fold_step_event(history: InstanceHistory, step: StepRecord, event: EventRec
             step.output = orjson.dumps(raw.get("output"))
         if step.attempts and step.attempts[-1].success:
             step.attempts[-1].output = step.output
-    elif kind == "step_errored":
+    elif kind == EventType.STEP_ERRORED:
         assert data is not None
         step.done, step.success, step.end = True, False, event.ts
         step.error = data.get("error")
-    elif kind == "sleep_started":
+    elif kind == EventType.SLEEP_STARTED:
         assert data is not None
         step.wake_at = int(data["wakeAt"])
         step.config = {"durationMs": data.get("durationMs")}
-    elif kind == "sleep_completed":
+    elif kind == EventType.SLEEP_COMPLETED:
         step.done, step.success, step.end = True, True, event.ts
-    elif kind == "wait_started":
+    elif kind == EventType.WAIT_STARTED:
         assert data is not None
         step.wake_at = int(data["deadline"])
         step.event_type = data.get("eventType")
-    elif kind == "wait_completed":
+    elif kind == EventType.WAIT_COMPLETED:
         assert data is not None
         step.done, step.success, step.end = True, True, event.ts
         step.event = data.get("event")
-    elif kind == "wait_timed_out":
+    elif kind == EventType.WAIT_TIMED_OUT:
         assert data is not None
         step.done, step.success, step.end = True, False, event.ts
         step.error = data.get("error")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from stepstone.model.events import EventType
 from stepstone.model.history import InstanceHistory
 from stepstone.observability import logs, metrics, tracing
 from stepstone.storage.base import EventRecord, InstanceRecord
@@ -16,7 +17,7 @@ from stepstone.storage.base import EventRecord, InstanceRecord
 def queued_traceparent(events: Sequence[EventRecord]) -> str | None:
     """The creator's trace context, from the (latest) ``workflow_queued`` event."""
     for event in reversed(events):
-        if event.type == "workflow_queued":
+        if event.type == EventType.WORKFLOW_QUEUED:
             data = orjson.loads(event.data) if event.data else {}
             value = data.get("traceparent") if isinstance(data, dict) else None
             return value if isinstance(value, str) else None

@@ -15,6 +15,7 @@ from stepstone.errors import (
     InvalidRequest,
 )
 from stepstone.model import history as h
+from stepstone.model.events import ROLLBACK_PREFIX, EventType
 from stepstone.storage.base import (
     EventRecord,
     NewEvent,
@@ -55,9 +56,9 @@ def end_running_attempts(
             dangling = record.dangling_attempt
             if dangling is None:
                 continue
-            prefix = "rollback_" if kind == h.ROLLBACK else ""
+            prefix = ROLLBACK_PREFIX if kind == h.ROLLBACK else ""
             data = orjson.dumps({"attempt": dangling.attempt, "error": error})
-            ended.append(NewEvent(prefix + "attempt_errored", now, data, kind, name))
+            ended.append(NewEvent(prefix + EventType.ATTEMPT_ERRORED, now, data, kind, name))
         return ended
 
     return closing
@@ -71,7 +72,7 @@ def consumed_events(
     gone = set(dropped)
     found: list[tuple[int, int, str, bytes]] = []
     for event in events:
-        if event.event_id in gone and event.type == "wait_completed" and event.data:
+        if event.event_id in gone and event.type == EventType.WAIT_COMPLETED and event.data:
             got = orjson.loads(event.data).get("event") or {}
             if isinstance(got.get("type"), str):
                 payload = orjson.dumps(got.get("payload"))
@@ -104,7 +105,7 @@ def restart_cut(events: Sequence[Any], target: RestartFrom) -> tuple[list[int], 
     kept_lifecycle: set[str] = set()
     for event in events:
         if event.step_kind is None:
-            if event.type in ("workflow_queued", "workflow_started") and (
+            if event.type in (EventType.WORKFLOW_QUEUED, EventType.WORKFLOW_STARTED) and (
                 event.type not in kept_lifecycle
             ):
                 kept_lifecycle.add(event.type)

@@ -22,6 +22,7 @@ from stepstone.errors import (
     WorkflowNotFound,
 )
 from stepstone.model.actors import EMBEDDED_ACTOR, Actor
+from stepstone.model.events import EventType
 from stepstone.model.ops_records import AuditEntry
 from stepstone.model.statuses import (
     TERMINAL,
@@ -70,10 +71,10 @@ class Operations(Creates):
             now = self.now()
             if target == Status.WAITING_FOR_PAUSE:
                 return Transition(
-                    status=target, events=[NewEvent("workflow_waiting_for_pause", now)]
+                    status=target, events=[NewEvent(EventType.WORKFLOW_WAITING_FOR_PAUSE, now)]
                 )
             return Transition(
-                status=target, paused_at=now, events=[NewEvent("workflow_paused", now)]
+                status=target, paused_at=now, events=[NewEvent(EventType.WORKFLOW_PAUSED, now)]
             )
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
@@ -85,7 +86,7 @@ class Operations(Creates):
                 return None
             now = self.now()
             if target == Status.RUNNING:
-                return Transition(status=target, events=[NewEvent("workflow_running", now)])
+                return Transition(status=target, events=[NewEvent(EventType.WORKFLOW_RUNNING, now)])
             paused_ms = max(0, now - (instance.paused_at or now))
             data = orjson.dumps({"pausedMs": paused_ms})
             return Transition(
@@ -93,7 +94,7 @@ class Operations(Creates):
                 runnable=True,
                 priority=0,
                 clear_paused_at=True,
-                events=[NewEvent("workflow_running", now, data)],
+                events=[NewEvent(EventType.WORKFLOW_RUNNING, now, data)],
             )
 
         return await self._transition(account_id, workflow_name, instance_id, plan)
@@ -128,7 +129,7 @@ class Operations(Creates):
                 release_worker=True,
                 ended=True,
                 closing=end_running_attempts(ABORTED_BY_TERMINATE, now),
-                events=[NewEvent("workflow_terminated", now, data)],
+                events=[NewEvent(EventType.WORKFLOW_TERMINATED, now, data)],
             )
 
         status = await self._transition(account_id, workflow_name, instance_id, plan)
@@ -164,7 +165,7 @@ class Operations(Creates):
                     reset_streams=True,
                     clear_outcome=True,
                     clear_paused_at=True,
-                    events=[NewEvent("workflow_queued", now, queued)],
+                    events=[NewEvent(EventType.WORKFLOW_QUEUED, now, queued)],
                 )
             events = await self.storage.load_events(instance.pk)
             drop, streams = restart_cut(events, from_)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stepstone.model.events import EventType
 from stepstone.storage.base import InstanceRecord, InstanceSummary
 
 # Instance-level events (no step) of the instance ``i``, in event order, by index.
@@ -29,9 +30,11 @@ def summary_sql(columns: str, workflow_pk: str, instance_id: str) -> str:
     drops it), and it is among the last, so that probe runs from the end and only then.
     """
     steps = "SELECT s.steps FROM instance_step_counts s WHERE s.instance_pk = i.pk"
-    queued = _LIFECYCLE.format(pick="e.ts", type="workflow_queued", order="ASC")
-    started = _LIFECYCLE.format(pick="e.ts", type="workflow_started", order="ASC")
-    terminated = _LIFECYCLE.format(pick="e.event_id", type="workflow_terminated", order="DESC")
+    queued = _LIFECYCLE.format(pick="e.ts", type=EventType.WORKFLOW_QUEUED, order="ASC")
+    started = _LIFECYCLE.format(pick="e.ts", type=EventType.WORKFLOW_STARTED, order="ASC")
+    terminated = _LIFECYCLE.format(
+        pick="e.event_id", type=EventType.WORKFLOW_TERMINATED, order="DESC"
+    )
     prefixed = ", ".join("i." + c.strip() for c in columns.split(","))
     return (
         f"SELECT {prefixed}, COALESCE(({steps}), 0), ({queued}),"

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.events import EventType
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Conflict,
@@ -223,7 +224,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                 workflow_pk,
                 item.id,
                 version_id,
-                "queued",
+                Status.QUEUED,
                 item.trigger_source,
                 own(item.params),
                 None if item.schedule is None else own(item.schedule),
@@ -239,7 +240,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                 {"versionId": version_id, "trigger": {"source": item.trigger_source}}
                 | ({"traceparent": item.traceparent} if item.traceparent else {})
             )
-            t.add_events(row, [NewEvent("workflow_queued", now, data)])
+            t.add_events(row, [NewEvent(EventType.WORKFLOW_QUEUED, now, data)])
             created.append(row.record())
         if created and workflow_pk in t.workflows:
             t.workflows[workflow_pk].triggered_on = now
@@ -268,10 +269,14 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
                     return e
             return None
 
-        queued = lifecycle("workflow_queued", row.events)
-        started = None if row.started_on is not None else lifecycle("workflow_started", row.events)
-        terminated = row.status == "terminated" and (
-            lifecycle("workflow_terminated", reversed(row.events)) is not None
+        queued = lifecycle(EventType.WORKFLOW_QUEUED, row.events)
+        started = (
+            None
+            if row.started_on is not None
+            else lifecycle(EventType.WORKFLOW_STARTED, row.events)
+        )
+        terminated = row.status == Status.TERMINATED and (
+            lifecycle(EventType.WORKFLOW_TERMINATED, reversed(row.events)) is not None
         )
         summary = InstanceSummary(
             step_count=len(row.steps),
@@ -387,7 +392,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             self._db.schedule(row, now if tr.runnable_at is None else tr.runnable_at)
             row.priority = tr.priority
             row.wake_seq += 1
-        elif tr.status in TERMINAL or tr.status == "paused":
+        elif tr.status in TERMINAL or tr.status == Status.PAUSED:
             self._db.schedule(row, None)
         if tr.release_worker:
             # The lease stays until its holder stops (release_stopped) or it expires.
@@ -428,7 +433,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
         row.wake_seq += 1
         if row.status in WAKEABLE:
             t.schedule(row, now)
-        if row.status == "waiting":
+        if row.status == Status.WAITING:
             row.priority = 0
         self._fire_wake()
         return True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stepstone.model.events import EventType
+from stepstone.model.statuses import Status
 from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
@@ -112,11 +114,11 @@ class MemoryHooks:
             if WAITING not in hook.events or hook.wait_threshold_ms is None or workflow is None:
                 continue
             for row in self._rows_of(hook.workflow_pk):
-                if row.status != "waiting":
+                if row.status != Status.WAITING:
                     continue
                 # The wait's start is the notice's time: one notice per wait.
                 last = next((e for e in reversed(row.events) if e.step_kind is not None), None)
-                if last is None or last.type != "wait_started":
+                if last is None or last.type != EventType.WAIT_STARTED:
                     continue
                 if last.ts <= now - hook.wait_threshold_ms and t.add_delivery(
                     hook, row.pk, workflow.name, row.id, WAITING, None, last.ts, due=now

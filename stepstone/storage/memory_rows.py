@@ -17,15 +17,15 @@ from typing import TypeVar
 
 from stepstone.model.ops_records import AuditEntry, BulkJobRecord
 from stepstone.model.retention import DEFAULT_RETENTION_MS
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.model.webhooks import PENDING
 from stepstone.storage.base import EventRecord, InstanceRecord, NewEvent, VersionRecord
 
 T = TypeVar("T")
 # Statuses in which a delivered event (or a child's end) makes the instance runnable now.
-WAKEABLE = ("waiting", "running", "waitingForPause", "rollingBack")
+WAKEABLE = (Status.WAITING, Status.RUNNING, Status.WAITING_FOR_PAUSE, Status.ROLLING_BACK)
 # Status changes the webhook outbox records (the SQL stores' outbox trigger).
-NOTIFIED = ("errored", "complete", "terminated", "paused")
+NOTIFIED = (Status.ERRORED, Status.COMPLETE, Status.TERMINATED, Status.PAUSED)
 
 
 @dataclass(slots=True)
@@ -306,7 +306,7 @@ class Tables:
         version = self.versions[row.version_id]
         workflow = self.workflows[row.workflow_pk]
         settings = self.account_settings.get(workflow.account_id, (None, None))
-        if status == "complete":
+        if status == Status.COMPLETE:
             chain = (row.success_retention_ms, version.success_retention_ms, settings[0])
         else:
             chain = (row.error_retention_ms, version.error_retention_ms, settings[1])
@@ -348,7 +348,7 @@ class Tables:
                 self.schedule(
                     parent, due if parent.runnable_at is None else min(parent.runnable_at, due)
                 )
-            if parent.status == "waiting":
+            if parent.status == Status.WAITING:
                 parent.priority = 0
         if parents:
             self.parent_woken = True
@@ -371,12 +371,12 @@ class Tables:
                     parent.wake_seq += 1
                     if parent.status in WAKEABLE:
                         self.schedule(parent, row.modified_on)
-                    if parent.status == "waiting":
+                    if parent.status == Status.WAITING:
                         parent.priority = 0
                 self.parent_woken = True
         if new != old and new in NOTIFIED:
             names = [new]
-            if old == "rollingBack" and new in TERMINAL:
+            if old == Status.ROLLING_BACK and new in TERMINAL:
                 names.append("rolledBack")
             self._outbox(row, names)
 

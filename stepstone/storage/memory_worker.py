@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.events import EventType
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
@@ -98,8 +99,8 @@ class MemoryWorker(MemoryOps):
             old = row.status
             row.lease_owner, row.lease_expires = owner, now + lease_ms
             row.epoch += 1
-            if row.status in ("queued", "waiting"):
-                row.status = "running"
+            if row.status in (Status.QUEUED, Status.WAITING):
+                row.status = Status.RUNNING
             if row.started_on is None:
                 row.started_on = now
             row.modified_on = now
@@ -189,11 +190,11 @@ class MemoryWorker(MemoryOps):
         t, r = self._db, release
         row = self._fenced(claim)
         status, runnable_at, paused_at = r.status, r.runnable_at, None
-        if status == "waiting" and row.status == "waitingForPause":
-            status, runnable_at, paused_at = "paused", None, now
-        elif status == "paused":
+        if status == Status.WAITING and row.status == Status.WAITING_FOR_PAUSE:
+            status, runnable_at, paused_at = Status.PAUSED, None, now
+        elif status == Status.PAUSED:
             runnable_at, paused_at = None, now
-        if status == "waiting" and row.wake_seq != claim.wake_seq:
+        if status == Status.WAITING and row.wake_seq != claim.wake_seq:
             runnable_at = now  # an event was delivered since the claim
         ended = status in TERMINAL
         expires_at = t.expiry(row, status, now) if ended else None
@@ -217,8 +218,8 @@ class MemoryWorker(MemoryOps):
         row.expires_at = expires_at
         t.status_changed(row, old)
         events = list(r.events)
-        if status == "paused" and r.status != "paused":
-            events.append(NewEvent("workflow_paused", now))
+        if status == Status.PAUSED and r.status != Status.PAUSED:
+            events.append(NewEvent(EventType.WORKFLOW_PAUSED, now))
         t.add_events(row, events)
         # An instance that ended leaves nothing to claim or to wait for: only watchers hear.
         if ended:

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.events import EventType
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage import approval_sql, instance_reads, postgres_children
@@ -88,7 +89,8 @@ _CREATE_INSTANCES = (
     " $3, 1, t.success, t.error FROM t ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
     " RETURNING pk, id),"
     " queued AS (INSERT INTO instance_events (instance_pk, ts, type, data)"
-    " SELECT c.pk, $3, 'workflow_queued', t.queued FROM created c JOIN t ON t.id = c.id"
+    f" SELECT c.pk, $3, '{EventType.WORKFLOW_QUEUED}', t.queued"
+    " FROM created c JOIN t ON t.id = c.id"
     " ORDER BY t.n),"
     " triggered AS (UPDATE workflows SET triggered_on = $3"
     " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from stepstone.model.events import EventType
 from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
@@ -34,7 +35,7 @@ def _pg(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
-_OVERDUE_WAITS = _pg("""
+_OVERDUE_WAITS = _pg(f"""
 INSERT INTO webhook_deliveries (hook_pk, instance_pk, workflow_name, instance_id,
     event, error, at, state, next_attempt_at)
 SELECT h.pk, i.pk, w.name, i.id, ?::text, NULL, e.ts, 'pending', ?::bigint
@@ -43,7 +44,8 @@ FROM webhooks h JOIN workflows w ON w.pk = h.workflow_pk
     JOIN instance_events e ON e.event_id = (
         SELECT max(event_id) FROM instance_events
         WHERE instance_pk = i.pk AND step_kind IS NOT NULL)
-WHERE h.events LIKE ?::text AND h.wait_threshold_ms IS NOT NULL AND e.type = 'wait_started'
+WHERE h.events LIKE ?::text AND h.wait_threshold_ms IS NOT NULL
+    AND e.type = '{EventType.WAIT_STARTED}'
     AND e.ts <= ?::bigint - h.wait_threshold_ms
 ON CONFLICT DO NOTHING
 """)

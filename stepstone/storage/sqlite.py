@@ -20,8 +20,9 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
+from stepstone.model.events import EventType
 from stepstone.model.retention import DEFAULT_RETENTION_MS
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage import approval_sql, instance_reads, sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -119,7 +120,7 @@ def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
 
 def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -> int:
     """When a finished instance expires: instance, version, account, workflow fallback, default."""
-    column = "success_retention_ms" if status == "complete" else "error_retention_ms"
+    column = "success_retention_ms" if status == Status.COMPLETE else "error_retention_ms"
     row = conn.execute(
         f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, w.retention_fallback_ms, ?)"
         " FROM instances i JOIN versions v ON v.id = i.version_id"
@@ -545,7 +546,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
                 )
                 conn.execute(
                     "INSERT INTO instance_events (instance_pk, ts, type, data)"
-                    " VALUES (?, ?, 'workflow_queued', ?)",
+                    f" VALUES (?, ?, '{EventType.WORKFLOW_QUEUED}', ?)",
                     (cur.lastrowid, now, data),
                 )
                 assert cur.lastrowid is not None
@@ -663,7 +664,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
             if t.runnable:
                 sets += ["runnable_at = ?", "priority = ?", "wake_seq = wake_seq + 1"]
                 args += [now if t.runnable_at is None else t.runnable_at, t.priority]
-            elif t.status in TERMINAL or t.status == "paused":
+            elif t.status in TERMINAL or t.status == Status.PAUSED:
                 sets.append("runnable_at = NULL")
             if t.release_worker:
                 # The lease stays until its holder stops (release_stopped) or it expires.
@@ -973,11 +974,11 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
             status = r.status
             runnable_at = r.runnable_at
             paused_at = None
-            if status == "waiting" and current == "waitingForPause":
-                status, runnable_at, paused_at = "paused", None, now
-            elif status == "paused":
+            if status == Status.WAITING and current == Status.WAITING_FOR_PAUSE:
+                status, runnable_at, paused_at = Status.PAUSED, None, now
+            elif status == Status.PAUSED:
                 runnable_at, paused_at = None, now
-            if status == "waiting" and wake_seq != claim.wake_seq:
+            if status == Status.WAITING and wake_seq != claim.wake_seq:
                 runnable_at = now
             ended = status in TERMINAL
             conn.execute(
@@ -1003,8 +1004,8 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
                 ),
             )
             events = [*queued, *r.events]
-            if status == "paused" and r.status != "paused":
-                events.append(NewEvent("workflow_paused", now))
+            if status == Status.PAUSED and r.status != Status.PAUSED:
+                events.append(NewEvent(EventType.WORKFLOW_PAUSED, now))
             _insert_events(conn, claim.instance.pk, events)
             return status
 

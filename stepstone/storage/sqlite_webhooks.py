@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from stepstone.model.events import EventType
 from stepstone.model.webhooks import (
     DELIVERED,
     FAILED,
@@ -48,7 +49,7 @@ END
 # A wait that has lasted longer than a hook's threshold: the instance is waiting and its
 # latest step event is a wait_started at least that old. The wait's start is the row's time, so
 # the unique index sends one notice per wait.
-_OVERDUE_WAITS = """
+_OVERDUE_WAITS = f"""
 INSERT OR IGNORE INTO webhook_deliveries (hook_pk, instance_pk, workflow_name, instance_id,
     event, error, at, state, next_attempt_at)
 SELECT h.pk, i.pk, w.name, i.id, ?, NULL, e.ts, 'pending', ?
@@ -57,7 +58,7 @@ FROM webhooks h JOIN workflows w ON w.pk = h.workflow_pk
     JOIN instance_events e ON e.event_id = (
         SELECT max(event_id) FROM instance_events
         WHERE instance_pk = i.pk AND step_kind IS NOT NULL)
-WHERE h.events LIKE ? AND h.wait_threshold_ms IS NOT NULL AND e.type = 'wait_started'
+WHERE h.events LIKE ? AND h.wait_threshold_ms IS NOT NULL AND e.type = '{EventType.WAIT_STARTED}'
     AND e.ts <= ? - h.wait_threshold_ms
 """
 

@@ -31,40 +31,13 @@ from starlette.types import Send
 
 from stepstone import views
 from stepstone.errors import InvalidRequest
+from stepstone.model.events import SPEC_EVENTS, TERMINAL_EVENTS, EventType
 from stepstone.model.records import EventRecord, InstanceRecord
 from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
 
-TERMINAL_EVENTS = frozenset({"workflow_completed", "workflow_errored", "workflow_terminated"})
-_STEP_EVENTS = (
-    "step_started",
-    "step_completed",
-    "step_errored",
-    "attempt_started",
-    "attempt_completed",
-    "attempt_errored",
-)
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "workflow_queued",
-        "workflow_started",
-        "workflow_running",
-        "workflow_paused",
-        "workflow_waiting_for_pause",
-        "workflow_waiting",
-        *TERMINAL_EVENTS,
-        *_STEP_EVENTS,
-        "sleep_started",
-        "sleep_completed",
-        "wait_started",
-        "wait_completed",
-        "wait_timed_out",
-        "rollback_started",
-        "rollback_completed",
-        "rollback_errored",
-        *(f"rollback_{t}" for t in _STEP_EVENTS),
-    }
-)
+EVENT_TYPES: frozenset[str] = SPEC_EVENTS
+_STEP_STARTS = (EventType.STEP_STARTED, EventType.ROLLBACK_STEP_STARTED)
 HEARTBEAT_SECONDS = 15.0
 # The least time between two reads woken by commits: an instance stepping a thousand times a
 # second costs each of its subscribers at most 20 reads a second (each taking every event
@@ -99,7 +72,7 @@ class Redactor:
         self._sensitive: set[str] = set()
 
     def see(self, event: EventRecord) -> None:
-        if event.type not in ("step_started", "rollback_step_started") or not event.data:
+        if event.type not in _STEP_STARTS or not event.data:
             return
         config = orjson.loads(event.data).get("config") or {}
         if isinstance(config, dict) and config.get("sensitive") == "output":
@@ -123,7 +96,7 @@ def wire_event(instance_id: str, event: EventRecord, redactor: Redactor) -> dict
     }
     if event.step_name is not None:
         out["stepName"] = event.step_name
-    if event.type.endswith("step_completed"):
+    if event.type.endswith(EventType.STEP_COMPLETED):
         if redactor.hides(event):
             data = {"output": views.REDACTED}
         elif "stream" in data:

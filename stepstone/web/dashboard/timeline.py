@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepstone.model import history as h
+from stepstone.model.events import EventType
 from stepstone.model.records import EventRecord, InstanceQuery, InstanceRecord, WorkflowRecord
 from stepstone.model.statuses import TERMINAL
 from stepstone.ops import Operations
@@ -30,9 +31,9 @@ MAX_LANES = 200
 GRAPH_SEARCH = 50
 # A resume, or the end of an instance terminated (or restarted) while paused.
 _PAUSE_ENDS = {
-    "workflow_running": "resumed",
-    "workflow_queued": "restarted",
-    "workflow_terminated": "terminated",
+    EventType.WORKFLOW_RUNNING: "resumed",
+    EventType.WORKFLOW_QUEUED: "restarted",
+    EventType.WORKFLOW_TERMINATED: "terminated",
 }
 
 
@@ -55,7 +56,7 @@ def pauses(events: Sequence[EventRecord]) -> list[Pause]:
     for event in events:
         if event.step_kind is not None:
             continue
-        if event.type == "workflow_paused" and since is None:
+        if event.type == EventType.WORKFLOW_PAUSED and since is None:
             since = event.ts
         elif event.type in _PAUSE_ENDS and since is not None:
             out.append(Pause(since, event.ts, _PAUSE_ENDS[event.type]))
