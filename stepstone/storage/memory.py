@@ -51,6 +51,8 @@ from stepstone.storage.memory_worker import MemoryWorker
 class MemoryStorage(SeparateLookAhead, MemoryWorker):
     """``Storage`` in this process's memory; opening it anew starts empty."""
 
+    push_wakes = True  # no other process can write to it
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._tables: Tables | None = None

@@ -141,6 +141,9 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
 class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
+    # Another process on the file is found at the poll (poll_ms), as it always was.
+    push_wakes = True
+
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
         self.url = url
         self._path = path
