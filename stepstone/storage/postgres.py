@@ -198,15 +198,13 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         self._claim_lock = CLAIM_ROW_LOCK if portable else CLAIM_LOCK
         self._lock_caps = LOCK_CAP_ROWS if portable else PG_LOCK_CAPS
         self._opened = False
-        self._wake_listeners: list[Callable[[], None]] = []
-        self._change_listeners: list[Callable[[], None]] = []
+        self._init_signals()
         # A create notifies under this store's origin: other processes wake, while its own
         # listener skips it, the create having woken the local workers a round trip earlier.
         self._origin = uuid.uuid4().hex
         notifying = f", pg_notify('{CHANNEL}', '{self._origin}')" if self.push_wakes else ""
         self._create_once_sql = _CREATE_ONCE.replace(_NOTIFY_CREATED, notifying)
         self._create_instances_sql = _CREATE_INSTANCES.replace(_NOTIFY_CREATED, notifying)
-        self._control_listeners: list[Callable[[int, int | None], None]] = []
         self._listener: Listener | None = None
         # record_progress_nowait: events not yet taken by the flusher, per instance pk.
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
@@ -273,18 +271,18 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         return False
 
     def add_wake_listener(self, callback: Any) -> None:
-        self._wake_listeners.append(callback)
+        super().add_wake_listener(callback)
         if self._opened:
             self._start_listener()
 
     def add_change_listener(self, callback: Any) -> None:
         # Notifications cover both: a wake, and the end of an instance.
-        self._change_listeners.append(callback)
+        super().add_change_listener(callback)
         if self._opened:
             self._start_listener()
 
     def add_control_listener(self, callback: Any) -> None:
-        self._control_listeners.append(callback)
+        super().add_control_listener(callback)
         if self._opened:
             self._start_listener()
 

@@ -32,6 +32,7 @@ from stepstone.storage.base import (
 from stepstone.storage.event_match import first_match
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
+from stepstone.storage.signals import Signals
 from stepstone.storage.workflow_caps import pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
@@ -153,15 +154,12 @@ async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
     return now + int(value)
 
 
-class WorkerWrites:
+class WorkerWrites(Signals):
     """What a worker does through the store; mixed into ``PostgresStorage``."""
 
     _db: Database
     _lease_db: Database
     appended: AppendSignal
-    _wake_listeners: list[Callable[[], None]]
-    _change_listeners: list[Callable[[], None]]
-    _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
     _flusher: asyncio.Task[None] | None
@@ -174,19 +172,6 @@ class WorkerWrites:
     # Advisory locks, or row locks in the portable mode (postgres_portable).
     _claim_lock: tuple[Any, ...]
     _lock_caps: str
-
-    def _fire_wake(self) -> None:
-        for callback in (*self._wake_listeners, *self._change_listeners):
-            callback()
-
-    def _fire_change(self) -> None:
-        for callback in self._change_listeners:
-            callback()
-
-    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
-        for pk, epoch in stops:
-            for callback in self._control_listeners:
-                callback(pk, epoch)
 
     def _on_control_payload(self, payload: str) -> None:
         self._fire_control(parse_control(payload))
