@@ -21,7 +21,8 @@ for the mode too (to test it, or to keep notifications off a busy primary). What
   told "duplicate", and try again once the winner committed). Migration 0016 creates it the
   same way, so a database migrated in either mode has it.
 
-Everything else stays as it is: commit marks settle lost commits in both modes (no
+Every process sharing a database must use the same mode: advisory locks and row locks do not
+exclude each other. Everything else stays as it is: commit marks settle lost commits in both modes (no
 ``txid_status``), and the write functions and the trigger stay PL/pgSQL (docs/scaling.md says
 what that leaves for CockroachDB).
 """
