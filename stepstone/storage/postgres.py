@@ -3,8 +3,8 @@
 Same semantics and schema as the SQLite reference store. What differs: claims lock rows with
 ``FOR UPDATE SKIP LOCKED`` so concurrent workers never wait on each other; each fenced write
 locks the instance row and checks the epoch in its own transaction; writes that make work
-runnable ``NOTIFY`` the wake channel; and transactions survive lost connections (see
-``postgres_db``).
+runnable ``NOTIFY`` the wake channel (but in the portable mode, ``postgres_portable``); and
+transactions survive lost connections (see ``postgres_db``).
 """
 
 from __future__ import annotations

@@ -89,13 +89,14 @@ async def _open(url: str) -> Storage:
 
 async def _every_notifying_write(store: Storage) -> None:
     """A create, claims, an event, a release that wakes soon, a child's end (the trigger),
-    a stop, a lease expiry and a delete: each notifies in the plain mode."""
+    a stop, a lease expiry, a delete and a waited-for child's delete: each notifies in the
+    plain mode."""
     workflow = await store.register_workflow("acct", "w", WorkflowDefinition("W", "w"), NOW)
     pk, version = workflow.pk, workflow.version.id
     await store.create_instances(
         pk,
         version,
-        [NewInstance(i, b"{}") for i in ("parent", "child", "other")],
+        [NewInstance(i, b"{}") for i in ("parent", "child", "other", "p2", "c2")],
         NOW,
         skip_existing=False,
     )
@@ -103,6 +104,8 @@ async def _every_notifying_write(store: Storage) -> None:
     claims = {c.instance.id: c for c in await store.claim_runnable("w1", 10, NOW, LEASE, [pk])}
     child = claims["child"].instance.pk
     assert await store.link_child(claims["parent"], child) == "running"
+    assert await store.link_child(claims["p2"], claims["c2"].instance.pk) == "running"
+    await store.release_instance(claims["p2"], Release("waiting"), NOW)
     await store.release_instance(claims["parent"], Release("waiting"), NOW)
     await store.release_instance(claims["child"], Release("complete", output=b"1"), NOW)
     # The trigger made the parent runnable.
@@ -111,8 +114,11 @@ async def _every_notifying_write(store: Storage) -> None:
     await store.release_instance(again["parent"], Release("complete", output=b"2"), NOW)
     await store.deliver_event(claims["other"].instance.pk, "go", b"{}", NOW)
     await store.release_instance(claims["other"], Release("waiting", runnable_at=NOW + 1), NOW)
-    assert await store.expire_leases("w1", NOW) == 1  # "more"
-    await store.delete_instances(pk, ["parent", "other", "more"])
+    assert await store.expire_leases("w1", NOW) == 2  # "more", "c2"
+    # c2 is still running: deleting it wakes p2, which waits on it.
+    await store.delete_instances(pk, ["parent", "other", "more", "c2"])
+    again = await store.claim_runnable("w3", 10, NOW, LEASE, [pk])
+    assert [c.instance.id for c in again] == ["p2"]
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["plain", "portable"])
