@@ -6,12 +6,13 @@ statement fails, possibly in the middle of a transaction, and a plain PostgreSQL
 for the mode too (to test it, or to keep notifications off a busy primary). What changes:
 
 - Nothing notifies. No LISTEN connection is opened; the pool's connections are a class whose
-  ``push_wakes`` is False, which the notifying helpers check (``postgres_worker.notify``), so no
-  call site can forget; the create statement is sent in a variant without its ``pg_notify``;
-  the release functions get a "near" horizon no wake-up is ever within
-  (``NEVER_NEAR_MS``); and every connection starts with ``stepstone.notify = off``, which the
-  child-ended trigger reads (migration 0016). Workers poll instead (``Worker._run``); control
-  (terminate, pause, restart, delete) reaches a running instance at its next lease renewal.
+  ``push_wakes`` is False, which every statement that notifies checks (``postgres_worker.notify``
+  and ``notify_control``, ``postgres_children.unlink_deleted``); the create statement is sent
+  in a variant without its ``pg_notify``; the release functions get a "near" horizon no
+  wake-up is ever within (``NEVER_NEAR_MS``); and every connection starts with
+  ``stepstone.notify = off``, which the child-ended trigger reads (migration 0016). Workers
+  poll instead (``Worker._run``); control (terminate, pause, restart, delete) reaches a
+  running instance at its next lease renewal.
 - No advisory lock is taken. The three locks become row locks on ``stepstone_internal.locks``
   (migration 0016), held like the advisory locks until the transaction ends: an upsert of the
   lock's row locks it, whether or not the row existed (a second inserter of a new name waits
@@ -22,9 +23,9 @@ for the mode too (to test it, or to keep notifications off a busy primary). What
   same way, so a database migrated in either mode has it.
 
 Every process sharing a database must use the same mode: advisory locks and row locks do not
-exclude each other. Everything else stays as it is: commit marks settle lost commits in both modes (no
-``txid_status``), and the write functions and the trigger stay PL/pgSQL (docs/scaling.md says
-what that leaves for CockroachDB).
+exclude each other. Everything else stays as it is: commit marks settle lost commits in both
+modes (no ``txid_status``), and the write functions and the triggers stay PL/pgSQL
+(docs/scaling.md says what that leaves for CockroachDB).
 """
 
 from __future__ import annotations
