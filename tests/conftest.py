@@ -25,6 +25,9 @@ from stepstone.storage.base import Storage
 
 PG_URL = os.environ.get("STEPSTONE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["memory", "sqlite", "postgres"]
+# And PostgreSQL in the portable mode (postgresql+portable://): the store's contract and the
+# engine run on it too (tests/storage, tests/engine override backend_url with these).
+WITH_PORTABLE = [*BACKENDS, "portable"]
 T = TypeVar("T")
 _pg_names = itertools.count()
 
@@ -143,15 +146,27 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
         databases.give_back(name)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def portable_url(url: str) -> str:
+    """A PostgreSQL URL in the portable mode."""
+    return url.replace("postgresql://", "postgresql+portable://", 1)
+
+
+def backend_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of ``request.param``'s backend, fresh for the test."""
     kind = request.param
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'stepstone.db'}"
+    elif kind == "portable":
+        yield portable_url(request.getfixturevalue("pg_database"))
     else:
         yield request.getfixturevalue("pg_database")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from backend_urls(request, tmp_path)
 
 
 @pytest.fixture

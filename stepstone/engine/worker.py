@@ -37,6 +37,9 @@ Loader = Callable[[VersionRecord], type[WorkflowEntrypoint]]
 EnvFactory = Callable[[WorkflowRecord], Any]
 INTERNAL_ERROR = {"name": "WorkflowInternalError", "message": "the engine failed: {}"}
 UNLOADABLE_RETRY_MS = 5_000
+# A store without push wake-ups (Storage.push_wakes) is polled this soon after work was found,
+# then twice as long after each look that found none, up to poll_ms.
+FIRST_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,9 @@ class WorkerSettings:
         max_running: instances running at once across every worker sharing the database;
             give every worker the same value. None means no limit beyond ``concurrency``.
         lease_ms: how long a claim lives without a heartbeat; another worker takes over after.
-        poll_ms: the longest sleep between looks for due work when no wake-up arrives.
+        poll_ms: the longest sleep between looks for due work when no wake-up arrives. On a
+            store without push wake-ups (``postgresql+portable://``) the sleeps start at
+            50 ms whenever work was found and double up to this.
         claim_batch: the most instances claimed in one transaction.
     """
 
@@ -230,6 +235,11 @@ class Worker:
 
     async def _run(self) -> None:
         settings = self.settings
+        # Other processes' work is only found by looking: soon while work keeps coming, at
+        # poll_ms when idle (one claim statement per worker per poll_ms, as with wake-ups).
+        polled = not self.storage.push_wakes
+        first_poll = min(FIRST_POLL_S, settings.poll_ms / 1000)
+        backoff = first_poll
         while not self._stopping:
             self._wake.clear()
             try:
@@ -250,6 +260,8 @@ class Worker:
                     )
                     for claim in claims:
                         self._launch(claim)
+                    if claims:
+                        backoff = first_poll
                     # Whether runnable work may be left behind for want of a free slot.
                     self._saturated = len(claims) == want or settings.max_running is not None
                     if len(claims) == want:
@@ -266,6 +278,9 @@ class Worker:
             except Exception:
                 log.exception("worker loop failed; retrying")
                 timeout = settings.poll_ms / 1000
+            if polled:
+                timeout = min(timeout, backoff)
+                backoff = min(backoff * 2, settings.poll_ms / 1000)
             if timeout > 0:
                 try:
                     async with asyncio.timeout(timeout):

@@ -5,7 +5,9 @@ URLs follow the SQLAlchemy convention: ``sqlite:///relative/path.db``,
 plain-Python store, ``memory.py``; ``sqlite:///:memory:`` is SQLite in memory) and
 ``postgresql://user@host:port/dbname``, or with several hosts for failover,
 ``postgresql://user@h1:5432,h2:5433/dbname?target_session_attrs=read-write``
-(``postgres_hosts``).
+(``postgres_hosts``). ``postgresql+portable://...`` is PostgreSQL without LISTEN/NOTIFY and
+advisory locks, for CockroachDB or YugabyteDB (``postgres_portable``): a dialect suffix, as
+SQLAlchemy's ``postgresql+asyncpg://`` names a driver, stripped before connecting.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ class InvalidDatabaseURL(ValueError):
     """The database URL cannot be understood."""
 
 
-_EXAMPLES = "sqlite:///stepstone.db, sqlite:////abs/path.db, memory://, postgresql://host/db"
+_EXAMPLES = (
+    "sqlite:///stepstone.db, sqlite:////abs/path.db, memory://, postgresql://host/db,"
+    " postgresql+portable://host/db"
+)
 
 
 def open_storage(url: str) -> Storage:
@@ -53,12 +58,14 @@ def open_storage(url: str) -> Storage:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise InvalidDatabaseURL(f"{url!r}: synchronous must be FULL, NORMAL or EXTRA")
         return SqliteStorage(url, path, synchronous)
-    if scheme in ("postgresql", "postgres"):
+    if scheme in ("postgresql", "postgres", "postgresql+portable", "postgres+portable"):
         from stepstone.storage.postgres import PostgresStorage
         from stepstone.storage.postgres_hosts import InvalidPostgresURL, postgres_dsn
 
+        portable = scheme.endswith("+portable")
+        dsn = "postgresql://" + url.split("://", 1)[1] if portable else url
         try:
-            return PostgresStorage(postgres_dsn(url))
+            return PostgresStorage(postgres_dsn(dsn), portable=portable)
         except InvalidPostgresURL as exc:
             raise InvalidDatabaseURL(str(exc)) from None
     raise InvalidDatabaseURL(f"unsupported database URL scheme {scheme!r}; examples: {_EXAMPLES}")

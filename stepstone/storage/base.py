@@ -107,6 +107,9 @@ class Storage(Protocol):
     """Every durable operation. Unless stated, an operation is one atomic transaction."""
 
     url: str
+    # Whether wake-ups announce other processes' commits too, or none can matter: False (the
+    # portable PostgreSQL mode) has workers poll for them, backing off while idle.
+    push_wakes: bool
     # Fired after each commit of this process that appends events to an instance's log, and
     # polled for other processes' (see storage/appended.py): what event streams wait on.
     appended: AppendSignal

@@ -14,8 +14,7 @@ links, bulk jobs, the audit log) and ``memory_hooks.py`` (webhooks).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import orjson
 
@@ -52,12 +51,12 @@ from stepstone.storage.memory_worker import MemoryWorker
 class MemoryStorage(SeparateLookAhead, MemoryWorker):
     """``Storage`` in this process's memory; opening it anew starts empty."""
 
+    push_wakes = True  # no other process can write to it
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._tables: Tables | None = None
-        self._wake_listeners: list[Callable[[], None]] = []
-        self._change_listeners: list[Callable[[], None]] = []
-        self._control_listeners: list[Callable[[int, int | None], None]] = []
+        self._init_signals()
         self.appended = AppendSignal(self._latest_event_ids)
 
     # --- lifecycle and listeners -----------------------------------------------------------
@@ -72,15 +71,6 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
 
     def sole_worker_lock(self) -> bool:
         return True  # no other process can see this store
-
-    def add_wake_listener(self, callback: Any) -> None:
-        self._wake_listeners.append(callback)
-
-    def add_change_listener(self, callback: Any) -> None:
-        self._change_listeners.append(callback)
-
-    def add_control_listener(self, callback: Any) -> None:
-        self._control_listeners.append(callback)
 
     async def sync(self) -> None:
         self._require_open()

@@ -7,7 +7,7 @@ names the epoch; the SQLite store checks only it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,26 +27,11 @@ from stepstone.storage.base import (
 from stepstone.storage.event_match import first_match
 from stepstone.storage.memory_ops import MemoryOps
 from stepstone.storage.memory_rows import ChildLink, InstanceRow, own
+from stepstone.storage.signals import Signals
 
 
-class MemoryWorker(MemoryOps):
+class MemoryWorker(MemoryOps, Signals):
     appended: AppendSignal
-    _wake_listeners: list[Callable[[], None]]
-    _change_listeners: list[Callable[[], None]]
-    _control_listeners: list[Callable[[int, int | None], None]]
-
-    def _fire_wake(self) -> None:
-        for callback in (*self._wake_listeners, *self._change_listeners):
-            callback()
-
-    def _fire_change(self) -> None:
-        for callback in self._change_listeners:
-            callback()
-
-    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
-        for pk, epoch in stops:
-            for callback in self._control_listeners:
-                callback(pk, epoch)
 
     def _after_write(self) -> None:
         """Wake the workers if the write just made woke a parent (its child ended)."""

@@ -3,8 +3,8 @@
 Same semantics and schema as the SQLite reference store. What differs: claims lock rows with
 ``FOR UPDATE SKIP LOCKED`` so concurrent workers never wait on each other; each fenced write
 locks the instance row and checks the epoch in its own transaction; writes that make work
-runnable ``NOTIFY`` the wake channel; and transactions survive lost connections (see
-``postgres_db``).
+runnable ``NOTIFY`` the wake channel (but in the portable mode, ``postgres_portable``); and
+transactions survive lost connections (see ``postgres_db``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, COMMIT_MARKS, Database, Listener
 from stepstone.storage.postgres_ops_log import PostgresOpsLog
+from stepstone.storage.postgres_portable import CLAIM_ROW_LOCK, LOCK_CAP_ROWS, NEVER_NEAR_MS
 from stepstone.storage.postgres_progress import (
     GroupCommitter,
     progress_many,
@@ -55,6 +56,7 @@ from stepstone.storage.postgres_progress import (
 from stepstone.storage.postgres_reads import ReadBatcher
 from stepstone.storage.postgres_webhooks import PostgresWebhooks, drop_workflow_hooks
 from stepstone.storage.postgres_worker import (
+    CLAIM_LOCK,
     INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
     WorkerWrites,
@@ -64,6 +66,7 @@ from stepstone.storage.postgres_worker import (
     notify,
     notify_control,
 )
+from stepstone.storage.workflow_caps import PG_LOCK_CAPS
 
 T = TypeVar("T")
 _VERSION_COLUMNS = (
@@ -77,6 +80,7 @@ _WORKFLOW_SELECT = (
     " FROM workflows w JOIN versions v ON v.id = w.version_id"
 )
 _TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
+_NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
 # Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
 # statement (one round trip); ids already present are skipped and left out of the answer.
 _CREATE_INSTANCES = (
@@ -94,7 +98,7 @@ _CREATE_INSTANCES = (
     " ORDER BY t.n),"
     " triggered AS (UPDATE workflows SET triggered_on = $3"
     " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"
-    f" SELECT pk, id, txid_current(), pg_notify('{CHANNEL}', '{{origin}}') FROM created"
+    f" SELECT pk, id, txid_current(){_NOTIFY_CREATED} FROM created"
 )
 
 # A lone create whose every id must be new, as one statement in its own implicit transaction
@@ -165,27 +169,44 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
 
 
 class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
-    """``Storage`` on PostgreSQL; any number of processes may share one database."""
+    """``Storage`` on PostgreSQL; any number of processes may share one database.
 
-    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+    ``portable``: without LISTEN/NOTIFY and advisory locks (``postgres_portable``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        portable: bool = False,
+    ) -> None:
         self.url = url
         # One account of outages for every connection of the store (pool, leases, listener).
         self.health = StoreHealth("PostgreSQL")
         self._db = Database(
-            url, min_size=min_connections, max_size=max_connections, health=self.health
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            health=self.health,
+            portable=portable,
         )
         # Lease renewals get a connection of their own: queued behind a busy pool they could
         # arrive after the lease ended and hand running instances to another worker.
-        self._lease_db = Database(url, min_size=1, max_size=1, health=self.health)
+        self._lease_db = Database(
+            url, min_size=1, max_size=1, health=self.health, portable=portable
+        )
+        self.push_wakes = not portable
+        self._claim_lock = CLAIM_ROW_LOCK if portable else CLAIM_LOCK
+        self._lock_caps = LOCK_CAP_ROWS if portable else PG_LOCK_CAPS
         self._opened = False
-        self._wake_listeners: list[Callable[[], None]] = []
-        self._change_listeners: list[Callable[[], None]] = []
+        self._init_signals()
         # A create notifies under this store's origin: other processes wake, while its own
         # listener skips it, the create having woken the local workers a round trip earlier.
         self._origin = uuid.uuid4().hex
-        self._create_once_sql = _CREATE_ONCE.replace("{origin}", self._origin)
-        self._create_instances_sql = _CREATE_INSTANCES.replace("{origin}", self._origin)
-        self._control_listeners: list[Callable[[int, int | None], None]] = []
+        notifying = f", pg_notify('{CHANNEL}', '{self._origin}')" if self.push_wakes else ""
+        self._create_once_sql = _CREATE_ONCE.replace(_NOTIFY_CREATED, notifying)
+        self._create_instances_sql = _CREATE_INSTANCES.replace(_NOTIFY_CREATED, notifying)
         self._listener: Listener | None = None
         # record_progress_nowait: events not yet taken by the flusher, per instance pk.
         self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
@@ -198,7 +219,9 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         )
         self._releases = GroupCommitter(
             self._db,
-            *release_sender(NEAR_WAKE_MS, DEFAULT_RETENTION_MS),
+            *release_sender(
+                NEAR_WAKE_MS if self.push_wakes else NEVER_NEAR_MS, DEFAULT_RETENTION_MS
+            ),
             max_inflight=max(1, max_connections // 2),
         )
         self._creates = CreateBatcher(
@@ -250,23 +273,23 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         return False
 
     def add_wake_listener(self, callback: Any) -> None:
-        self._wake_listeners.append(callback)
+        super().add_wake_listener(callback)
         if self._opened:
             self._start_listener()
 
     def add_change_listener(self, callback: Any) -> None:
         # Notifications cover both: a wake, and the end of an instance.
-        self._change_listeners.append(callback)
+        super().add_change_listener(callback)
         if self._opened:
             self._start_listener()
 
     def add_control_listener(self, callback: Any) -> None:
-        self._control_listeners.append(callback)
+        super().add_control_listener(callback)
         if self._opened:
             self._start_listener()
 
     def _start_listener(self) -> None:
-        if self._listener is None:
+        if self._listener is None and self.push_wakes:
             self._listener = Listener(
                 self.url,
                 self._fire_wake,
@@ -403,7 +426,9 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             return True
 
         gone: list[tuple[int, int | None]] = []
-        deleted = await self._write(job)
+        # A parent waiting on a deleted child is woken (unlink_deleted); without notifications
+        # only this process's workers hear of it at once.
+        deleted = await self._write(job, wakes=not self.push_wakes)
         self._fire_control(gone)
         return deleted
 
@@ -776,7 +801,8 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             return epoch
 
         try:
-            epoch = await self._write(job, wakes=t.runnable)
+            # An end may wake a parent: the trigger's notification is off in the portable mode.
+            epoch = await self._write(job, wakes=t.runnable or (t.ended and not self.push_wakes))
             self.appended.fire(instance_pk)
         except BaseException:
             if queued is not None:  # not written: back to the front of the queue
@@ -846,7 +872,9 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             return [i for i in wanted if i in found]
 
         gone: list[tuple[int, int | None]] = []
-        deleted = await self._write(job)
+        # A parent waiting on a deleted child is woken (unlink_deleted); without notifications
+        # only this process's workers hear of it at once.
+        deleted = await self._write(job, wakes=not self.push_wakes)
         self._fire_control(gone)
         return deleted
 

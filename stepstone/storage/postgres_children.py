@@ -2,7 +2,8 @@
 
 The wake itself is a trigger of the links' migration: whichever transaction ends a child (a
 release, a batched release, a terminate) makes the parent runnable and notifies the workers
-in that same transaction, so any worker takes the parent up without polling.
+in that same transaction, so any worker takes the parent up without polling (in the portable
+mode, ``postgres_portable``, only the ending process's workers at once, others by polling).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ async def unlink_deleted(conn: Any, pks: Sequence[int]) -> None:
             " WHERE pk = ANY($1::bigint[])",
             [r[0] for r in parents],
         )
-        await conn.execute("SELECT pg_notify('stepstone_wake', '')")
+        if conn.push_wakes:  # not in the portable mode (postgres_portable)
+            await conn.execute("SELECT pg_notify('stepstone_wake', '')")
 
 
 async def link_child(conn: Any, parent_pk: int, child_pk: int, detached: bool) -> str | None:

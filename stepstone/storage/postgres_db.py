@@ -33,6 +33,7 @@ import asyncpg
 from stepstone.storage.migrations import migration_files
 from stepstone.storage.outage import StoreHealth, StoreUnreachable
 from stepstone.storage.postgres_hosts import CommitWatch, commit_watch
+from stepstone.storage.postgres_portable import MIGRATION_LOCK, NO_NOTIFY, create_lock_table
 
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[T]]
@@ -142,11 +143,20 @@ class _PoolConnection(asyncpg.Connection):  # type: ignore[misc]
     renamed the hook to ``get_reset_query``; both are overridden for the supported range.
     """
 
+    # Whether writes on this connection notify the wake and control channels.
+    push_wakes = True
+
     def get_reset_query(self) -> str:
         return ""
 
     def _get_reset_query(self) -> str:
         return ""
+
+
+class _PortableConnection(_PoolConnection):
+    """A connection of the portable mode, which never notifies (``postgres_portable``)."""
+
+    push_wakes = False
 
 
 class Database:
@@ -160,8 +170,10 @@ class Database:
         max_size: int,
         retry_for: float = 120.0,
         health: StoreHealth | None = None,
+        portable: bool = False,
     ) -> None:
         self.dsn = dsn
+        self.portable = portable
         self._min_size = min_size
         self._max_size = max_size
         self._retry_for = retry_for
@@ -179,7 +191,8 @@ class Database:
                 max_size=self._max_size,
                 command_timeout=60,
                 timeout=_CONNECT_TIMEOUT,
-                connection_class=_PoolConnection,
+                connection_class=_PortableConnection if self.portable else _PoolConnection,
+                server_settings=NO_NOTIFY if self.portable else None,
             )
 
         await self._retrying(create)
@@ -419,7 +432,10 @@ class Database:
         """Apply pending migrations in one transaction; concurrent starters wait their turn."""
 
         async def job(conn: Any) -> int:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if self.portable:
+                await conn.execute(MIGRATION_LOCK)
+            else:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
             )
@@ -431,6 +447,8 @@ class Database:
                     current = number
             return int(current)
 
+        if self.portable:
+            await self.read(create_lock_table)
         # Safe to run twice, and it must run before the marks' table exists.
         return await self.write_reporting_xid(lambda conn: _reporting(job(conn)), marked=False)
 

@@ -33,7 +33,8 @@ from stepstone.storage.base import (
 from stepstone.storage.event_match import first_match
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
-from stepstone.storage.workflow_caps import PG_LOCK_CAPS, pg_claim_sql, pg_plain_claim_sql
+from stepstone.storage.signals import Signals
+from stepstone.storage.workflow_caps import pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
@@ -83,8 +84,8 @@ _APPEND_BATCH = (
     " SELECT txid_current()"
 )
 FLUSH_LINGER_S = 0.002
-# Any fixed key, distinct from the migrations' one.
-_CLAIM_LOCK = 0x5735_C1A1
+# Any fixed key, distinct from the migrations' one; the statement and its arguments.
+CLAIM_LOCK = ("SELECT pg_advisory_xact_lock($1)", 0x5735_C1A1)
 _CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 _CLAIM_PLAIN = pg_plain_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 
@@ -104,7 +105,8 @@ async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent])
 
 
 async def notify(conn: Any) -> None:
-    await conn.execute(f"NOTIFY {CHANNEL}")
+    if conn.push_wakes:  # not in the portable mode (postgres_portable)
+        await conn.execute(f"NOTIFY {CHANNEL}")
 
 
 def control_payloads(stops: Sequence[tuple[int, int | None]]) -> list[str]:
@@ -134,7 +136,7 @@ def parse_control(payload: str) -> list[tuple[int, int | None]]:
 
 
 async def notify_control(conn: Any, stops: Sequence[tuple[int, int | None]]) -> None:
-    for payload in control_payloads(stops):
+    for payload in control_payloads(stops) if conn.push_wakes else ():
         await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
 
 
@@ -153,15 +155,12 @@ async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
     return now + int(value)
 
 
-class WorkerWrites:
+class WorkerWrites(Signals):
     """What a worker does through the store; mixed into ``PostgresStorage``."""
 
     _db: Database
     _lease_db: Database
     appended: AppendSignal
-    _wake_listeners: list[Callable[[], None]]
-    _change_listeners: list[Callable[[], None]]
-    _control_listeners: list[Callable[[int, int | None], None]]
     # record_progress_nowait: events not yet taken by the flusher, per instance pk.
     _queued: dict[int, tuple[Claim, list[NewEvent]]]
     _flusher: asyncio.Task[None] | None
@@ -170,19 +169,10 @@ class WorkerWrites:
     _releases: GroupCommitter[Ending]
     # Workflow pks with a concurrency limit, as the last claim saw them.
     _caps_seen: set[int]
-
-    def _fire_wake(self) -> None:
-        for callback in (*self._wake_listeners, *self._change_listeners):
-            callback()
-
-    def _fire_change(self) -> None:
-        for callback in self._change_listeners:
-            callback()
-
-    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
-        for pk, epoch in stops:
-            for callback in self._control_listeners:
-                callback(pk, epoch)
+    push_wakes: bool
+    # Advisory locks, or row locks in the portable mode (postgres_portable).
+    _claim_lock: tuple[Any, ...]
+    _lock_caps: str
 
     def _on_control_payload(self, payload: str) -> None:
         self._fire_control(parse_control(payload))
@@ -290,7 +280,7 @@ class WorkerWrites:
             allowed = limit
             if max_running is not None:
                 # Workers count and claim one at a time, or two could both see room for one.
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+                await conn.execute(*self._claim_lock)
                 running = await conn.fetchval(
                     "SELECT count(*) FROM instances WHERE lease_owner IS NOT NULL"
                     " AND lease_expires >= $1",
@@ -300,7 +290,7 @@ class WorkerWrites:
                 if allowed == 0:
                     return None, ([], None, False)
             if locked:
-                await conn.execute(PG_LOCK_CAPS, locked)
+                await conn.execute(self._lock_caps, locked)
                 rows = await conn.fetch(_CLAIM, owner, now + lease_ms, now, allowed, scope, locked)
             else:
                 rows = await conn.fetch(_CLAIM_PLAIN, owner, now + lease_ms, now, allowed, scope)
@@ -513,8 +503,9 @@ class WorkerWrites:
             raise Fenced(claim.instance.id)
         self.appended.fire(claim.instance.pk)
         # Local workers hear of every release that leaves something to claim or to wait for,
-        # watchers of every release; other processes only when the instance is due soon.
-        if status in TERMINAL:
+        # watchers of every release; other processes only when the instance is due soon. An
+        # end may wake a parent, which the trigger announces unless it is silenced (portable).
+        if status in TERMINAL and self.push_wakes:
             self._fire_change()
         else:
             self._fire_wake()

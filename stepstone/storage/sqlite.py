@@ -50,6 +50,7 @@ from stepstone.storage.base import (
 from stepstone.storage.event_match import first_match
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
+from stepstone.storage.signals import Signals
 from stepstone.storage.sqlite_ops_log import SqliteOpsLog
 from stepstone.storage.sqlite_webhooks import SqliteWebhooks
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
@@ -139,8 +140,11 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
+class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
+
+    # Another process on the file is found at the poll (poll_ms), as it always was.
+    push_wakes = True
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
         self.url = url
@@ -151,9 +155,9 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
         self._local = threading.local()
         self._shared_lock: threading.Lock | None = None
         self._writer: InlineWriter | None = None
-        self._wake_listeners: list[Callable[[], None]] = []
-        self._change_listeners: list[Callable[[], None]] = []
-        self._control_listeners: list[Callable[[int, int | None], None]] = []
+        # Only this process hears them: workers in other processes on the same file notice
+        # stops at their next heartbeat or write.
+        self._init_signals()
         self._write_conn: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | None = None
         # record_progress_nowait: events not yet written, per instance pk.
@@ -223,26 +227,6 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
                 return False
             self._lock_file = handle
         return True
-
-    def add_wake_listener(self, callback: Any) -> None:
-        self._wake_listeners.append(callback)
-
-    def add_change_listener(self, callback: Any) -> None:
-        self._change_listeners.append(callback)
-
-    def _fire_wake(self) -> None:
-        for callback in (*self._wake_listeners, *self._change_listeners):
-            callback()
-
-    def add_control_listener(self, callback: Any) -> None:
-        self._control_listeners.append(callback)
-
-    def _fire_control(self, stops: Sequence[tuple[int, int | None]]) -> None:
-        # Only this process hears it: workers in other processes on the same file notice at
-        # their next heartbeat or write.
-        for pk, epoch in stops:
-            for callback in self._control_listeners:
-                callback(pk, epoch)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._shared_lock is not None:
@@ -1014,8 +998,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks):
         result: str = await self._write(job, wakes=not ends, batched=True)
         self.appended.fire(claim.instance.pk)
         if ends:
-            for callback in self._change_listeners:
-                callback()
+            self._fire_change()
         return result
 
     async def link_child(

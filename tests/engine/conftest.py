@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stepstone import Engine, InstanceHandle, WorkerSettings
 from stepstone.engine.worker import Worker
+from tests.conftest import WITH_PORTABLE, backend_urls
 from tests.engine import flows
 
 WORKFLOWS = {
@@ -31,6 +33,11 @@ WORKFLOWS = {
     "parent": flows.Parent,
     "dynamic-delay": flows.DynamicDelay,
 }
+
+
+@pytest.fixture(params=WITH_PORTABLE)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from backend_urls(request, tmp_path)
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +16,15 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
+from tests.conftest import WITH_PORTABLE, backend_urls
 
 NOW = 1_700_000_000_000
 LEASE = 30_000
+
+
+@pytest.fixture(params=WITH_PORTABLE)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from backend_urls(request, tmp_path)
 
 
 @dataclass
