@@ -32,6 +32,11 @@ class Conflict(Exception):
     """A compare-and-set found the instance in another status; nothing was written."""
 
 
+class WorkflowChanged(Exception):
+    """A create named a version that is no longer its workflow's current one (registered
+    again, or the workflow deleted since it was looked up); nothing was written."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowDefinition:
     class_name: str

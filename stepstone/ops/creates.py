@@ -40,6 +40,7 @@ from stepstone.storage.base import (
     InstanceRecord,
     NewInstance,
     Storage,
+    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
 )
@@ -47,6 +48,10 @@ from stepstone.validation import (
     addressable_id_problem,
     instance_id_problem,
 )
+
+# A create whose workflow changed under it looks again and tries again; a third change in a
+# row is a registration loop, not a race, and fails.
+_CREATE_TRIES = 3
 
 
 class Creates(Queries):
@@ -66,6 +71,10 @@ class Creates(Queries):
         # Workflow name -> why this process's worker cannot import its class: creating an
         # instance that no worker here can run is refused (10202) rather than left queued.
         self.unloadable: dict[str, str] = {}
+        # The workflows creates were last made for: a create names the version it looked up
+        # and the store checks it is still current (``WorkflowChanged``), so a lookup is paid
+        # once, not per create (one round trip on PostgreSQL).
+        self._create_targets: dict[tuple[str, str], WorkflowRecord] = {}
 
     async def put_workflow(
         self,
@@ -119,12 +128,14 @@ class Creates(Queries):
             except WorkflowLoadError as exc:
                 raise InvalidWorkflowDefinition(str(exc)) from None
         record = await self.storage.register_workflow(account_id, name, definition, self.now())
+        self._create_targets[(account_id, name)] = record
         if self.on_workflows_changed is not None:
             self.on_workflows_changed()
         return record
 
     async def delete_workflow(self, account_id: str, name: str) -> None:
         check_workflow_name(name)
+        self._create_targets.pop((account_id, name), None)
         if not await self.storage.delete_workflow(account_id, name):
             raise WorkflowNotFound(f"Workflow {name!r} not found")
         if self.on_workflows_changed is not None:
@@ -148,7 +159,7 @@ class Creates(Queries):
         trigger_source: str = "api",
     ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
         """Create instances of the workflow's current version; see ``Storage.create_instances``."""
-        workflow = await self.workflow(account_id, workflow_name)
+        workflow = await self._create_target(account_id, workflow_name)
         problem = self.unloadable.get(workflow_name)
         if problem is not None and trigger_source != "cron":
             raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
@@ -172,10 +183,44 @@ class Creates(Queries):
                     error_retention_ms=request.error_retention_ms,
                 )
             )
-        records = await self.storage.create_instances(
-            workflow.pk, workflow.version.id, stamp(items), self.now(), skip_existing=skip_existing
+        workflow, records = await self._create(
+            account_id, workflow, stamp(items), skip_existing=skip_existing
         )
         metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
+        return workflow, records
+
+    async def _create_target(self, account_id: str, name: str) -> WorkflowRecord:
+        check_workflow_name(name)
+        workflow = self._create_targets.get((account_id, name))
+        if workflow is None:
+            workflow = self._create_targets[(account_id, name)] = await self.workflow(
+                account_id, name
+            )
+        return workflow
+
+    async def _create(
+        self,
+        account_id: str,
+        workflow: WorkflowRecord,
+        items: Sequence[NewInstance],
+        *,
+        skip_existing: bool,
+    ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
+        """Create ``items`` as ``workflow``'s version, or as the current one if it changed."""
+        for _ in range(_CREATE_TRIES - 1):
+            try:
+                records = await self.storage.create_instances(
+                    workflow.pk, workflow.version.id, items, self.now(),
+                    skip_existing=skip_existing,
+                )  # fmt: skip
+                return workflow, records
+            except WorkflowChanged:
+                # Registered again (or deleted) since it was looked up, here or elsewhere.
+                del self._create_targets[(account_id, workflow.name)]
+                workflow = await self._create_target(account_id, workflow.name)
+        records = await self.storage.create_instances(
+            workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
+        )
         return workflow, records
 
     async def create_batch(
@@ -196,7 +241,7 @@ class Creates(Queries):
         """
         if not 1 <= len(entries) <= MAX_BATCH:
             raise InvalidRequest(f"a batch has 1 to {MAX_BATCH} instances; got {len(entries)}")
-        workflow = await self.workflow(account_id, workflow_name)
+        workflow = await self._create_target(account_id, workflow_name)
         problem = self.unloadable.get(workflow_name)
         if problem is not None:
             raise InvalidWorkflowDefinition(f"workflow {workflow_name!r} cannot run: {problem}")
@@ -238,12 +283,8 @@ class Creates(Queries):
             )
         records: list[InstanceRecord] = []
         if items:
-            records = await self.storage.create_instances(
-                workflow.pk,
-                workflow.version.id,
-                stamp([item for _, item in items]),
-                self.now(),
-                skip_existing=True,
+            workflow, records = await self._create(
+                account_id, workflow, stamp([item for _, item in items]), skip_existing=True
             )
             metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         created = {r.id: r for r in records}

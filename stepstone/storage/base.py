@@ -46,6 +46,7 @@ from stepstone.model.records import (
     TokenRecord,
     Transition,
     VersionRecord,
+    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
     check_jurisdiction,
@@ -76,6 +77,7 @@ __all__ = [
     "TokenRecord",
     "Transition",
     "VersionRecord",
+    "WorkflowChanged",
     "WorkflowDefinition",
     "WorkflowRecord",
     "check_jurisdiction",
@@ -186,7 +188,9 @@ class Storage(Protocol):
 
         Atomic: with ``skip_existing`` an id already present is skipped and left out of the
         result; without it an existing id raises ``InstanceAlreadyExists`` and nothing is
-        written.
+        written. ``version_id`` must still be the workflow's current version, checked in the
+        same transaction: else ``WorkflowChanged`` and nothing is written (so a caller may
+        keep the workflow it looked up, and look again only then).
         """
 
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None: ...

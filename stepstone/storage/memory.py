@@ -33,6 +33,7 @@ from stepstone.storage.base import (
     SeparateLookAhead,
     Transition,
     VersionRecord,
+    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
     check_jurisdiction,
@@ -198,6 +199,9 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
         skip_existing: bool,
     ) -> list[InstanceRecord]:
         t = self._db
+        workflow = t.workflows.get(workflow_pk)
+        if workflow is None or workflow.version_id != version_id:
+            raise WorkflowChanged(f"version {version_id!r} is not workflow {workflow_pk}'s own")
         ids = t.instance_ids.setdefault(workflow_pk, {})
         fresh: dict[str, NewInstance] = {}
         for item in items:

@@ -38,6 +38,7 @@ from stepstone.storage.base import (
     TokenRecord,
     Transition,
     VersionRecord,
+    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
     check_jurisdiction,
@@ -83,6 +84,9 @@ _TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
 _NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
 # Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
 # statement (one round trip); ids already present are skipped and left out of the answer.
+# Nothing is created unless $2 is still the workflow's current version: no row then, which
+# a lone create tells from a taken id, which fails its statement, and a create that may skip
+# taken ids by asking for the version.
 _CREATE_INSTANCES = (
     "WITH t AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[],"
     " $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY"
@@ -90,7 +94,9 @@ _CREATE_INSTANCES = (
     " created AS (INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
     " params, schedule, created_on, modified_on, runnable_at, priority, success_retention_ms,"
     " error_retention_ms) SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3,"
-    " $3, 1, t.success, t.error FROM t ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
+    " $3, 1, t.success, t.error FROM t"
+    " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.pk = $1 AND w.version_id = $2)"
+    " ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
     " RETURNING pk, id),"
     " queued AS (INSERT INTO instance_events (instance_pk, ts, type, data)"
     f" SELECT c.pk, $3, '{EventType.WORKFLOW_QUEUED}', t.queued"
@@ -532,10 +538,11 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 *_create_columns(version_id, unique),
                 mark,
             )
+            # A taken id fails the statement: no row means the version was not current.
             return {r[1]: r[0] for r in rows}
 
         async def recover(conn: Any) -> dict[str, int]:
-            # It committed, so it created every one of them.
+            # It committed, so it created every one of them, or none if the version was old.
             rows = await conn.fetch(
                 "SELECT pk, id FROM instances WHERE workflow_pk = $1 AND id = ANY($2::text[])",
                 workflow_pk,
@@ -547,6 +554,8 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             pks = await self._db.once(job, recover)
         except asyncpg.UniqueViolationError:
             return None
+        if not pks and unique:
+            raise WorkflowChanged(f"version {version_id!r} is not workflow {workflow_pk}'s own")
         self._fire_wake()
         return pks
 
@@ -570,6 +579,15 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 *_create_columns(version_id, unique),
             )
             pks: dict[str, int] = {r[1]: r[0] for r in rows}
+            if not pks and unique:
+                # Every id taken, or the version not current: only the latter is an error.
+                current = await conn.fetchval(
+                    "SELECT version_id FROM workflows WHERE pk = $1", workflow_pk
+                )
+                if current != version_id:
+                    raise WorkflowChanged(
+                        f"version {version_id!r} is not workflow {workflow_pk}'s own"
+                    )
             check(pks)
             return (rows[0][2] if rows else None), pks
 

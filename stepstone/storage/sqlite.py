@@ -43,6 +43,7 @@ from stepstone.storage.base import (
     TokenRecord,
     Transition,
     VersionRecord,
+    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
     check_jurisdiction,
@@ -495,6 +496,11 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
         skip_existing: bool,
     ) -> list[InstanceRecord]:
         def job(conn: sqlite3.Connection) -> list[InstanceRecord]:
+            current = conn.execute(
+                "SELECT version_id FROM workflows WHERE pk = ?", (workflow_pk,)
+            ).fetchone()
+            if current is None or current[0] != version_id:
+                raise WorkflowChanged(f"version {version_id!r} is not workflow {workflow_pk}'s own")
             created: list[InstanceRecord] = []
             for item in items:
                 exists = conn.execute(

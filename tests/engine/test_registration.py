@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
-from stepstone.errors import InvalidWorkflowDefinition, InvalidWorkflowName
+from stepstone.errors import InvalidWorkflowDefinition, InvalidWorkflowName, WorkflowNotFound
 from stepstone.project import ProjectConfigError, load_project
 from stepstone.storage import InvalidDatabaseURL, open_storage
 from tests.engine import flows
@@ -239,3 +239,30 @@ async def test_max_running_holds_across_workers(
         for handle in handles:
             assert (await handle.wait(15))["status"] == "complete"
         assert flows.CALLS["max-holding"] == 2
+
+
+async def test_a_create_after_another_process_registered_again_takes_the_new_version(
+    backend_url: str,
+) -> None:
+    """Creates keep the workflow they looked up, so a version registered since, by another
+    process, is found by the store's check rather than by a lookup per create."""
+    if backend_url == "memory://":
+        pytest.skip("two engines cannot share an in-memory store")
+    async with (
+        await Engine.open(backend_url, run_worker=False) as here,
+        await Engine.open(backend_url, run_worker=False) as elsewhere,
+    ):
+        account = here.project.account_id
+        await here.register("flow", Timed)
+        await here.workflow("flow").create(id="before")
+        await elsewhere.register("flow", Misuse)
+        await here.workflow("flow").create(id="after")
+        current = await here.ops.workflow(account, "flow")
+        before, after = [
+            await here.storage.get_instance(current.pk, i) for i in ("before", "after")
+        ]
+        assert before is not None and after is not None
+        assert after.version_id == current.version.id != before.version_id
+        await elsewhere.ops.delete_workflow(account, "flow")
+        with pytest.raises(WorkflowNotFound):
+            await here.workflow("flow").create(id="gone")

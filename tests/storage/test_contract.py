@@ -19,6 +19,7 @@ from stepstone.storage.base import (
     Storage,
     TokenRecord,
     Transition,
+    WorkflowChanged,
     WorkflowDefinition,
 )
 from tests.storage.conftest import LEASE, NOW, Fixture, ids
@@ -147,6 +148,34 @@ async def test_creates_made_at_once_each_succeed_or_fail_alone(fx: Fixture) -> N
     assert sorted(type(o).__name__ for o in (same_a, same_b)) == ["InstanceAlreadyExists", "list"]
     assert await fx.storage.get_instance(fx.workflow.pk, "fresh-1") is None
     assert await fx.storage.count_instances(fx.workflow.pk) == {"queued": 12}
+
+
+async def test_a_create_of_a_version_no_longer_current_raises_and_writes_nothing(
+    fx: Fixture,
+) -> None:
+    await fx.create("taken")
+    again = await fx.storage.register_workflow(
+        "acct", "orders", WorkflowDefinition("OrderWorkflowV2", "shop.orders"), NOW + 1
+    )
+    assert again.pk == fx.workflow.pk and again.version.id != fx.workflow.version.id
+    # Alone, skipping taken ids, and many at once (a store may merge those into one write).
+    with pytest.raises(WorkflowChanged):
+        await fx.create("a")
+    with pytest.raises(WorkflowChanged):
+        await fx.create("taken", "b", skip=True)
+    outcomes = await asyncio.gather(
+        *(fx.create(f"c-{n}", skip=n % 2 == 0) for n in range(6)), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [WorkflowChanged] * 6
+    assert await fx.storage.count_instances(fx.workflow.pk) == {"queued": 1}
+    # Every id taken is not a changed version: skipping them creates nothing, and says so.
+    current = Fixture(fx.storage, again)
+    assert await current.create("taken", skip=True) == []
+    assert await current.create("a") == ["a"]
+    assert (await current.get("a")).version_id == again.version.id
+    await fx.storage.delete_workflow("acct", "orders")
+    with pytest.raises(WorkflowChanged):
+        await current.create("d")
 
 
 async def test_create_skip_existing_leaves_existing_out(fx: Fixture) -> None:
