@@ -117,8 +117,8 @@ async def _every_notifying_write(store: Storage) -> None:
     assert await store.expire_leases("w1", NOW) == 2  # "more", "c2"
     # c2 is still running: deleting it wakes p2, which waits on it.
     await store.delete_instances(pk, ["parent", "other", "more", "c2"])
-    again = await store.claim_runnable("w3", 10, NOW, LEASE, [pk])
-    assert [c.instance.id for c in again] == ["p2"]
+    woken = await store.claim_runnable("w3", 10, NOW, LEASE, [pk])
+    assert [c.instance.id for c in woken] == ["p2"]
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["plain", "portable"])
