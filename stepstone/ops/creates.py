@@ -207,7 +207,7 @@ class Creates(Queries):
         skip_existing: bool,
     ) -> tuple[WorkflowRecord, list[InstanceRecord]]:
         """Create ``items`` as ``workflow``'s version, or as the current one if it changed."""
-        for _ in range(_CREATE_TRIES - 1):
+        for tries_left in reversed(range(_CREATE_TRIES)):
             try:
                 records = await self.storage.create_instances(
                     workflow.pk, workflow.version.id, items, self.now(),
@@ -215,13 +215,13 @@ class Creates(Queries):
                 )  # fmt: skip
                 return workflow, records
             except WorkflowChanged:
-                # Registered again (or deleted) since it was looked up, here or elsewhere.
-                del self._create_targets[(account_id, workflow.name)]
+                if not tries_left:
+                    raise
+                # Registered again (or deleted) since it was looked up, here or elsewhere; a
+                # create beside this one may have dropped it already.
+                self._create_targets.pop((account_id, workflow.name), None)
                 workflow = await self._create_target(account_id, workflow.name)
-        records = await self.storage.create_instances(
-            workflow.pk, workflow.version.id, items, self.now(), skip_existing=skip_existing
-        )
-        return workflow, records
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def create_batch(
         self,

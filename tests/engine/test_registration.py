@@ -256,13 +256,17 @@ async def test_a_create_after_another_process_registered_again_takes_the_new_ver
         await here.register("flow", Timed)
         await here.workflow("flow").create(id="before")
         await elsewhere.register("flow", Misuse)
+        # Several at once each meet the changed version and look again.
+        together = [f"after-{n}" for n in range(4)]
+        await asyncio.gather(*(here.workflow("flow").create(id=i) for i in together))
         await here.workflow("flow").create(id="after")
         current = await here.ops.workflow(account, "flow")
-        before, after = [
-            await here.storage.get_instance(current.pk, i) for i in ("before", "after")
+        before, *afters = [
+            await here.storage.get_instance(current.pk, i) for i in ("before", "after", *together)
         ]
-        assert before is not None and after is not None
-        assert after.version_id == current.version.id != before.version_id
+        assert before is not None and all(a is not None for a in afters)
+        assert {a.version_id for a in afters if a} == {current.version.id}
+        assert current.version.id != before.version_id
         await elsewhere.ops.delete_workflow(account, "flow")
         with pytest.raises(WorkflowNotFound):
             await here.workflow("flow").create(id="gone")
