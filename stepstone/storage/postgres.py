@@ -9,7 +9,6 @@ transactions survive lost connections (see ``postgres_db``).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
@@ -33,7 +32,6 @@ from stepstone.storage.base import (
     InstanceQuery,
     InstanceRecord,
     InstanceSummary,
-    NewEvent,
     NewInstance,
     TokenRecord,
     Transition,
@@ -54,6 +52,7 @@ from stepstone.storage.postgres_progress import (
     progress_one,
     release_sender,
 )
+from stepstone.storage.postgres_queue import QueuedEvents
 from stepstone.storage.postgres_reads import ReadBatcher
 from stepstone.storage.postgres_webhooks import PostgresWebhooks, drop_workflow_hooks
 from stepstone.storage.postgres_worker import (
@@ -177,7 +176,9 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
 class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
     """``Storage`` on PostgreSQL; any number of processes may share one database.
 
-    ``portable``: without LISTEN/NOTIFY and advisory locks (``postgres_portable``)."""
+    ``portable``: without LISTEN/NOTIFY and advisory locks (``postgres_portable``).
+    ``retry_for``: how long, in seconds, a write waits for an unreachable database before it
+    fails as an outage."""
 
     def __init__(
         self,
@@ -186,6 +187,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         min_connections: int = 1,
         max_connections: int = 10,
         portable: bool = False,
+        retry_for: float = 120.0,
     ) -> None:
         self.url = url
         # One account of outages for every connection of the store (pool, leases, listener).
@@ -194,6 +196,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             url,
             min_size=min_connections,
             max_size=max_connections,
+            retry_for=retry_for,
             health=self.health,
             portable=portable,
         )
@@ -214,10 +217,6 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         self._create_once_sql = _CREATE_ONCE.replace(_NOTIFY_CREATED, notifying)
         self._create_instances_sql = _CREATE_INSTANCES.replace(_NOTIFY_CREATED, notifying)
         self._listener: Listener | None = None
-        # record_progress_nowait: events not yet taken by the flusher, per instance pk.
-        self._queued: dict[int, tuple[Claim, list[NewEvent]]] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._inflight: tuple[frozenset[int], asyncio.Future[None]] | None = None
         self._caps_seen: set[int] = set()
         # Half the pool: claims, creates and reads keep connections of their own.
         self._progress = GroupCommitter(
@@ -240,6 +239,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             self._events, self._histories, [], max(1, max_connections // 2)
         )
         self.appended = AppendSignal(self._latest_event_ids)
+        self._queued = QueuedEvents(self._db, self.appended)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -257,8 +257,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         if not self._opened:
             return
         self.appended.stop()
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        await self._queued.drain()
         await self._progress.drain()
         await self._releases.drain()
         await self._creates.drain()
@@ -727,9 +726,8 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         t = transition
         # A stop must see the attempt the user's code is running: its start, queued in this
         # process and not yet flushed, commits first in this transaction (as on SQLite).
-        while self._inflight is not None and instance_pk in self._inflight[0]:
-            await asyncio.shield(self._inflight[1])
-        queued = self._queued.pop(instance_pk, None) if t.release_worker else None
+        await self._queued.flushed(instance_pk)
+        queued = self._queued.pop(instance_pk) if t.release_worker else None
 
         async def job(conn: Any) -> int | None:
             row = await conn.fetchrow(
@@ -824,13 +822,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             self.appended.fire(instance_pk)
         except BaseException:
             if queued is not None:  # not written: back to the front of the queue
-                later = self._queued.get(instance_pk)
-                if later is not None and (later[0].epoch, later[0].owner) == (
-                    queued[0].epoch,
-                    queued[0].owner,
-                ):
-                    queued[1].extend(later[1])
-                self._queued[instance_pk] = queued
+                self._queued.put_back({instance_pk: queued})
             raise
         if epoch is not None:
             # Local workers need not wait for the notification's round trip.

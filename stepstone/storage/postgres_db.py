@@ -62,6 +62,11 @@ class StorageUnavailable(StoreUnreachable):
     """The database stayed unreachable for longer than the store's retry window."""
 
 
+class CommitUnknown(StorageUnavailable):
+    """A COMMIT's answer was lost and whether it committed could not be told after: the
+    database stayed away too long to be asked, or the mark that would say is too old."""
+
+
 class _Lost(Exception):
     """The connection died under a statement."""
 
@@ -408,12 +413,17 @@ class Database:
         async def decide() -> bool:
             if asyncio.get_running_loop().time() - sent > _MARK_TRUSTED_S:
                 # Its mark may have been deleted since: better an error than a guess.
-                raise StorageUnavailable("whether a write committed can no longer be told")
+                raise CommitUnknown("whether a write committed can no longer be told")
             async with self._connection() as conn:
                 veto: bool = await conn.fetchval(_VETO, mark)
                 return not veto
 
-        return await self._retrying(decide)
+        try:
+            return await self._retrying(decide)
+        except CommitUnknown:
+            raise
+        except StorageUnavailable as exc:
+            raise CommitUnknown(f"whether a write committed could not be told: {exc}") from exc
 
     async def forget_marks(self) -> int:
         """Delete commit marks too old to be looked for; how many went."""

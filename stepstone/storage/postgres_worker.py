@@ -10,10 +10,8 @@ the two holders apart (issue 19).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -32,7 +30,8 @@ from stepstone.storage.base import (
 )
 from stepstone.storage.event_match import first_match
 from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
-from stepstone.storage.postgres_progress import Ending, GroupCommitter, event_columns
+from stepstone.storage.postgres_progress import Ending, GroupCommitter
+from stepstone.storage.postgres_queue import QueuedEvents
 from stepstone.storage.signals import Signals
 from stepstone.storage.workflow_caps import pg_claim_sql, pg_plain_claim_sql
 
@@ -69,30 +68,10 @@ def instance_row(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
 
 
-# Queued events of many claims at once (attempt starts, not worth a WAL flush of their own),
-# each claim's only if its epoch and owner still hold; rows are locked in pk order, as claims
-# lock them.
-_APPEND_BATCH = (
-    "WITH fence AS (SELECT pk, epoch, lease_owner FROM instances WHERE pk = ANY($1::bigint[])"
-    " ORDER BY pk FOR UPDATE), appended AS (INSERT INTO instance_events"
-    " (instance_pk, ts, type, step_kind, step_name, data)"
-    " SELECT e.pk, e.ts, e.type, e.kind, e.name, e.data FROM unnest($2::bigint[], $3::bigint[],"
-    " $9::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bytea[]) WITH ORDINALITY"
-    " AS e(pk, epoch, owner, ts, type, kind, name, data, n)"
-    " JOIN fence f ON f.pk = e.pk AND f.epoch = e.epoch AND f.lease_owner = e.owner"
-    " ORDER BY e.n)"
-    " SELECT txid_current()"
-)
-FLUSH_LINGER_S = 0.002
 # Any fixed key, distinct from the migrations' one; the statement and its arguments.
 CLAIM_LOCK = ("SELECT pg_advisory_xact_lock($1)", 0x5735_C1A1)
 _CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 _CLAIM_PLAIN = pg_plain_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
-
-
-def _same_claim(a: Claim, b: Claim) -> bool:
-    # The fence's own terms: two claims of one epoch by different owners are different.
-    return a.epoch == b.epoch and a.owner == b.owner
 
 
 async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
@@ -161,10 +140,7 @@ class WorkerWrites(Signals):
     _db: Database
     _lease_db: Database
     appended: AppendSignal
-    # record_progress_nowait: events not yet taken by the flusher, per instance pk.
-    _queued: dict[int, tuple[Claim, list[NewEvent]]]
-    _flusher: asyncio.Task[None] | None
-    _inflight: tuple[frozenset[int], asyncio.Future[None]] | None
+    _queued: QueuedEvents  # record_progress_nowait's
     _progress: GroupCommitter[Sequence[NewEvent]]
     _releases: GroupCommitter[Ending]
     # Workflow pks with a concurrency limit, as the last claim saw them.
@@ -328,65 +304,11 @@ class WorkerWrites(Signals):
 
         return await self._lease_db.write(job)
 
-    # Fenced writes. record_progress_nowait queues events; a background flusher writes every
-    # queued claim's events in one transaction. An awaited write of a claim first waits for a
-    # flush holding that claim's events, then takes what is still queued into its own
-    # transaction, so a claim's writes commit in the order they were made.
+    # Fenced writes. Each first takes what record_progress_nowait queued of its claim
+    # (postgres_queue), so a claim's writes commit in the order they were made.
 
     def record_progress_nowait(self, claim: Claim, events: Sequence[NewEvent]) -> None:
-        pk = claim.instance.pk
-        queued = self._queued.get(pk)
-        if queued is not None and _same_claim(queued[0], claim):
-            queued[1].extend(events)
-        else:
-            self._queued[pk] = (claim, list(events))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        # A fast step's completion usually follows its start within a millisecond: waiting
-        # this long lets that awaited write take the start along, one transaction per step.
-        await asyncio.sleep(FLUSH_LINGER_S)
-        while self._queued:
-            batch, self._queued = self._queued, {}
-            done: asyncio.Future[None] = loop.create_future()
-            self._inflight = (frozenset(batch), done)
-            try:
-                await self._db.write_reporting_xid(
-                    partial(self._write_batch, batch=batch), durable=False
-                )
-                self.appended.fire_many(batch)
-            except Exception as exc:
-                # The claim's next awaited write fails the same way (fenced or unreachable).
-                log.debug("queued history events were not written: %r", exc)
-            finally:
-                self._inflight = None
-                done.set_result(None)
-
-    @staticmethod
-    async def _write_batch(
-        conn: Any, *, batch: dict[int, tuple[Claim, list[NewEvent]]]
-    ) -> tuple[int, None]:
-        rows = [(claim, e) for claim, events in batch.values() for e in events]
-        xid = await conn.fetchval(
-            _APPEND_BATCH,
-            sorted(batch),
-            [c.instance.pk for c, _ in rows],
-            [c.epoch for c, _ in rows],
-            *event_columns([e for _, e in rows]),
-            [c.owner for c, _ in rows],
-        )
-        return int(xid), None
-
-    async def _take_queued(self, claim: Claim) -> list[NewEvent]:
-        pk = claim.instance.pk
-        while self._inflight is not None and pk in self._inflight[0]:
-            await asyncio.shield(self._inflight[1])
-        queued = self._queued.pop(pk, None)
-        if queued is None or not _same_claim(queued[0], claim):
-            return []
-        return queued[1]
+        self._queued.add(claim, events)
 
     async def _fenced(
         self,
@@ -395,7 +317,7 @@ class WorkerWrites(Signals):
         *,
         wakes: bool = False,
     ) -> T:
-        earlier = await self._take_queued(claim)
+        earlier = await self._queued.take(claim)
         pk = claim.instance.pk
 
         async def job(conn: Any) -> T:
@@ -416,7 +338,7 @@ class WorkerWrites(Signals):
     async def record_progress(self, claim: Claim, events: Sequence[NewEvent]) -> str:
         # The hot path of every step: shares one statement, in its own transaction, with the
         # progress of other instances recorded at the same time.
-        status = await self._progress.write(claim, [*await self._take_queued(claim), *events])
+        status = await self._progress.write(claim, [*await self._queued.take(claim), *events])
         if status is None:
             raise Fenced(claim.instance.id)
         self.appended.fire(claim.instance.pk)
@@ -497,7 +419,7 @@ class WorkerWrites(Signals):
 
     async def release_instance(self, claim: Claim, release: Release, now: int) -> str:
         # Shares one statement with other activations ending at the same time.
-        events = [*await self._take_queued(claim), *release.events]
+        events = [*await self._queued.take(claim), *release.events]
         status = await self._releases.write(claim, (release, events, now))
         if status is None:
             raise Fenced(claim.instance.id)

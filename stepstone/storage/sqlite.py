@@ -271,10 +271,27 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
             written = self._writer.submit(
                 job, durable=durable, wait=wait, wakes=wakes, batched=batched
             )
-            if self.appended.active:
+            # An inline write has run: failed (its own error, or a full disk), it rolled the
+            # carried events back with it, and the claims' next writes must carry them again.
+            if written.done() and not written.cancelled() and written.exception() is not None:
+                self._put_back(queued)
+            elif self.appended.active:
                 written.add_done_callback(lambda _: self.appended.fire_many(queued))
             return written
         return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes, batched=batched)
+
+    def _put_back(self, queued: dict[int, tuple[Claim, list[NewEvent]]]) -> None:
+        """Queue ``queued`` again, ahead of what its claims queued since; the flush timer is
+        left to the next queued events, so a failing disk is not retried in a loop."""
+        if not self._queued:
+            self._queued_since = asyncio.get_running_loop().time()
+        for pk, (claim, events) in queued.items():
+            since = self._queued.get(pk)
+            if since is None:
+                self._queued[pk] = (claim, events)
+            elif since[0] is claim:
+                since[1][:0] = events
+            # else a newer claim of the instance queued since: this one is fenced.
 
     def _cancel_flush(self) -> None:
         if self._flush_timer is not None:

@@ -399,6 +399,20 @@ async def test_nowait_progress_keeps_its_order_when_others_write_meanwhile(fx: F
     assert await fx.event_types("i") == ["workflow_queued", "attempt_started", "step_completed"]
 
 
+async def test_nowait_progress_outlives_a_failed_write_that_carried_it(fx: Fixture) -> None:
+    await fx.create("i", "other")
+    claim = await fx.claim_one("i")
+    other = await fx.get("other")
+    fx.storage.record_progress_nowait(claim, [NewEvent("attempt_started", NOW)])
+    # An operator's action refused for another instance (SQLite writes the queue with it)...
+    with pytest.raises(Conflict):
+        await fx.storage.transition_instance(other.pk, "running", Transition("paused"), NOW)
+    # ...must not take this claim's queued events down with it.
+    await fx.storage.record_progress(claim, [NewEvent("step_completed", NOW)])
+    assert await fx.event_types("i") == ["workflow_queued", "attempt_started", "step_completed"]
+    assert await fx.event_types("other") == ["workflow_queued"]
+
+
 async def test_nowait_progress_lands_without_a_later_write(fx: Fixture) -> None:
     await fx.create("i")
     claim = await fx.claim_one("i")

@@ -27,15 +27,25 @@ from tests.storage.conftest import LEASE, NOW
 class CommitCutter:
     """A TCP relay to the server that, once armed, loses the next COMMIT's answer ("after":
     the server gets the COMMIT, the client never hears back) or the COMMIT itself ("before":
-    the connection dies with the transaction open). Everything else passes through."""
+    the connection dies with the transaction open). Everything else passes through. While
+    ``refusing`` it drops every connection: the database is unreachable; ``down_after_cut``
+    turns that on at the cut."""
 
     def __init__(self, port: int) -> None:
         self.target = port
         self.mode: str | None = None
         self.cut = 0
         self.answered = asyncio.Event()  # the server answered the lost COMMIT
+        self.refusing = False
+        self.down_after_cut = False
+        self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def go_down(self) -> None:
+        self.refusing = True
+        for writer in self._open:
+            writer.transport.abort()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -51,7 +61,11 @@ class CommitCutter:
                 await task
 
     async def _relay(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            cwriter.transport.abort()
+            return
         sreader, swriter = await asyncio.open_connection("127.0.0.1", self.target)
+        self._open.update((cwriter, swriter))
         lost = asyncio.Event()
 
         async def up() -> None:
@@ -66,6 +80,10 @@ class CommitCutter:
                     cwriter.transport.abort()
                     if mode == "before":
                         swriter.transport.abort()
+                    if self.down_after_cut:
+                        self.refusing = True
+                        for writer in self._open - {swriter}:
+                            writer.transport.abort()
                     return
                 swriter.write(data)
                 await swriter.drain()
@@ -361,3 +379,67 @@ async def test_a_lone_create_is_one_statement_and_a_taken_id_still_fails_alone(
             skip_existing=False,
         )
     assert await pg.get_instance(wf.pk, "i3") is None
+
+
+@pytest.fixture
+async def relayed_pg(pg_database: str) -> AsyncIterator[tuple[CommitCutter, PostgresStorage]]:
+    """A store reaching its database through a ``CommitCutter``; an outage fails a write
+    after half a second rather than the default two minutes."""
+    cutter = CommitCutter(_port(pg_database))
+    port = await cutter.start()
+    host = pg_database.split("@", 1)[1].split("/", 1)[0]
+    pg = PostgresStorage(pg_database.replace(host, f"127.0.0.1:{port}"), retry_for=0.5)
+    await pg.open()
+    try:
+        yield cutter, pg
+    finally:
+        cutter.refusing = cutter.down_after_cut = False
+        await pg.close()
+        await cutter.close()
+
+
+async def _claimed(pg: PostgresStorage) -> Claim:
+    wf = await pg.register_workflow("a", "wf", WorkflowDefinition("C", "m"), NOW)
+    await pg.create_instances(
+        wf.pk, wf.version.id, [NewInstance("i", b"1")], NOW, skip_existing=False
+    )
+    (claim,) = await pg.claim_runnable("w", 1, NOW, LEASE, None)
+    return claim
+
+
+async def _flushed(pg: PostgresStorage) -> None:
+    """Until the background flush of queued events has ended, written or not."""
+    await pg._queued.drain()
+
+
+async def test_events_a_failed_flush_left_are_written_by_the_claims_next_write(
+    relayed_pg: tuple[CommitCutter, PostgresStorage],
+) -> None:
+    cutter, pg = relayed_pg
+    claim = await _claimed(pg)
+    cutter.go_down()
+    pg.record_progress_nowait(claim, [NewEvent("attempt_started", NOW, None, "do", "x")])
+    await _flushed(pg)
+    cutter.refusing = False
+    done = [NewEvent("step_completed", NOW, b"1", "do", "x")]
+    assert await pg.record_progress(claim, done) == "running"
+    events = await pg.load_events(claim.instance.pk)
+    assert [e.type for e in events] == ["workflow_queued", "attempt_started", "step_completed"]
+
+
+async def test_a_flush_that_may_have_committed_fails_the_claims_next_write(
+    relayed_pg: tuple[CommitCutter, PostgresStorage],
+) -> None:
+    cutter, pg = relayed_pg
+    claim = await _claimed(pg)
+    # The flush's COMMIT reaches the server, its answer is lost, and the server cannot be
+    # asked whether it committed: written twice or written after, either would be wrong.
+    cutter.mode, cutter.down_after_cut = "after", True
+    pg.record_progress_nowait(claim, [NewEvent("attempt_started", NOW, None, "do", "x")])
+    await _flushed(pg)
+    assert cutter.cut == 1
+    cutter.refusing = cutter.down_after_cut = False
+    with pytest.raises(StorageUnavailable, match="could not be told"):
+        await pg.record_progress(claim, [NewEvent("step_completed", NOW, b"1", "do", "x")])
+    events = await pg.load_events(claim.instance.pk)
+    assert [e.type for e in events] == ["workflow_queued", "attempt_started"]
