@@ -21,21 +21,17 @@ from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
-from stepstone.storage import approval_sql, instance_reads, postgres_children
+from stepstone.storage import instance_reads, postgres_children
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
-    ApprovalLinkRecord,
     Claim,
-    Conflict,
     EventRecord,
     InstanceLinks,
     InstanceQuery,
     InstanceRecord,
     InstanceSummary,
     NewInstance,
-    TokenRecord,
     Transition,
-    VersionRecord,
     WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
@@ -44,7 +40,6 @@ from stepstone.storage.base import (
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.postgres_creates import CreateBatcher
 from stepstone.storage.postgres_db import CHANNEL, COMMIT_MARKS, Database, Listener
-from stepstone.storage.postgres_ops_log import PostgresOpsLog
 from stepstone.storage.postgres_portable import CLAIM_ROW_LOCK, LOCK_CAP_ROWS, NEVER_NEAR_MS
 from stepstone.storage.postgres_progress import (
     GroupCommitter,
@@ -54,32 +49,32 @@ from stepstone.storage.postgres_progress import (
 )
 from stepstone.storage.postgres_queue import QueuedEvents
 from stepstone.storage.postgres_reads import ReadBatcher
-from stepstone.storage.postgres_webhooks import PostgresWebhooks, drop_workflow_hooks
 from stepstone.storage.postgres_worker import (
     CLAIM_LOCK,
-    INSTANCE_COLUMNS,
     NEAR_WAKE_MS,
     WorkerWrites,
-    expiry,
     insert_events,
     instance_row,
     notify,
     notify_control,
 )
+from stepstone.storage.sql import transitions
+from stepstone.storage.sql.catalog import SqlCatalog
+from stepstone.storage.sql.credentials import SqlCredentials
+from stepstone.storage.sql.dialect import POSTGRES
+from stepstone.storage.sql.ops_log import SqlOpsLog
+from stepstone.storage.sql.rows import INSTANCE_COLUMNS, VERSION_COLUMNS, version_row
+from stepstone.storage.sql.session import Job, PostgresSession, on_postgres
+from stepstone.storage.sql.webhooks import SqlWebhooks, drop_workflow_hooks
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS
 
 T = TypeVar("T")
-_VERSION_COLUMNS = (
-    "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
-    " error_retention_ms, schedules, language, concurrency_limit"
-)
 _WORKFLOW_SELECT = (
     "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on, w.triggered_on,"
-    f" {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))},"
+    f" {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))},"
     " w.jurisdiction, w.retention_fallback_ms"
     " FROM workflows w JOIN versions v ON v.id = w.version_id"
 )
-_TOKEN_COLUMNS = "id, name, permissions, accounts, created_on, revoked_on"
 _NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
 # Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
 # statement (one round trip); ids already present are skipped and left out of the answer.
@@ -135,25 +130,8 @@ def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[lis
     )
 
 
-def _version(row: Sequence[Any]) -> VersionRecord:
-    fields = list(row)
-    fields[8] = tuple(orjson.loads(fields[8]))
-    return VersionRecord(*fields)
-
-
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:
-    return WorkflowRecord(*row[:7], _version(row[7:-2]), row[-2], row[-1])  # type: ignore[call-arg]
-
-
-def _token(row: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(
-        id=row[0],
-        name=row[1],
-        permissions=tuple(orjson.loads(row[2])),
-        accounts=None if row[3] is None else tuple(orjson.loads(row[3])),
-        created_on=row[4],
-        revoked_on=row[5],
-    )
+    return WorkflowRecord(*row[:7], version_row(row[7:-2]), row[-2], row[-1])  # type: ignore[call-arg]
 
 
 def _first_duplicate(values: Sequence[str]) -> str:
@@ -173,12 +151,14 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
         await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)
 
 
-class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
+class PostgresStorage(WorkerWrites, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWebhooks):
     """``Storage`` on PostgreSQL; any number of processes may share one database.
 
     ``portable``: without LISTEN/NOTIFY and advisory locks (``postgres_portable``).
     ``retry_for``: how long, in seconds, a write waits for an unreachable database before it
     fails as an outage."""
+
+    dialect = POSTGRES
 
     def __init__(
         self,
@@ -270,6 +250,12 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         await self._db.close()
         self._opened = False
 
+    async def _sql_read(self, job: Job[T]) -> T:
+        return await self._db.read(on_postgres(job))
+
+    async def _sql_write(self, job: Job[T]) -> T:
+        return await self._write(on_postgres(job))
+
     async def sync(self) -> None:
         """Nothing to wait for: every write that must be durable commits synchronously."""
 
@@ -341,7 +327,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             # A concurrent first registration may have won the insert.
             check_jurisdiction(jurisdiction, definition.jurisdiction)
             await conn.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS})"
+                f"INSERT INTO versions ({VERSION_COLUMNS})"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 version_id,
                 workflow_pk,
@@ -424,7 +410,7 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
                 workflow_pk,
             )
             await _delete_instance_rows(conn, [r[0] for r in pks])
-            await drop_workflow_hooks(conn, workflow_pk)
+            await drop_workflow_hooks(PostgresSession(conn), workflow_pk)
             await conn.execute("DELETE FROM versions WHERE workflow_pk = $1", workflow_pk)
             gone[:] = [(r[0], None) for r in pks if r[1] is not None]
             await notify_control(conn, gone)
@@ -436,45 +422,6 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         deleted = await self._write(job, wakes=not self.push_wakes)
         self._fire_control(gone)
         return deleted
-
-    async def list_versions(
-        self, workflow_pk: int, offset: int, limit: int
-    ) -> tuple[list[VersionRecord], int]:
-        async def read(conn: Any) -> tuple[list[VersionRecord], int]:
-            # xmin (the inserting transaction) breaks ties between versions of the same
-            # millisecond, as SQLite's rowid does: later registrations come first.
-            rows = await conn.fetch(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = $1"
-                " ORDER BY created_on DESC, xmin::text::bigint DESC LIMIT $2 OFFSET $3",
-                workflow_pk,
-                limit,
-                offset,
-            )
-            total = await conn.fetchval(
-                "SELECT count(*) FROM versions WHERE workflow_pk = $1", workflow_pk
-            )
-            return [_version(r) for r in rows], int(total)
-
-        return await self._db.read(read)
-
-    async def get_version(self, workflow_pk: int, version_id: str) -> VersionRecord | None:
-        row = await self._db.read(
-            lambda c: c.fetchrow(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = $1 AND id = $2",
-                workflow_pk,
-                version_id,
-            )
-        )
-        return _version(row) if row else None
-
-    async def count_instances(self, workflow_pk: int) -> dict[str, int]:
-        rows = await self._db.read(
-            lambda c: c.fetch(
-                "SELECT status, count(*) FROM instances WHERE workflow_pk = $1 GROUP BY status",
-                workflow_pk,
-            )
-        )
-        return {str(status): int(n) for status, n in rows}
 
     # --- instances -------------------------------------------------------------------------
 
@@ -730,84 +677,11 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
         queued = self._queued.pop(instance_pk) if t.release_worker else None
 
         async def job(conn: Any) -> int | None:
-            row = await conn.fetchrow(
-                "SELECT status, epoch, lease_owner FROM instances WHERE pk = $1 FOR UPDATE",
-                instance_pk,
-            )
-            current = None if row is None else row[0]
-            if row is None or current != expected_status:
-                raise Conflict(current)
+            s = PostgresSession(conn)
+            row = await transitions.held_in(s, POSTGRES, instance_pk, expected_status)
             if queued is not None and (queued[0].epoch, queued[0].owner) == (row[1], row[2]):
                 await insert_events(conn, instance_pk, queued[1])
-            args: list[Any] = [instance_pk]
-
-            def arg(value: Any) -> str:
-                args.append(value)
-                return f"${len(args)}"
-
-            sets = [f"status = {arg(t.status)}", f"modified_on = {arg(now)}"]
-            if t.runnable:
-                at = now if t.runnable_at is None else t.runnable_at
-                sets += [
-                    f"runnable_at = {arg(at)}",
-                    f"priority = {arg(t.priority)}",
-                    "wake_seq = wake_seq + 1",
-                ]
-            elif t.status in TERMINAL or t.status == "paused":
-                sets.append("runnable_at = NULL")
-            if t.release_worker:
-                # The lease stays until its holder stops (release_stopped) or it expires.
-                sets.append("epoch = epoch + 1")
-            if t.ended:
-                expires = await expiry(conn, instance_pk, t.status, now)
-                sets += [f"ended_on = {arg(now)}", f"expires_at = {arg(expires)}"]
-            if t.paused_at is not None:
-                sets.append(f"paused_at = {arg(t.paused_at)}")
-            if t.clear_paused_at:
-                sets.append("paused_at = NULL")
-            sets.append(f"control = {arg(t.control)}")
-            if t.error is not None:
-                sets.append(f"error = {arg(t.error)}")
-            if t.clear_outcome:
-                sets += [
-                    "output = NULL",
-                    "error = NULL",
-                    "rollback = NULL",
-                    "ended_on = NULL",
-                    "started_on = NULL",
-                    "expires_at = NULL",
-                ]
-            await conn.execute(f"UPDATE instances SET {', '.join(sets)} WHERE pk = $1", *args)
-            if t.reset_history is True:
-                await conn.execute(
-                    "DELETE FROM instance_events WHERE instance_pk = $1", instance_pk
-                )
-            elif t.reset_history:
-                await conn.execute(
-                    "DELETE FROM instance_events WHERE instance_pk = $1"
-                    " AND event_id = ANY($2::bigint[])",
-                    instance_pk,
-                    list(t.reset_history),
-                )
-            if t.reset_history and not t.keep_pending:
-                await conn.execute("DELETE FROM pending_events WHERE instance_pk = $1", instance_pk)
-            if t.reset_streams is True:
-                await conn.execute("DELETE FROM stream_chunks WHERE instance_pk = $1", instance_pk)
-            elif t.reset_streams:
-                await conn.execute(
-                    "DELETE FROM stream_chunks WHERE instance_pk = $1"
-                    " AND step_name = ANY($2::text[])",
-                    instance_pk,
-                    list(t.reset_streams),
-                )
-            if t.closing is not None:
-                log = await conn.fetch(
-                    "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
-                    " WHERE instance_pk = $1 ORDER BY event_id",
-                    instance_pk,
-                )
-                await insert_events(conn, instance_pk, t.closing([EventRecord(*r) for r in log]))
-            await insert_events(conn, instance_pk, t.events)
+            await transitions.apply(s, POSTGRES, instance_pk, t, now)
             if t.runnable:
                 await notify(conn)
             if not t.release_worker or row[2] is None:
@@ -838,32 +712,6 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
     async def instance_links(self, instance_pk: int) -> InstanceLinks:
         return await self._db.read(lambda c: postgres_children.instance_links(c, instance_pk))
-
-    async def signing_key(self, name: str, candidate: bytes) -> bytes:
-        async def job(conn: Any) -> bytes:
-            await conn.execute(approval_sql.dollars(approval_sql.KEY_INSERT), name, candidate)
-            return bytes(await conn.fetchval(approval_sql.dollars(approval_sql.KEY_SELECT), name))
-
-        return await self._write(job)
-
-    async def create_approval_link(self, link: ApprovalLinkRecord) -> None:
-        async def job(conn: Any) -> None:
-            sql = approval_sql.dollars(approval_sql.LINK_INSERT)
-            await conn.execute(sql, *approval_sql.link_args(link))
-
-        await self._write(job)
-
-    async def get_approval_link(self, link_id: str) -> ApprovalLinkRecord | None:
-        sql = approval_sql.dollars(approval_sql.LINK_SELECT)
-        row = await self._db.read(lambda c: c.fetchrow(sql, link_id))
-        return None if row is None else approval_sql.link_row(row)
-
-    async def use_approval_link(self, link_id: str, now: int) -> bool:
-        async def job(conn: Any) -> bool:
-            done = await conn.execute(approval_sql.dollars(approval_sql.LINK_USE), now, link_id)
-            return bool(done == "UPDATE 1")
-
-        return await self._write(job)
 
     async def delete_instances(self, workflow_pk: int, instance_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(instance_ids))
@@ -924,31 +772,6 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
 
     # --- retention, settings, tokens -------------------------------------------------------
 
-    async def get_account_settings(self, account_id: str) -> tuple[int | None, int | None]:
-        row = await self._db.read(
-            lambda c: c.fetchrow(
-                "SELECT success_retention_ms, error_retention_ms FROM account_settings"
-                " WHERE account_id = $1",
-                account_id,
-            )
-        )
-        return (row[0], row[1]) if row else (None, None)
-
-    async def put_account_settings(
-        self, account_id: str, success_retention_ms: int | None, error_retention_ms: int | None
-    ) -> None:
-        async def job(conn: Any) -> None:
-            await conn.execute(
-                "INSERT INTO account_settings VALUES ($1, $2, $3) ON CONFLICT (account_id)"
-                " DO UPDATE SET success_retention_ms = excluded.success_retention_ms,"
-                " error_retention_ms = excluded.error_retention_ms",
-                account_id,
-                success_retention_ms,
-                error_retention_ms,
-            )
-
-        await self._write(job)
-
     async def delete_expired(self, now: int, limit: int) -> int:
         async def job(conn: Any) -> int:
             rows = await conn.fetch(
@@ -964,45 +787,3 @@ class PostgresStorage(WorkerWrites, PostgresOpsLog, PostgresWebhooks):
             # The sweep's last batch: commit marks too old to be looked for go too (issue 19).
             await self._db.forget_marks()
         return deleted
-
-    async def create_token(self, token: TokenRecord, token_hash: str) -> None:
-        async def job(conn: Any) -> None:
-            await conn.execute(
-                "INSERT INTO api_tokens (id, name, token_hash, permissions, accounts, created_on)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                token.id,
-                token.name,
-                token_hash,
-                orjson.dumps(list(token.permissions)),
-                None if token.accounts is None else orjson.dumps(list(token.accounts)),
-                token.created_on,
-            )
-
-        await self._write(job)
-
-    async def find_token(self, token_hash: str) -> TokenRecord | None:
-        row = await self._db.read(
-            lambda c: c.fetchrow(
-                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens"
-                " WHERE token_hash = $1 AND revoked_on IS NULL",
-                token_hash,
-            )
-        )
-        return _token(row) if row else None
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        rows = await self._db.read(
-            lambda c: c.fetch(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_on")
-        )
-        return [_token(r) for r in rows]
-
-    async def revoke_token(self, token_id: str, now: int) -> bool:
-        async def job(conn: Any) -> bool:
-            done = await conn.execute(
-                "UPDATE api_tokens SET revoked_on = $1 WHERE id = $2 AND revoked_on IS NULL",
-                now,
-                token_id,
-            )
-            return bool(done != "UPDATE 0")
-
-        return await self._write(job)

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -33,35 +32,13 @@ from stepstone.storage.postgres_db import CHANNEL, CONTROL_CHANNEL, Database
 from stepstone.storage.postgres_progress import Ending, GroupCommitter
 from stepstone.storage.postgres_queue import QueuedEvents
 from stepstone.storage.signals import Signals
+from stepstone.storage.sql.rows import INSTANCE_FIELDS
 from stepstone.storage.workflow_caps import pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
 # A release whose wake-up is this close notifies, so idle workers shorten their sleep to it.
 NEAR_WAKE_MS = 60_000
 log = logging.getLogger("stepstone.storage")
-
-INSTANCE_FIELDS = (
-    "pk",
-    "workflow_pk",
-    "id",
-    "version_id",
-    "status",
-    "trigger_source",
-    "params",
-    "schedule",
-    "created_on",
-    "modified_on",
-    "started_on",
-    "ended_on",
-    "output",
-    "error",
-    "rollback",
-    "control",
-    "paused_at",
-    "success_retention_ms",
-    "error_retention_ms",
-)
-INSTANCE_COLUMNS = ", ".join(INSTANCE_FIELDS)
 
 
 def instance_row(row: Sequence[Any]) -> InstanceRecord:
@@ -117,21 +94,6 @@ def parse_control(payload: str) -> list[tuple[int, int | None]]:
 async def notify_control(conn: Any, stops: Sequence[tuple[int, int | None]]) -> None:
     for payload in control_payloads(stops) if conn.push_wakes else ():
         await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
-
-
-async def expiry(conn: Any, instance_pk: int, status: str, now: int) -> int:
-    """When a finished instance expires: instance, version, account, workflow fallback, default."""
-    column = "success_retention_ms" if status == "complete" else "error_retention_ms"
-    value = await conn.fetchval(
-        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, w.retention_fallback_ms,"
-        " $1::bigint)"
-        " FROM instances i JOIN versions v ON v.id = i.version_id"
-        " JOIN workflows w ON w.pk = i.workflow_pk"
-        " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = $2",
-        DEFAULT_RETENTION_MS,
-        instance_pk,
-    )
-    return now + int(value)
 
 
 class WorkerWrites(Signals):

@@ -21,14 +21,11 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
-from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL, Status
-from stepstone.storage import approval_sql, instance_reads, sqlite_children, sqlite_webhooks
+from stepstone.storage import instance_reads, sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
-    ApprovalLinkRecord,
     Claim,
-    Conflict,
     DeliveredEvent,
     EventRecord,
     Fenced,
@@ -40,9 +37,7 @@ from stepstone.storage.base import (
     NewInstance,
     Release,
     SeparateLookAhead,
-    TokenRecord,
     Transition,
-    VersionRecord,
     WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
@@ -52,8 +47,15 @@ from stepstone.storage.event_match import first_match
 from stepstone.storage.migrations import apply_sqlite_migrations
 from stepstone.storage.outage import StoreHealth
 from stepstone.storage.signals import Signals
-from stepstone.storage.sqlite_ops_log import SqliteOpsLog
-from stepstone.storage.sqlite_webhooks import SqliteWebhooks
+from stepstone.storage.sql import transitions
+from stepstone.storage.sql.catalog import SqlCatalog
+from stepstone.storage.sql.credentials import SqlCredentials
+from stepstone.storage.sql.dialect import SQLITE
+from stepstone.storage.sql.ops_log import SqlOpsLog
+from stepstone.storage.sql.rows import INSTANCE_COLUMNS, VERSION_COLUMNS, version_row
+from stepstone.storage.sql.session import Job, Session, SqliteSession, on_sqlite, run_to_end
+from stepstone.storage.sql.transitions import expiry
+from stepstone.storage.sql.webhooks import SqlWebhooks, drop_workflow_hooks
 from stepstone.storage.sqlite_writer import InlineWriter, WalSyncer, preallocate_wal
 from stepstone.storage.workflow_caps import sqlite_candidates, sqlite_caps, sqlite_running
 
@@ -61,25 +63,9 @@ T = TypeVar("T")
 # How long an attempt's start may wait in memory for the write that usually follows it.
 LINGER_S = 0.001
 
-_INSTANCE_COLUMNS = (
-    "pk, workflow_pk, id, version_id, status, trigger_source, params, schedule, created_on,"
-    " modified_on, started_on, ended_on, output, error, rollback, control, paused_at,"
-    " success_retention_ms, error_retention_ms"
-)
-_VERSION_COLUMNS = (
-    "id, workflow_pk, class_name, script_name, created_on, limits_steps, success_retention_ms,"
-    " error_retention_ms, schedules, language, concurrency_limit"
-)
-
 
 def _instance(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(*row)
-
-
-def _version(row: Sequence[Any]) -> VersionRecord:
-    fields = list(row)
-    fields[8] = tuple(orjson.loads(fields[8]))
-    return VersionRecord(*fields)
 
 
 _INSERT_EVENTS = [
@@ -120,19 +106,6 @@ def _check_fence(conn: sqlite3.Connection, claim: Claim) -> str:
     return str(_fenced_row(conn, claim)[0])
 
 
-def _expiry(conn: sqlite3.Connection, instance_pk: int, status: str, now: int) -> int:
-    """When a finished instance expires: instance, version, account, workflow fallback, default."""
-    column = "success_retention_ms" if status == Status.COMPLETE else "error_retention_ms"
-    row = conn.execute(
-        f"SELECT COALESCE(i.{column}, v.{column}, s.{column}, w.retention_fallback_ms, ?)"
-        " FROM instances i JOIN versions v ON v.id = i.version_id"
-        " JOIN workflows w ON w.pk = i.workflow_pk"
-        " LEFT JOIN account_settings s ON s.account_id = w.account_id WHERE i.pk = ?",
-        (DEFAULT_RETENTION_MS, instance_pk),
-    ).fetchone()
-    return now + int(row[0])
-
-
 def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     sqlite_children.unlink_deleted(conn, pks)
     params = [(pk,) for pk in pks]
@@ -141,11 +114,12 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
+class SqliteStorage(SeparateLookAhead, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWebhooks, Signals):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     # Another process on the file is found at the poll (poll_ms), as it always was.
     push_wakes = True
+    dialect = SQLITE
 
     def __init__(self, url: str, path: str | None, synchronous: str = "FULL") -> None:
         self.url = url
@@ -293,6 +267,13 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
                 since[1][:0] = events
             # else a newer claim of the instance queued since: this one is fenced.
 
+    async def _sql_read(self, job: Job[T]) -> T:
+        return self._read(on_sqlite(job))
+
+    async def _sql_write(self, job: Job[T]) -> T:
+        result: T = await self._write(on_sqlite(job))
+        return result
+
     def _cancel_flush(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -367,7 +348,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
                     (version_id, now, definition.concurrency_limit, workflow_pk),
                 )
             conn.execute(
-                f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     version_id,
                     workflow_pk,
@@ -391,7 +372,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
     def _workflow_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> Any:
         return conn.execute(
             "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on,"
-            f" w.triggered_on, {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))},"
+            f" w.triggered_on, {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))},"
             " w.jurisdiction, w.retention_fallback_ms"
             f" FROM workflows w JOIN versions v ON v.id = w.version_id {where}",
             args,
@@ -408,7 +389,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
             created_on,
             modified_on,
             triggered_on,
-            _version(row[7:-2]),
+            version_row(row[7:-2]),
             row[-2],
             row[-1],
         )
@@ -456,7 +437,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
                 r[0] for r in conn.execute("SELECT pk FROM instances WHERE workflow_pk = ?", row)
             ]
             _delete_instance_rows(conn, pks)
-            sqlite_webhooks.drop_workflow_hooks(conn, row[0])
+            run_to_end(drop_workflow_hooks(SqliteSession(conn), row[0]))
             conn.execute("DELETE FROM versions WHERE workflow_pk = ?", row)
             conn.execute("DELETE FROM workflows WHERE pk = ?", row)
             gone[:] = pks
@@ -466,40 +447,6 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
         deleted = bool(await self._write(job))
         self._fire_control([(pk, None) for pk in gone])
         return deleted
-
-    async def list_versions(
-        self, workflow_pk: int, offset: int, limit: int
-    ) -> tuple[list[VersionRecord], int]:
-        def read(conn: sqlite3.Connection) -> tuple[list[VersionRecord], int]:
-            rows = conn.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = ?"
-                " ORDER BY created_on DESC, rowid DESC LIMIT ? OFFSET ?",
-                (workflow_pk, limit, offset),
-            ).fetchall()
-            total = conn.execute(
-                "SELECT count(*) FROM versions WHERE workflow_pk = ?", (workflow_pk,)
-            ).fetchone()[0]
-            return [_version(r) for r in rows], int(total)
-
-        return self._read(read)
-
-    async def get_version(self, workflow_pk: int, version_id: str) -> VersionRecord | None:
-        row = self._read(
-            lambda c: c.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE workflow_pk = ? AND id = ?",
-                (workflow_pk, version_id),
-            ).fetchone()
-        )
-        return _version(row) if row else None
-
-    async def count_instances(self, workflow_pk: int) -> dict[str, int]:
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT status, count(*) FROM instances WHERE workflow_pk = ? GROUP BY status",
-                (workflow_pk,),
-            ).fetchall()
-        )
-        return {str(status): int(n) for status, n in rows}
 
     # --- instances -------------------------------------------------------------------------
 
@@ -570,7 +517,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
     async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
         row = self._read(
             lambda c: c.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = ? AND id = ?",
+                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = ? AND id = ?",
                 (workflow_pk, instance_id),
             ).fetchone()
         )
@@ -579,7 +526,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
     async def get_instance_summary(
         self, workflow_pk: int, instance_id: str
     ) -> tuple[InstanceRecord, InstanceSummary] | None:
-        sql = instance_reads.summary_sql(_INSTANCE_COLUMNS, "?", "?")
+        sql = instance_reads.summary_sql(INSTANCE_COLUMNS, "?", "?")
         row = self._read(lambda c: c.execute(sql, (workflow_pk, instance_id)).fetchone())
         return instance_reads.summary_row(row) if row else None
 
@@ -613,7 +560,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
             clauses.append(f"(created_on, id) {'>' if query.ascending else '<'} (?, ?)")
             args.extend(query.after)
         sql = (
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
             f" ORDER BY created_on {order}, id {order} LIMIT ? OFFSET ?"
         )
         rows = self._read(lambda c: c.execute(sql, [*args, query.limit, query.offset]).fetchall())
@@ -657,79 +604,13 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
     async def transition_instance(
         self, instance_pk: int, expected_status: str, transition: Transition, now: int
     ) -> None:
-        t = transition
+        async def change(s: Session) -> int | None:
+            row = await transitions.held_in(s, SQLITE, instance_pk, expected_status)
+            await transitions.apply(s, SQLITE, instance_pk, transition, now)
+            held = transition.release_worker and row[2] is not None
+            return int(row[1]) + 1 if held else None
 
-        def job(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute(
-                "SELECT status, epoch, lease_owner FROM instances WHERE pk = ?", (instance_pk,)
-            )
-            current = row.fetchone()
-            if current is None or current[0] != expected_status:
-                raise Conflict(current[0] if current else None)
-            sets = ["status = ?", "modified_on = ?"]
-            args: list[Any] = [t.status, now]
-            if t.runnable:
-                sets += ["runnable_at = ?", "priority = ?", "wake_seq = wake_seq + 1"]
-                args += [now if t.runnable_at is None else t.runnable_at, t.priority]
-            elif t.status in TERMINAL or t.status == Status.PAUSED:
-                sets.append("runnable_at = NULL")
-            if t.release_worker:
-                # The lease stays until its holder stops (release_stopped) or it expires.
-                sets.append("epoch = epoch + 1")
-            if t.ended:
-                sets += ["ended_on = ?", "expires_at = ?"]
-                args += [now, _expiry(conn, instance_pk, t.status, now)]
-            if t.paused_at is not None:
-                sets.append("paused_at = ?")
-                args.append(t.paused_at)
-            if t.clear_paused_at:
-                sets.append("paused_at = NULL")
-            sets.append("control = ?")
-            args.append(t.control)
-            if t.error is not None:
-                sets.append("error = ?")
-                args.append(t.error)
-            if t.clear_outcome:
-                sets += [
-                    "output = NULL",
-                    "error = NULL",
-                    "rollback = NULL",
-                    "ended_on = NULL",
-                    "started_on = NULL",
-                    "expires_at = NULL",
-                ]
-            conn.execute(
-                f"UPDATE instances SET {', '.join(sets)} WHERE pk = ?",
-                [*args, instance_pk],
-            )
-            if t.reset_history is True:
-                conn.execute("DELETE FROM instance_events WHERE instance_pk = ?", (instance_pk,))
-            elif t.reset_history:
-                conn.executemany(
-                    "DELETE FROM instance_events WHERE event_id = ? AND instance_pk = ?",
-                    [(e, instance_pk) for e in t.reset_history],
-                )
-            if t.reset_history and not t.keep_pending:
-                conn.execute("DELETE FROM pending_events WHERE instance_pk = ?", (instance_pk,))
-            if t.reset_streams is True:
-                conn.execute("DELETE FROM stream_chunks WHERE instance_pk = ?", (instance_pk,))
-            elif t.reset_streams:
-                conn.executemany(
-                    "DELETE FROM stream_chunks WHERE instance_pk = ? AND step_name = ?",
-                    [(instance_pk, name) for name in t.reset_streams],
-                )
-            if t.closing is not None:
-                log = conn.execute(
-                    "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
-                    " WHERE instance_pk = ? ORDER BY event_id",
-                    (instance_pk,),
-                ).fetchall()
-                _insert_events(conn, instance_pk, t.closing([EventRecord(*r) for r in log]))
-            _insert_events(conn, instance_pk, t.events)
-            held = t.release_worker and current[2] is not None
-            return int(current[1]) + 1 if held else None
-
-        epoch = await self._write(job, wakes=True)
+        epoch = await self._write(on_sqlite(change), wakes=True)
         self.appended.fire(instance_pk)
         if epoch is not None:
             self._fire_control([(instance_pk, epoch)])
@@ -810,7 +691,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
             " WHERE pk IN (SELECT pk FROM instances WHERE runnable_at <= ?"
             " AND (lease_expires IS NULL OR lease_expires < ?)"
             f"{scope} ORDER BY priority, runnable_at LIMIT ?)"
-            f" RETURNING {_INSTANCE_COLUMNS}, epoch, wake_seq"
+            f" RETURNING {INSTANCE_COLUMNS}, epoch, wake_seq"
         )
         capped_update = sql[: sql.index(" WHERE pk IN (")]
 
@@ -836,7 +717,7 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
                     return []
                 rows = conn.execute(
                     f"{capped_update} WHERE pk IN ({picked})"
-                    f" RETURNING {_INSTANCE_COLUMNS}, epoch, wake_seq",
+                    f" RETURNING {INSTANCE_COLUMNS}, epoch, wake_seq",
                     [*args[:4], *picked_args],
                 )
             else:
@@ -1006,7 +887,9 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
                     r.rollback,
                     ended,
                     now,
-                    _expiry(conn, claim.instance.pk, status, now) if ended else None,
+                    run_to_end(expiry(SqliteSession(conn), claim.instance.pk, status, now))
+                    if ended
+                    else None,
                     claim.instance.pk,
                 ),
             )
@@ -1034,28 +917,6 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
 
     async def instance_links(self, instance_pk: int) -> InstanceLinks:
         return self._read(lambda conn: sqlite_children.instance_links(conn, instance_pk))
-
-    async def signing_key(self, name: str, candidate: bytes) -> bytes:
-        def job(conn: sqlite3.Connection) -> bytes:
-            conn.execute(approval_sql.KEY_INSERT, (name, candidate))
-            return bytes(conn.execute(approval_sql.KEY_SELECT, (name,)).fetchone()[0])
-
-        result: bytes = await self._write(job)
-        return result
-
-    async def create_approval_link(self, link: ApprovalLinkRecord) -> None:
-        args = approval_sql.link_args(link)
-        await self._write(lambda conn: conn.execute(approval_sql.LINK_INSERT, args))
-
-    async def get_approval_link(self, link_id: str) -> ApprovalLinkRecord | None:
-        row = self._read(lambda c: c.execute(approval_sql.LINK_SELECT, (link_id,)).fetchone())
-        return None if row is None else approval_sql.link_row(row)
-
-    async def use_approval_link(self, link_id: str, now: int) -> bool:
-        def job(conn: sqlite3.Connection) -> bool:
-            return conn.execute(approval_sql.LINK_USE, (now, link_id)).rowcount == 1
-
-        return bool(await self._write(job))
 
     async def release_stopped(self, owner: str, instance_pk: int, epoch: int) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -1123,29 +984,6 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
 
     # --- retention, settings, tokens -------------------------------------------------------
 
-    async def get_account_settings(self, account_id: str) -> tuple[int | None, int | None]:
-        row = self._read(
-            lambda c: c.execute(
-                "SELECT success_retention_ms, error_retention_ms FROM account_settings"
-                " WHERE account_id = ?",
-                (account_id,),
-            ).fetchone()
-        )
-        return (row[0], row[1]) if row else (None, None)
-
-    async def put_account_settings(
-        self, account_id: str, success_retention_ms: int | None, error_retention_ms: int | None
-    ) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO account_settings VALUES (?, ?, ?) ON CONFLICT (account_id) DO UPDATE"
-                " SET success_retention_ms = excluded.success_retention_ms,"
-                " error_retention_ms = excluded.error_retention_ms",
-                (account_id, success_retention_ms, error_retention_ms),
-            )
-
-        await self._write(job)
-
     async def delete_expired(self, now: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:
             pks = [
@@ -1159,60 +997,3 @@ class SqliteStorage(SeparateLookAhead, SqliteOpsLog, SqliteWebhooks, Signals):
 
         result: int = await self._write(job)
         return result
-
-    async def create_token(self, token: TokenRecord, token_hash: str) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO api_tokens (id, name, token_hash, permissions, accounts, created_on)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    token.id,
-                    token.name,
-                    token_hash,
-                    orjson.dumps(list(token.permissions)),
-                    None if token.accounts is None else orjson.dumps(list(token.accounts)),
-                    token.created_on,
-                ),
-            )
-
-        await self._write(job)
-
-    @staticmethod
-    def _token(row: Sequence[Any]) -> TokenRecord:
-        return TokenRecord(
-            id=row[0],
-            name=row[1],
-            permissions=tuple(orjson.loads(row[2])),
-            accounts=None if row[3] is None else tuple(orjson.loads(row[3])),
-            created_on=row[4],
-            revoked_on=row[5],
-        )
-
-    async def find_token(self, token_hash: str) -> TokenRecord | None:
-        row = self._read(
-            lambda c: c.execute(
-                "SELECT id, name, permissions, accounts, created_on, revoked_on FROM api_tokens"
-                " WHERE token_hash = ? AND revoked_on IS NULL",
-                (token_hash,),
-            ).fetchone()
-        )
-        return self._token(row) if row else None
-
-    async def list_tokens(self) -> list[TokenRecord]:
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT id, name, permissions, accounts, created_on, revoked_on FROM api_tokens"
-                " ORDER BY created_on"
-            ).fetchall()
-        )
-        return [self._token(r) for r in rows]
-
-    async def revoke_token(self, token_id: str, now: int) -> bool:
-        def job(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE api_tokens SET revoked_on = ? WHERE id = ? AND revoked_on IS NULL",
-                (now, token_id),
-            )
-            return cur.rowcount > 0
-
-        return bool(await self._write(job))

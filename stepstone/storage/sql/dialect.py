@@ -1,0 +1,54 @@
+"""What SQLite and PostgreSQL spell differently in the SQL the stores share.
+
+Shared statements are written with ``?`` placeholders; a PostgreSQL session numbers them
+(``$1``...). Everything else the two would write differently is a member here, so a third
+dialect is this class and a ``Session``, not a fork of the operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    # Appended to a SELECT whose rows the transaction goes on to change: SQLite's one writer
+    # holds the whole database already, PostgreSQL locks the rows.
+    lock_rows: str
+    # Appended to a SELECT picking one row of many for a claim: claimers skip each other's.
+    skip_locked: str
+    # Breaks ties between rows inserted in the same millisecond, later ones greater.
+    insert_order: str
+    # One value of many: PostgreSQL's one array parameter, not a placeholder each (a
+    # statement of its own for every length).
+    arrays: bool
+
+    def one_of(
+        self, column: str, values: Sequence[Any], args: list[Any], sql_type: str = "text"
+    ) -> str:
+        """``column`` equals one of ``values`` (not empty); their arguments join ``args``."""
+        if self.arrays:
+            args.append(list(values))
+            return f"{column} = ANY(CAST(? AS {sql_type}[]))"
+        args.extend(values)
+        return f"{column} IN ({', '.join('?' for _ in values)})"
+
+    def json_text(self, column: str, key: str) -> str:
+        """The text at ``key`` of the JSON object stored as UTF-8 bytes in ``column``."""
+        if self.name == "sqlite":
+            return f"json_extract(CAST({column} AS TEXT), '$.{key}')"
+        return f"convert_from({column}, 'UTF8')::jsonb ->> '{key}'"
+
+
+SQLITE = Dialect(name="sqlite", lock_rows="", skip_locked="", insert_order="rowid", arrays=False)
+POSTGRES = Dialect(
+    name="postgresql",
+    lock_rows=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    # The inserting transaction's id, as SQLite's rowid grows with each insert.
+    insert_order="xmin::text::bigint",
+    arrays=True,
+)
