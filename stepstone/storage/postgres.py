@@ -10,8 +10,7 @@ transactions survive lost connections (see ``postgres_db``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,15 +20,13 @@ from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
-from stepstone.storage import instance_reads, postgres_children
+from stepstone.storage import postgres_children
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
     EventRecord,
     InstanceLinks,
-    InstanceQuery,
     InstanceRecord,
-    InstanceSummary,
     NewInstance,
     Transition,
     WorkflowChanged,
@@ -54,7 +51,6 @@ from stepstone.storage.postgres_worker import (
     NEAR_WAKE_MS,
     WorkerWrites,
     insert_events,
-    instance_row,
     notify,
     notify_control,
 )
@@ -62,8 +58,9 @@ from stepstone.storage.sql import transitions
 from stepstone.storage.sql.catalog import SqlCatalog
 from stepstone.storage.sql.credentials import SqlCredentials
 from stepstone.storage.sql.dialect import POSTGRES
+from stepstone.storage.sql.instances import SqlInstanceReads
 from stepstone.storage.sql.ops_log import SqlOpsLog
-from stepstone.storage.sql.rows import INSTANCE_COLUMNS, VERSION_COLUMNS, version_row
+from stepstone.storage.sql.rows import VERSION_COLUMNS, version_row
 from stepstone.storage.sql.session import Job, PostgresSession, on_postgres
 from stepstone.storage.sql.webhooks import SqlWebhooks, drop_workflow_hooks
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS
@@ -151,7 +148,9 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
         await conn.execute("DELETE FROM instances WHERE pk = ANY($1::bigint[])", pks)
 
 
-class PostgresStorage(WorkerWrites, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWebhooks):
+class PostgresStorage(
+    WorkerWrites, SqlCatalog, SqlInstanceReads, SqlCredentials, SqlOpsLog, SqlWebhooks
+):
     """``Storage`` on PostgreSQL; any number of processes may share one database.
 
     ``portable``: without LISTEN/NOTIFY and advisory locks (``postgres_portable``).
@@ -216,7 +215,7 @@ class PostgresStorage(WorkerWrites, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWe
             self._get_workflow, self._get_workflows, None, max(1, max_connections // 2)
         )
         self._history_reads: ReadBatcher[int, list[EventRecord]] = ReadBatcher(
-            self._events, self._histories, [], max(1, max_connections // 2)
+            self._events_after, self._histories, [], max(1, max_connections // 2)
         )
         self.appended = AppendSignal(self._latest_event_ids)
         self._queued = QueuedEvents(self._db, self.appended)
@@ -542,73 +541,12 @@ class PostgresStorage(WorkerWrites, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWe
             self._fire_wake()
         return pks
 
-    async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
-        row = await self._db.read(
-            lambda c: c.fetchrow(
-                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = $1 AND id = $2",
-                workflow_pk,
-                instance_id,
-            )
-        )
-        return instance_row(row) if row else None
-
-    async def get_instance_summary(
-        self, workflow_pk: int, instance_id: str
-    ) -> tuple[InstanceRecord, InstanceSummary] | None:
-        sql = instance_reads.summary_sql(INSTANCE_COLUMNS, "$1", "$2")
-        row = await self._db.read(lambda c: c.fetchrow(sql, workflow_pk, instance_id))
-        return instance_reads.summary_row(row) if row else None
-
-    async def load_step_events(
-        self, instance_pk: int, step_name: str, kinds: Sequence[str]
-    ) -> list[EventRecord]:
-        rows = await self._db.read(
-            lambda c: c.fetch(
-                f"SELECT {instance_reads.STEP_EVENT_COLUMNS} FROM instance_events"
-                " WHERE instance_pk = $1 AND step_kind = ANY($2::text[]) AND step_name = $3"
-                " ORDER BY event_id",
-                instance_pk,
-                list(kinds),
-                step_name,
-            )
-        )
-        return [EventRecord(*r) for r in rows]
-
-    async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
-        clauses = ["workflow_pk = $1"]
-        args: list[Any] = [workflow_pk]
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if query.status is not None:
-            clauses.append(f"status = {arg(query.status)}")
-        if query.created_from is not None:
-            clauses.append(f"created_on >= {arg(query.created_from)}")
-        if query.created_to is not None:
-            clauses.append(f"created_on <= {arg(query.created_to)}")
-        order = "ASC" if query.ascending else "DESC"
-        if query.after is not None:
-            after_on, after_id = query.after
-            clauses.append(
-                f"(created_on, id) {'>' if query.ascending else '<'}"
-                f" ({arg(after_on)}::bigint, {arg(after_id)}::text)"
-            )
-        sql = (
-            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
-            f" ORDER BY created_on {order}, id {order}"
-            f" LIMIT {arg(query.limit)} OFFSET {arg(query.offset)}"
-        )
-        rows = await self._db.read(lambda c: c.fetch(sql, *args))
-        return [instance_row(r) for r in rows]
-
     async def load_events(
         self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
         if after_event_id == 0 and limit is None:  # a whole history: an activation starting
             return await self._history_reads.get(instance_pk)
-        return await self._events(instance_pk, after_event_id, limit)
+        return await self._events_after(instance_pk, after_event_id, limit)
 
     async def _histories(self, pks: Sequence[int]) -> dict[int, list[EventRecord]]:
         rows = await self._db.read(
@@ -623,49 +561,6 @@ class PostgresStorage(WorkerWrites, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWe
         for r in rows:
             histories[r[0]].append(EventRecord(*r[1:]))
         return histories
-
-    async def _events(
-        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
-    ) -> list[EventRecord]:
-        rows = await self._db.read(
-            lambda c: c.fetch(
-                "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
-                " WHERE instance_pk = $1 AND event_id > $2 ORDER BY event_id LIMIT $3",
-                instance_pk,
-                after_event_id,
-                limit,
-            )
-        )
-        return [EventRecord(*r) for r in rows]
-
-    async def _latest_event_ids(self, pks: Sequence[int]) -> dict[int, int]:
-        rows = await self._db.read(
-            lambda c: c.fetch(
-                "SELECT i.pk, coalesce((SELECT max(event_id) FROM instance_events"
-                " WHERE instance_pk = i.pk), 0) FROM instances i WHERE i.pk = ANY($1::bigint[])",
-                list(pks),
-            )
-        )
-        return {int(pk): int(newest) for pk, newest in rows}
-
-    async def read_stream(
-        self, instance_pk: int, step_name: str, chunks: int
-    ) -> AsyncIterator[bytes]:
-        async def chunk(conn: Any, chunk_no: int) -> bytes | None:
-            data: bytes | None = await conn.fetchval(
-                "SELECT data FROM stream_chunks WHERE instance_pk = $1 AND step_name = $2"
-                " AND chunk_no = $3",
-                instance_pk,
-                step_name,
-                chunk_no,
-            )
-            return data
-
-        for chunk_no in range(chunks):
-            data = await self._db.read(partial(chunk, chunk_no=chunk_no))
-            if data is None:
-                raise RuntimeError(f"stream chunk {chunk_no} of {step_name!r} is missing")
-            yield bytes(data)
 
     async def transition_instance(
         self, instance_pk: int, expected_status: str, transition: Transition, now: int

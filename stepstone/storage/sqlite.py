@@ -13,7 +13,7 @@ import fcntl
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -22,17 +22,14 @@ import orjson
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
 from stepstone.model.statuses import TERMINAL, Status
-from stepstone.storage import instance_reads, sqlite_children, sqlite_webhooks
+from stepstone.storage import sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
     Claim,
     DeliveredEvent,
-    EventRecord,
     Fenced,
     InstanceLinks,
-    InstanceQuery,
     InstanceRecord,
-    InstanceSummary,
     NewEvent,
     NewInstance,
     Release,
@@ -51,6 +48,7 @@ from stepstone.storage.sql import transitions
 from stepstone.storage.sql.catalog import SqlCatalog
 from stepstone.storage.sql.credentials import SqlCredentials
 from stepstone.storage.sql.dialect import SQLITE
+from stepstone.storage.sql.instances import SqlInstanceReads
 from stepstone.storage.sql.ops_log import SqlOpsLog
 from stepstone.storage.sql.rows import INSTANCE_COLUMNS, VERSION_COLUMNS, version_row
 from stepstone.storage.sql.session import Job, Session, SqliteSession, on_sqlite, run_to_end
@@ -114,7 +112,15 @@ def _delete_instance_rows(conn: sqlite3.Connection, pks: Sequence[int]) -> None:
     conn.executemany("DELETE FROM instances WHERE pk = ?", params)
 
 
-class SqliteStorage(SeparateLookAhead, SqlCatalog, SqlCredentials, SqlOpsLog, SqlWebhooks, Signals):
+class SqliteStorage(
+    SeparateLookAhead,
+    SqlCatalog,
+    SqlInstanceReads,
+    SqlCredentials,
+    SqlOpsLog,
+    SqlWebhooks,
+    Signals,
+):
     """``Storage`` on SQLite. ``path`` None gives the in-memory store."""
 
     # Another process on the file is found at the poll (poll_ms), as it always was.
@@ -513,93 +519,6 @@ class SqliteStorage(SeparateLookAhead, SqlCatalog, SqlCredentials, SqlOpsLog, Sq
 
         result: list[InstanceRecord] = await self._write(job, wakes=True, batched=True)
         return result
-
-    async def get_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
-        row = self._read(
-            lambda c: c.execute(
-                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE workflow_pk = ? AND id = ?",
-                (workflow_pk, instance_id),
-            ).fetchone()
-        )
-        return _instance(row) if row else None
-
-    async def get_instance_summary(
-        self, workflow_pk: int, instance_id: str
-    ) -> tuple[InstanceRecord, InstanceSummary] | None:
-        sql = instance_reads.summary_sql(INSTANCE_COLUMNS, "?", "?")
-        row = self._read(lambda c: c.execute(sql, (workflow_pk, instance_id)).fetchone())
-        return instance_reads.summary_row(row) if row else None
-
-    async def load_step_events(
-        self, instance_pk: int, step_name: str, kinds: Sequence[str]
-    ) -> list[EventRecord]:
-        # Named: for the ORDER BY, SQLite would rather walk the whole history by event id.
-        sql = (
-            f"SELECT {instance_reads.STEP_EVENT_COLUMNS} FROM instance_events"
-            " INDEXED BY instance_events_by_step"
-            f" WHERE instance_pk = ? AND step_kind IN ({', '.join('?' * len(kinds))})"
-            " AND step_name = ? ORDER BY event_id"
-        )
-        rows = self._read(lambda c: c.execute(sql, (instance_pk, *kinds, step_name)).fetchall())
-        return [EventRecord(*r) for r in rows]
-
-    async def list_instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
-        clauses = ["workflow_pk = ?"]
-        args: list[Any] = [workflow_pk]
-        if query.status is not None:
-            clauses.append("status = ?")
-            args.append(query.status)
-        if query.created_from is not None:
-            clauses.append("created_on >= ?")
-            args.append(query.created_from)
-        if query.created_to is not None:
-            clauses.append("created_on <= ?")
-            args.append(query.created_to)
-        order = "ASC" if query.ascending else "DESC"
-        if query.after is not None:
-            clauses.append(f"(created_on, id) {'>' if query.ascending else '<'} (?, ?)")
-            args.extend(query.after)
-        sql = (
-            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
-            f" ORDER BY created_on {order}, id {order} LIMIT ? OFFSET ?"
-        )
-        rows = self._read(lambda c: c.execute(sql, [*args, query.limit, query.offset]).fetchall())
-        return [_instance(r) for r in rows]
-
-    async def load_events(
-        self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
-    ) -> list[EventRecord]:
-        rows = self._read(
-            lambda c: c.execute(
-                "SELECT event_id, ts, type, step_kind, step_name, data FROM instance_events"
-                " WHERE instance_pk = ? AND event_id > ? ORDER BY event_id LIMIT ?",
-                (instance_pk, after_event_id, -1 if limit is None else limit),
-            ).fetchall()
-        )
-        return [EventRecord(*r) for r in rows]
-
-    async def _latest_event_ids(self, pks: Sequence[int]) -> dict[int, int]:
-        sql = (
-            "SELECT i.pk, coalesce((SELECT max(event_id) FROM instance_events"
-            " WHERE instance_pk = i.pk), 0) FROM instances i"
-            " WHERE i.pk IN (SELECT value FROM json_each(?))"
-        )
-        rows = self._read(lambda c: c.execute(sql, (orjson.dumps(list(pks)),)).fetchall())
-        return {int(pk): int(newest) for pk, newest in rows}
-
-    async def read_stream(
-        self, instance_pk: int, step_name: str, chunks: int
-    ) -> AsyncIterator[bytes]:
-        sql = (
-            "SELECT data FROM stream_chunks WHERE instance_pk = ? AND step_name = ?"
-            " AND chunk_no = ?"
-        )
-        for chunk_no in range(chunks):
-            args = (instance_pk, step_name, chunk_no)
-            row = self._read(lambda c: c.execute(sql, args).fetchone())  # noqa: B023
-            if row is None:
-                raise RuntimeError(f"stream chunk {chunk_no} of {step_name!r} is missing")
-            yield bytes(row[0])
 
     async def transition_instance(
         self, instance_pk: int, expected_status: str, transition: Transition, now: int

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
@@ -22,9 +24,13 @@ class Dialect:
     skip_locked: str
     # Breaks ties between rows inserted in the same millisecond, later ones greater.
     insert_order: str
-    # One value of many: PostgreSQL's one array parameter, not a placeholder each (a
-    # statement of its own for every length).
+    # One value of many is one parameter, not a placeholder each (a statement of its own for
+    # every length): an array on PostgreSQL, a JSON list on SQLite.
     arrays: bool
+    # One step's events: SQLite is told the index, which it would otherwise pass over for the
+    # ORDER BY's walk of the whole history by event id.
+    by_step: str
+    no_limit: int | None  # what LIMIT takes for "all"
 
     def one_of(
         self, column: str, values: Sequence[Any], args: list[Any], sql_type: str = "text"
@@ -33,8 +39,8 @@ class Dialect:
         if self.arrays:
             args.append(list(values))
             return f"{column} = ANY(CAST(? AS {sql_type}[]))"
-        args.extend(values)
-        return f"{column} IN ({', '.join('?' for _ in values)})"
+        args.append(orjson.dumps(list(values)).decode())
+        return f"{column} IN (SELECT value FROM json_each(?))"
 
     def json_text(self, column: str, key: str) -> str:
         """The text at ``key`` of the JSON object stored as UTF-8 bytes in ``column``."""
@@ -43,7 +49,15 @@ class Dialect:
         return f"convert_from({column}, 'UTF8')::jsonb ->> '{key}'"
 
 
-SQLITE = Dialect(name="sqlite", lock_rows="", skip_locked="", insert_order="rowid", arrays=False)
+SQLITE = Dialect(
+    name="sqlite",
+    lock_rows="",
+    skip_locked="",
+    insert_order="rowid",
+    arrays=False,
+    by_step=" INDEXED BY instance_events_by_step",
+    no_limit=-1,
+)
 POSTGRES = Dialect(
     name="postgresql",
     lock_rows=" FOR UPDATE",
@@ -51,4 +65,6 @@ POSTGRES = Dialect(
     # The inserting transaction's id, as SQLite's rowid grows with each insert.
     insert_order="xmin::text::bigint",
     arrays=True,
+    by_step="",
+    no_limit=None,
 )
