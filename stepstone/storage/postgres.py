@@ -10,14 +10,12 @@ transactions survive lost connections (see ``postgres_db``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import asyncpg
 import orjson
 
-from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
-from stepstone.model.events import EventType
+from stepstone.errors import CannotSendEvent
 from stepstone.model.retention import DEFAULT_RETENTION_MS
 from stepstone.model.statuses import TERMINAL
 from stepstone.storage import postgres_children
@@ -26,17 +24,14 @@ from stepstone.storage.base import (
     Claim,
     EventRecord,
     InstanceLinks,
-    InstanceRecord,
-    NewInstance,
     Transition,
-    WorkflowChanged,
     WorkflowDefinition,
     WorkflowRecord,
     check_jurisdiction,
 )
 from stepstone.storage.outage import StoreHealth
-from stepstone.storage.postgres_creates import CreateBatcher
-from stepstone.storage.postgres_db import CHANNEL, COMMIT_MARKS, Database, Listener
+from stepstone.storage.postgres_creates import CreateBatcher, PostgresCreates
+from stepstone.storage.postgres_db import Database, Listener
 from stepstone.storage.postgres_portable import CLAIM_ROW_LOCK, LOCK_CAP_ROWS, NEVER_NEAR_MS
 from stepstone.storage.postgres_progress import (
     GroupCommitter,
@@ -72,72 +67,10 @@ _WORKFLOW_SELECT = (
     " w.jurisdiction, w.retention_fallback_ms"
     " FROM workflows w JOIN versions v ON v.id = w.version_id"
 )
-_NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
-# Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
-# statement (one round trip); ids already present are skipped and left out of the answer.
-# Nothing is created unless $2 is still the workflow's current version: no row then, which
-# a lone create tells from a taken id, which fails its statement, and a create that may skip
-# taken ids by asking for the version.
-_CREATE_INSTANCES = (
-    "WITH t AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[],"
-    " $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY"
-    " AS t(id, source, params, schedule, success, error, queued, n)),"
-    " created AS (INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
-    " params, schedule, created_on, modified_on, runnable_at, priority, success_retention_ms,"
-    " error_retention_ms) SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3,"
-    " $3, 1, t.success, t.error FROM t"
-    " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.pk = $1 AND w.version_id = $2)"
-    " ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
-    " RETURNING pk, id),"
-    " queued AS (INSERT INTO instance_events (instance_pk, ts, type, data)"
-    f" SELECT c.pk, $3, '{EventType.WORKFLOW_QUEUED}', t.queued"
-    " FROM created c JOIN t ON t.id = c.id"
-    " ORDER BY t.n),"
-    " triggered AS (UPDATE workflows SET triggered_on = $3"
-    " WHERE pk = $1 AND EXISTS (SELECT 1 FROM created))"
-    f" SELECT pk, id, txid_current(){_NOTIFY_CREATED} FROM created"
-)
-
-# A lone create whose every id must be new, as one statement in its own implicit transaction
-# (one round trip) carrying its commit mark ($11): a taken id fails the whole statement.
-_CREATE_ONCE = (
-    f"WITH mark AS (INSERT INTO {COMMIT_MARKS} (token) VALUES ($11::uuid)), "
-    + _CREATE_INSTANCES.removeprefix("WITH ").replace(
-        " ON CONFLICT (workflow_pk, id) DO NOTHING", ""
-    )
-)
-
-
-def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[list[Any], ...]:
-    """$4 to $10 of the create statements: the instances as parallel arrays."""
-    return (
-        [i.id for i in unique],
-        [i.trigger_source for i in unique],
-        [i.params for i in unique],
-        [i.schedule for i in unique],
-        [i.success_retention_ms for i in unique],
-        [i.error_retention_ms for i in unique],
-        [
-            orjson.dumps(
-                {"versionId": version_id, "trigger": {"source": i.trigger_source}}
-                | ({"traceparent": i.traceparent} if i.traceparent else {})
-            )
-            for i in unique
-        ],
-    )
 
 
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:
     return WorkflowRecord(*row[:7], version_row(row[7:-2]), row[-2], row[-1])  # type: ignore[call-arg]
-
-
-def _first_duplicate(values: Sequence[str]) -> str:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    raise AssertionError("no duplicate")
 
 
 async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
@@ -149,7 +82,13 @@ async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
 
 
 class PostgresStorage(
-    WorkerWrites, SqlCatalog, SqlInstanceReads, SqlCredentials, SqlOpsLog, SqlWebhooks
+    WorkerWrites,
+    PostgresCreates,
+    SqlCatalog,
+    SqlInstanceReads,
+    SqlCredentials,
+    SqlOpsLog,
+    SqlWebhooks,
 ):
     """``Storage`` on PostgreSQL; any number of processes may share one database.
 
@@ -192,9 +131,7 @@ class PostgresStorage(
         # A create notifies under this store's origin: other processes wake, while its own
         # listener skips it, the create having woken the local workers a round trip earlier.
         self._origin = uuid.uuid4().hex
-        notifying = f", pg_notify('{CHANNEL}', '{self._origin}')" if self.push_wakes else ""
-        self._create_once_sql = _CREATE_ONCE.replace(_NOTIFY_CREATED, notifying)
-        self._create_instances_sql = _CREATE_INSTANCES.replace(_NOTIFY_CREATED, notifying)
+        self._init_creates(self._origin if self.push_wakes else None)
         self._listener: Listener | None = None
         self._caps_seen: set[int] = set()
         # Half the pool: claims, creates and reads keep connections of their own.
@@ -423,123 +360,6 @@ class PostgresStorage(
         return deleted
 
     # --- instances -------------------------------------------------------------------------
-
-    async def create_instances(
-        self,
-        workflow_pk: int,
-        version_id: str,
-        items: Sequence[NewInstance],
-        now: int,
-        *,
-        skip_existing: bool,
-    ) -> list[InstanceRecord]:
-        return await self._creates.create(
-            workflow_pk, version_id, items, now, skip_existing=skip_existing
-        )
-
-    async def _create_alone(
-        self,
-        workflow_pk: int,
-        version_id: str,
-        items: Sequence[NewInstance],
-        now: int,
-        skip_existing: bool,
-    ) -> list[InstanceRecord]:
-        first: dict[str, NewInstance] = {}
-        for item in items:
-            first.setdefault(item.id, item)
-        unique = list(first.values())
-
-        def check(pks: dict[str, int]) -> None:
-            # A duplicate inside the request also counts as existing, as it does in SQLite.
-            if not skip_existing and (len(pks) < len(items)):
-                missing = [i.id for i in unique if i.id not in pks]
-                taken = missing[0] if missing else _first_duplicate([i.id for i in items])
-                raise InstanceAlreadyExists(f"Instance {taken!r} already exists")
-
-        pks = None
-        if not skip_existing and len(unique) == len(items):
-            pks = await self._create_once(workflow_pk, version_id, unique, now)
-        if pks is None:
-            pks = await self._insert_instances(workflow_pk, version_id, unique, now, check)
-        return [
-            i.as_created(pks[i.id], workflow_pk, version_id, now) for i in unique if i.id in pks
-        ]
-
-    async def _create_once(
-        self, workflow_pk: int, version_id: str, unique: Sequence[NewInstance], now: int
-    ) -> dict[str, int] | None:
-        """Create instances none of whose ids may exist yet in one round trip; None if one
-        exists (nothing was stored: the transaction of ``_insert_instances`` then finds which
-        and says so)."""
-        ids = [i.id for i in unique]
-
-        async def job(conn: Any, mark: uuid.UUID) -> dict[str, int]:
-            rows = await conn.fetch(
-                self._create_once_sql,
-                workflow_pk,
-                version_id,
-                now,
-                *_create_columns(version_id, unique),
-                mark,
-            )
-            # A taken id fails the statement: no row means the version was not current.
-            return {r[1]: r[0] for r in rows}
-
-        async def recover(conn: Any) -> dict[str, int]:
-            # It committed, so it created every one of them, or none if the version was old.
-            rows = await conn.fetch(
-                "SELECT pk, id FROM instances WHERE workflow_pk = $1 AND id = ANY($2::text[])",
-                workflow_pk,
-                ids,
-            )
-            return {r[1]: r[0] for r in rows}
-
-        try:
-            pks = await self._db.once(job, recover)
-        except asyncpg.UniqueViolationError:
-            return None
-        if not pks and unique:
-            raise WorkflowChanged(f"version {version_id!r} is not workflow {workflow_pk}'s own")
-        self._fire_wake()
-        return pks
-
-    async def _insert_instances(
-        self,
-        workflow_pk: int,
-        version_id: str,
-        unique: Sequence[NewInstance],
-        now: int,
-        check: Callable[[dict[str, int]], None],
-    ) -> dict[str, int]:
-        """Insert instances whose ids are not taken; ``check`` sees ``{id: pk}`` of those
-        inserted and rolls the transaction back by raising."""
-
-        async def job(conn: Any) -> tuple[int | None, dict[str, int]]:
-            rows = await conn.fetch(
-                self._create_instances_sql,
-                workflow_pk,
-                version_id,
-                now,
-                *_create_columns(version_id, unique),
-            )
-            pks: dict[str, int] = {r[1]: r[0] for r in rows}
-            if not pks and unique:
-                # Every id taken, or the version not current: only the latter is an error.
-                current = await conn.fetchval(
-                    "SELECT version_id FROM workflows WHERE pk = $1", workflow_pk
-                )
-                if current != version_id:
-                    raise WorkflowChanged(
-                        f"version {version_id!r} is not workflow {workflow_pk}'s own"
-                    )
-            check(pks)
-            return (rows[0][2] if rows else None), pks
-
-        pks = await self._db.write_reporting_xid(job)
-        if pks:
-            self._fire_wake()
-        return pks
 
     async def load_events(
         self, instance_pk: int, after_event_id: int = 0, limit: int | None = None
