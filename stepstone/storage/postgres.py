@@ -55,22 +55,12 @@ from stepstone.storage.sql.credentials import SqlCredentials
 from stepstone.storage.sql.dialect import POSTGRES
 from stepstone.storage.sql.instances import SqlInstanceReads
 from stepstone.storage.sql.ops_log import SqlOpsLog
-from stepstone.storage.sql.rows import VERSION_COLUMNS, version_row
+from stepstone.storage.sql.rows import VERSION_COLUMNS, WORKFLOW_SELECT, workflow_row
 from stepstone.storage.sql.session import Job, PostgresSession, on_postgres
 from stepstone.storage.sql.webhooks import SqlWebhooks, drop_workflow_hooks
 from stepstone.storage.workflow_caps import PG_LOCK_CAPS
 
 T = TypeVar("T")
-_WORKFLOW_SELECT = (
-    "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on, w.triggered_on,"
-    f" {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))},"
-    " w.jurisdiction, w.retention_fallback_ms"
-    " FROM workflows w JOIN versions v ON v.id = w.version_id"
-)
-
-
-def _workflow(row: Sequence[Any]) -> WorkflowRecord:
-    return WorkflowRecord(*row[:7], version_row(row[7:-2]), row[-2], row[-1])  # type: ignore[call-arg]
 
 
 async def _delete_instance_rows(conn: Any, pks: Sequence[int]) -> None:
@@ -287,50 +277,21 @@ class PostgresStorage(
         return await self._workflow_reads.get((account_id, name))
 
     async def _get_workflow(self, key: tuple[str, str]) -> WorkflowRecord | None:
-        row = await self._db.read(
-            lambda c: c.fetchrow(
-                f"{_WORKFLOW_SELECT} WHERE w.account_id = $1 AND w.name = $2", *key
-            )
-        )
-        return _workflow(row) if row else None
+        return await SqlCatalog.get_workflow(self, *key)
 
     async def _get_workflows(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], WorkflowRecord | None]:
         rows = await self._db.read(
             lambda c: c.fetch(
-                f"{_WORKFLOW_SELECT} WHERE (w.account_id, w.name) IN"
+                f"{WORKFLOW_SELECT} WHERE (w.account_id, w.name) IN"
                 " (SELECT * FROM unnest($1::text[], $2::text[]))",
                 [k[0] for k in keys],
                 [k[1] for k in keys],
             )
         )
-        found = (_workflow(row) for row in rows)
+        found = (workflow_row(row) for row in rows)
         return {(w.account_id, w.name): w for w in found}
-
-    async def list_workflows(
-        self, account_id: str | None, search: str | None, offset: int, limit: int
-    ) -> tuple[list[WorkflowRecord], int]:
-        where = (
-            " WHERE ($1::text IS NULL OR w.account_id = $1)"
-            " AND ($2::text IS NULL OR strpos(w.name, $2) > 0)"
-        )
-        term = search or None
-
-        async def read(conn: Any) -> tuple[list[WorkflowRecord], int]:
-            rows = await conn.fetch(
-                f"{_WORKFLOW_SELECT}{where} ORDER BY w.name LIMIT $3 OFFSET $4",
-                account_id,
-                term,
-                limit,
-                offset,
-            )
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM workflows w{where}", account_id, term
-            )
-            return [_workflow(r) for r in rows], int(total)
-
-        return await self._db.read(read)
 
     async def delete_workflow(self, account_id: str, name: str) -> bool:
         async def job(conn: Any) -> bool:

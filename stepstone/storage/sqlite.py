@@ -45,7 +45,7 @@ from stepstone.storage.sql.credentials import SqlCredentials
 from stepstone.storage.sql.dialect import SQLITE
 from stepstone.storage.sql.instances import SqlInstanceReads
 from stepstone.storage.sql.ops_log import SqlOpsLog
-from stepstone.storage.sql.rows import VERSION_COLUMNS, version_row
+from stepstone.storage.sql.rows import VERSION_COLUMNS
 from stepstone.storage.sql.session import Job, Session, SqliteSession, on_sqlite, run_to_end
 from stepstone.storage.sql.webhooks import SqlWebhooks, drop_workflow_hooks
 from stepstone.storage.sqlite_worker import SqliteWorkerWrites, check_fence, insert_events
@@ -289,63 +289,6 @@ class SqliteStorage(
         found = await self.get_workflow(account_id, name)
         assert found is not None
         return found
-
-    def _workflow_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> Any:
-        return conn.execute(
-            "SELECT w.pk, w.account_id, w.name, w.id, w.created_on, w.modified_on,"
-            f" w.triggered_on, {', '.join('v.' + c.strip() for c in VERSION_COLUMNS.split(','))},"
-            " w.jurisdiction, w.retention_fallback_ms"
-            f" FROM workflows w JOIN versions v ON v.id = w.version_id {where}",
-            args,
-        ).fetchall()
-
-    @staticmethod
-    def _workflow(row: Sequence[Any]) -> WorkflowRecord:
-        pk, account_id, name, workflow_id, created_on, modified_on, triggered_on = row[:7]
-        return WorkflowRecord(
-            pk,
-            account_id,
-            name,
-            workflow_id,
-            created_on,
-            modified_on,
-            triggered_on,
-            version_row(row[7:-2]),
-            row[-2],
-            row[-1],
-        )
-
-    async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:
-        rows = self._read(
-            lambda c: self._workflow_rows(
-                c, "WHERE w.account_id = ? AND w.name = ?", (account_id, name)
-            )
-        )
-        return self._workflow(rows[0]) if rows else None
-
-    async def list_workflows(
-        self, account_id: str | None, search: str | None, offset: int, limit: int
-    ) -> tuple[list[WorkflowRecord], int]:
-        clauses, args = [], []
-        if account_id is not None:
-            clauses.append("w.account_id = ?")
-            args.append(account_id)
-        if search:
-            clauses.append("instr(w.name, ?) > 0")
-            args.append(search)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-
-        def read(conn: sqlite3.Connection) -> tuple[list[WorkflowRecord], int]:
-            rows = self._workflow_rows(
-                conn, f"{where} ORDER BY w.name LIMIT ? OFFSET ?", [*args, limit, offset]
-            )
-            total = conn.execute(
-                f"SELECT count(*) FROM workflows w {where}",
-                args,
-            ).fetchone()[0]
-            return [self._workflow(r) for r in rows], int(total)
-
-        return self._read(read)
 
     async def delete_workflow(self, account_id: str, name: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:

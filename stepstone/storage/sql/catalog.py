@@ -1,13 +1,47 @@
-"""Reads of what is registered, and each account's retention, on either SQL store."""
+"""Reads of what is registered (workflows, versions, instance counts) and each account's
+retention, on either SQL store."""
 
 from __future__ import annotations
 
-from stepstone.model.records import VersionRecord
-from stepstone.storage.sql.rows import VERSION_COLUMNS, version_row
+from typing import Any
+
+from stepstone.model.records import VersionRecord, WorkflowRecord
+from stepstone.storage.sql.rows import VERSION_COLUMNS, WORKFLOW_SELECT, version_row, workflow_row
 from stepstone.storage.sql.session import Session, SqlStore
 
 
 class SqlCatalog(SqlStore):
+    async def get_workflow(self, account_id: str, name: str) -> WorkflowRecord | None:
+        async def read(s: Session) -> WorkflowRecord | None:
+            row = await s.one(
+                f"{WORKFLOW_SELECT} WHERE w.account_id = ? AND w.name = ?", account_id, name
+            )
+            return workflow_row(row) if row else None
+
+        return await self._sql_read(read)
+
+    async def list_workflows(
+        self, account_id: str | None, search: str | None, offset: int, limit: int
+    ) -> tuple[list[WorkflowRecord], int]:
+        clauses, args = [], list[Any]()
+        if account_id is not None:
+            clauses.append("w.account_id = ?")
+            args.append(account_id)
+        if search:
+            clauses.append(f"{self.dialect.position}(w.name, ?) > 0")
+            args.append(search)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+        async def read(s: Session) -> tuple[list[WorkflowRecord], int]:
+            rows = await s.all(
+                f"{WORKFLOW_SELECT}{where} ORDER BY w.name LIMIT ? OFFSET ?", *args, limit, offset
+            )
+            total = await s.one(f"SELECT count(*) FROM workflows w{where}", *args)
+            assert total is not None
+            return [workflow_row(r) for r in rows], int(total[0])
+
+        return await self._sql_read(read)
+
     async def list_versions(
         self, workflow_pk: int, offset: int, limit: int
     ) -> tuple[list[VersionRecord], int]:

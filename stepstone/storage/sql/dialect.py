@@ -31,6 +31,7 @@ class Dialect:
     # ORDER BY's walk of the whole history by event id.
     by_step: str
     no_limit: int | None  # what LIMIT takes for "all"
+    position: str  # where a text first holds another: (haystack, needle), 0 if nowhere
 
     def one_of(
         self, column: str, values: Sequence[Any], args: list[Any], sql_type: str = "text"
@@ -57,6 +58,7 @@ SQLITE = Dialect(
     arrays=False,
     by_step=" INDEXED BY instance_events_by_step",
     no_limit=-1,
+    position="instr",
 )
 POSTGRES = Dialect(
     name="postgresql",
@@ -67,4 +69,5 @@ POSTGRES = Dialect(
     arrays=True,
     by_step="",
     no_limit=None,
+    position="strpos",
 )
