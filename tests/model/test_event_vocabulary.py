@@ -129,8 +129,8 @@ def test_the_migrations_name_only_known_types() -> None:
 
 
 def test_the_stores_sql_names_only_known_types() -> None:
-    stores = sorted((PACKAGE / "storage").glob("*.py"))
-    named = {p.name: sql_types(p.read_text()) for p in stores}
+    stores = sorted((PACKAGE / "storage").rglob("*.py"))
+    named = {p.relative_to(PACKAGE).as_posix(): sql_types(p.read_text()) for p in stores}
     assert any(named.values()), "no type found: the extraction is broken"
     unknown = {name: types - ALL_EVENTS for name, types in named.items() if types - ALL_EVENTS}
     assert not unknown
