@@ -32,6 +32,8 @@ class Dialect:
     by_step: str
     no_limit: int | None  # what LIMIT takes for "all"
     position: str  # where a text first holds another: (haystack, needle), 0 if nowhere
+    # The text at a key of a JSON object stored as UTF-8 bytes: {column}, {key}.
+    json_text_sql: str
 
     def one_of(
         self, column: str, values: Sequence[Any], args: list[Any], sql_type: str = "text"
@@ -45,9 +47,7 @@ class Dialect:
 
     def json_text(self, column: str, key: str) -> str:
         """The text at ``key`` of the JSON object stored as UTF-8 bytes in ``column``."""
-        if self.name == "sqlite":
-            return f"json_extract(CAST({column} AS TEXT), '$.{key}')"
-        return f"convert_from({column}, 'UTF8')::jsonb ->> '{key}'"
+        return self.json_text_sql.format(column=column, key=key)
 
 
 SQLITE = Dialect(
@@ -59,6 +59,7 @@ SQLITE = Dialect(
     by_step=" INDEXED BY instance_events_by_step",
     no_limit=-1,
     position="instr",
+    json_text_sql="json_extract(CAST({column} AS TEXT), '$.{key}')",
 )
 POSTGRES = Dialect(
     name="postgresql",
@@ -70,4 +71,5 @@ POSTGRES = Dialect(
     by_step="",
     no_limit=None,
     position="strpos",
+    json_text_sql="convert_from({column}, 'UTF8')::jsonb ->> '{key}'",
 )
