@@ -446,7 +446,7 @@ class PostgresStorage(
 
         return await self._write(job, wakes=True)
 
-    # --- retention, settings, tokens -------------------------------------------------------
+    # --- retention -------------------------------------------------------------------------
 
     async def delete_expired(self, now: int, limit: int) -> int:
         async def job(conn: Any) -> int:

@@ -210,8 +210,6 @@ class SqliteStorage(
             return written
         return self._writer.submit(job, durable=durable, wait=wait, wakes=wakes, batched=batched)
 
-        # else a newer claim of the instance queued since: this one is fenced.
-
     async def _sql_read(self, job: Job[T]) -> T:
         return self._read(on_sqlite(job))
 
@@ -439,7 +437,7 @@ class SqliteStorage(
 
         return bool(await self._write(job, wakes=True))
 
-    # --- retention, settings, tokens -------------------------------------------------------
+    # --- retention -------------------------------------------------------------------------
 
     async def delete_expired(self, now: int, limit: int) -> int:
         def job(conn: sqlite3.Connection) -> int:

@@ -118,6 +118,7 @@ class SqliteWorkerWrites(Signals):
                 self._queued[pk] = (claim, events)
             elif since[0] is claim:
                 since[1][:0] = events
+            # else a newer claim of the instance queued since: this one is fenced.
 
     def _cancel_flush(self) -> None:
         if self._flush_timer is not None:
