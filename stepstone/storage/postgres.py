@@ -45,7 +45,6 @@ from stepstone.storage.postgres_worker import (
     CLAIM_LOCK,
     NEAR_WAKE_MS,
     WorkerWrites,
-    insert_events,
     notify,
     notify_control,
 )
@@ -356,7 +355,7 @@ class PostgresStorage(
             s = PostgresSession(conn)
             row = await transitions.held_in(s, POSTGRES, instance_pk, expected_status)
             if queued is not None and (queued[0].epoch, queued[0].owner) == (row[1], row[2]):
-                await insert_events(conn, instance_pk, queued[1])
+                await transitions.insert_events(s, instance_pk, queued[1])
             await transitions.apply(s, POSTGRES, instance_pk, t, now)
             if t.runnable:
                 await notify(conn)

@@ -33,6 +33,8 @@ from stepstone.storage.postgres_progress import Ending, GroupCommitter
 from stepstone.storage.postgres_queue import QueuedEvents
 from stepstone.storage.signals import Signals
 from stepstone.storage.sql.rows import INSTANCE_FIELDS
+from stepstone.storage.sql.session import PostgresSession
+from stepstone.storage.sql.transitions import insert_events
 from stepstone.storage.workflow_caps import pg_claim_sql, pg_plain_claim_sql
 
 T = TypeVar("T")
@@ -49,15 +51,6 @@ def instance_row(row: Sequence[Any]) -> InstanceRecord:
 CLAIM_LOCK = ("SELECT pg_advisory_xact_lock($1)", 0x5735_C1A1)
 _CLAIM = pg_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
 _CLAIM_PLAIN = pg_plain_claim_sql(", ".join("i." + c for c in INSTANCE_FIELDS))
-
-
-async def insert_events(conn: Any, instance_pk: int, events: Sequence[NewEvent]) -> None:
-    if events:
-        await conn.executemany(
-            "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name, data)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            [(instance_pk, e.ts, e.type, e.step_kind, e.step_name, e.data) for e in events],
-        )
 
 
 async def notify(conn: Any) -> None:
@@ -290,7 +283,7 @@ class WorkerWrites(Signals):
             )
             if row is None or row[0] != claim.epoch or row[3] != claim.owner:
                 raise Fenced(claim.instance.id)
-            await insert_events(conn, pk, earlier)
+            await insert_events(PostgresSession(conn), pk, earlier)
             return await fn(conn, row)
 
         result = await self._write(job, wakes=wakes)
@@ -374,7 +367,7 @@ class WorkerWrites(Signals):
                 completion.step_kind,
                 completion.step_name,
             )
-            await insert_events(conn, pk, [event])
+            await insert_events(PostgresSession(conn), pk, [event])
             return delivered
 
         return await self._fenced(claim, fn)

@@ -16,7 +16,6 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    name: str
     # Appended to a SELECT whose rows the transaction goes on to change: SQLite's one writer
     # holds the whole database already, PostgreSQL locks the rows.
     lock_rows: str
@@ -51,7 +50,6 @@ class Dialect:
 
 
 SQLITE = Dialect(
-    name="sqlite",
     lock_rows="",
     skip_locked="",
     insert_order="rowid",
@@ -62,7 +60,6 @@ SQLITE = Dialect(
     json_text_sql="json_extract(CAST({column} AS TEXT), '$.{key}')",
 )
 POSTGRES = Dialect(
-    name="postgresql",
     lock_rows=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     # The inserting transaction's id, as SQLite's rowid grows with each insert.
