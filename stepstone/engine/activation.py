@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,9 @@ TERMINATE_REPLAY_TIMEOUT_S = 10.0
 # except CancelledError doing cleanup) before giving up on it.
 STOP_GRACE_S = 5.0
 TERMINATION_ERROR = {"name": "WorkflowTerminated", "message": "Instance terminated"}
+# How long a step's result waits in memory for the write that comes next (the next step's, a
+# wait's, the instance's end) before it is written on its own.
+RESULT_HOLD_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,10 @@ class Activation:
         self._idle = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._order = 0
+        # A step's result not yet written (``hold``), and the write of one that waited too long.
+        self._held: list[NewEvent] = []
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._held_write: asyncio.Future[None] | None = None
 
     # --- what the replay step uses ----------------------------------------------------------
 
@@ -133,14 +140,67 @@ class Activation:
         return 1 << 50 | self._order
 
     async def write(self, events: Sequence[NewEvent]) -> None:
+        await self._record([*await self._take_held(), *events])
+
+    def write_nowait(self, events: Sequence[NewEvent]) -> None:
+        if self._held or self._held_write is not None:
+            self._held.extend(events)  # behind the held result, in order
+        else:
+            self.storage.record_progress_nowait(self.claim, events)
+
+    def hold(self, events: Sequence[NewEvent]) -> None:
+        """Record a step's result with the write that comes next: the next step's (``settle``),
+        a wait's, or the instance's end, which then commits it with its own events, one
+        durable commit fewer. What nothing takes within ``RESULT_HOLD_S`` is written alone."""
+        self._held.extend(events)
+        if self._hold_timer is None:
+            loop = asyncio.get_running_loop()
+            self._hold_timer = loop.call_later(RESULT_HOLD_S, self._write_held)
+
+    async def settle(self) -> None:
+        """Write a held result now: before any user code that could depend on it runs."""
+        held = await self._take_held()
+        if held:
+            await self._record(held)
+
+    async def _take_held(self) -> list[NewEvent]:
+        # A held write under way commits first, so this claim's writes stay in their order;
+        # if it failed, so does every write after it (the activation ends as after a crash).
+        if self._held_write is not None:
+            await asyncio.shield(self._held_write)
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        held, self._held = self._held, []
+        return held
+
+    def _drop_held(self) -> None:
+        # The activation is taken away or its store lost: what it held is as if never done.
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._held = []
+
+    def _write_held(self) -> None:
+        self._hold_timer = None
+        if not self._held or self._held_write is not None:
+            return
+        held, self._held = self._held, []
+        self._held_write = written = asyncio.ensure_future(self._record(held))
+
+        def done(task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self._held_write = None
+
+        written.add_done_callback(done)
+
+    async def _record(self, events: Sequence[NewEvent]) -> None:
         with holding():
             current = await self.storage.record_progress(self.claim, events)
         self.pause_pending = current == Status.WAITING_FOR_PAUSE
 
-    def write_nowait(self, events: Sequence[NewEvent]) -> None:
-        self.storage.record_progress_nowait(self.claim, events)
-
     async def consume_event(self, event_type: str, completion: NewEvent) -> DeliveredEvent | None:
+        await self.settle()
         with holding():
             return await self.storage.consume_event(self.claim, event_type, completion)
 
@@ -200,14 +260,20 @@ class Activation:
         step = ReplayStep(self)
         try:
             if instance.control == "terminate_rollback":
-                return await self._terminate_with_rollback(step)
-            outcome = await self._drive(self.entry.run(self._workflow_event(), step))
-            return await self._finish(step, outcome)
+                release = await self._terminate_with_rollback(step)
+            else:
+                outcome = await self._drive(self.entry.run(self._workflow_event(), step))
+                release = await self._finish(step, outcome)
         except InstanceFailed as failed:
-            return self._failed(failed.error)
+            release = self._failed(failed.error)
+        except BaseException:
+            self._drop_held()
+            raise
         finally:
             await self._stop_tasks()
             probe.end()
+        held = await self._take_held()
+        return replace(release, events=[*held, *release.events]) if held else release
 
     async def _stop_tasks(self) -> None:
         """Cancel what still runs of the user's code and wait (bounded) until it has ended.
@@ -342,6 +408,7 @@ class Activation:
         return outcome
 
     async def _set_status(self, status: str) -> None:
+        await self.settle()
         with holding():
             await self.storage.set_active_status(self.claim, status)
 

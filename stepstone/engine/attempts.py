@@ -76,6 +76,9 @@ class Attempts:
 
     async def run(self) -> Any:
         act, record = self.act, self.record
+        # A result held back for the next write is written first: this step may depend on
+        # it, and the write brings back a pause that new steps must wait for.
+        await act.settle()
         if act.holds_new_steps:
             await park(act, None)
         # The config recorded at the first attempt wins over the code's current one.
@@ -184,11 +187,15 @@ class Attempts:
             await park(act, retry_at)
 
     async def _completed(self, attempt: int, payload: bytes | dict[str, Any]) -> Any:
-        """Record the step's success and return its value as a replay would."""
+        """Record the step's success and return its value as a replay would.
+
+        The record commits with the activation's next write, before any code that could
+        depend on it runs: a step or a wait, the instance's end (``StepHost.hold``).
+        """
         act, entry = self.act, self.entry
         is_stream = isinstance(payload, dict)
         completed = {"stream": payload} if is_stream else {"output": orjson.Fragment(payload)}
-        await act.write(
+        act.hold(
             [
                 act.event(
                     self.kind_prefix + EventType.ATTEMPT_COMPLETED, {"attempt": attempt}, self.key

@@ -165,6 +165,7 @@ class _Child:
             if last is None or last.end is not None:
                 if last is not None and last.retry_at is not None and act.now() < last.retry_at:
                     await park(act, last.retry_at)
+                await act.settle()
                 if act.holds_new_steps:
                     await park(act, None)
                 last = await self._start(1 if last is None else last.attempt + 1)

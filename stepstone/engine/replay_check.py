@@ -161,6 +161,12 @@ class _CheckActivation(Activation):
     def write_nowait(self, events: Any) -> None:
         raise _WriteRefused("write")
 
+    def hold(self, events: Any) -> None:
+        raise _WriteRefused("write")
+
+    async def settle(self) -> None:
+        """Nothing is ever held: every write is refused."""
+
     async def consume_event(self, event_type: str, completion: Any) -> Any:
         raise _WriteRefused("consume_event")
 

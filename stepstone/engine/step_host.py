@@ -55,6 +55,14 @@ class StepHost(Protocol):
 
     def write_nowait(self, events: Sequence[NewEvent]) -> None: ...
 
+    def hold(self, events: Sequence[NewEvent]) -> None:
+        """Record a step's result with the next write (``settle``, a wait's, the end's)."""
+        ...
+
+    async def settle(self) -> None:
+        """Write what ``hold`` keeps back, before user code that could depend on it runs."""
+        ...
+
     async def consume_event(
         self, event_type: str, completion: NewEvent
     ) -> DeliveredEvent | None: ...

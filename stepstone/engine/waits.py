@@ -120,6 +120,7 @@ async def wait_for_event(
             return wait_result(record)
         if record is None:
             record = _start_wait(act, key, event_type, timeout_ms)
+        await act.settle()
         if act.holds_new_steps:
             await park(act, None)
         delivered = await _take_event(act, key, event_type, match)
