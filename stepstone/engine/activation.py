@@ -158,21 +158,27 @@ class Activation:
             self._hold_timer = loop.call_later(RESULT_HOLD_S, self._write_held)
 
     async def settle(self) -> None:
-        """Write a held result now: before any user code that could depend on it runs."""
-        held = await self._take_held()
-        if held:
-            await self._record(held)
+        """Write a held result now: before any user code that could depend on it runs.
+
+        Steps starting side by side (``asyncio.gather``) share one write, and resume in the
+        order they called, so their starts are recorded in that order."""
+        if self._held and self._held_write is None:
+            self._write_held()
+        await self._held_written()
 
     async def _take_held(self) -> list[NewEvent]:
-        # A held write under way commits first, so this claim's writes stay in their order;
-        # if it failed, so does every write after it (the activation ends as after a crash).
-        if self._held_write is not None:
-            await asyncio.shield(self._held_write)
+        await self._held_written()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
         held, self._held = self._held, []
         return held
+
+    async def _held_written(self) -> None:
+        # A held write under way commits first, so this claim's writes stay in their order;
+        # if it failed, so does every write after it (the activation ends as after a crash).
+        while self._held_write is not None:
+            await asyncio.shield(self._held_write)
 
     def _drop_held(self) -> None:
         # The activation is taken away or its store lost: what it held is as if never done.
@@ -182,7 +188,9 @@ class Activation:
         self._held = []
 
     def _write_held(self) -> None:
-        self._hold_timer = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         if not self._held or self._held_write is not None:
             return
         held, self._held = self._held, []
