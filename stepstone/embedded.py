@@ -512,6 +512,7 @@ class Engine:
                 ],
             )
             ops.on_workflows_changed = worker.invalidate_workflows
+            ops.runner = worker
             engine.worker = worker
         await sync_project(engine.ops, project)
         if engine.worker is not None:

@@ -92,6 +92,8 @@ class Worker:
         self._active: dict[int, tuple[Claim, asyncio.Task[None], Activation | None]] = {}
         self._wake = asyncio.Event()
         self._saturated = False
+        # Slots promised to instances this process is creating claimed (``reserve_slot``).
+        self._reserved = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -218,6 +220,38 @@ class Worker:
             del self._stopped[pk]
         self._stopped[claim.instance.pk] = (claim, now)
 
+    def reserve_slot(self, workflow_pk: int) -> tuple[str, int] | None:
+        """A slot for an instance this process is about to create, to run here at once: the
+        create then commits it claimed by this worker (owner, lease expiry returned), one claim
+        statement and one durable commit fewer than a claim would take.
+
+        Only while nothing else waits for the slot, so that a new instance never overtakes a
+        queued one or a woken sleeper: a free slot, no look for work due or under way, no
+        runnable work left behind by the last claim, and no limit on the workflow (a
+        ``concurrency`` cap or ``max_running`` counts the leases in one statement).
+        """
+        settings = self.settings
+        if (
+            self._main is None
+            or self._stopping
+            or self._saturated
+            or self._wake.is_set()
+            or settings.max_running is not None
+            or workflow_pk not in self._workflows
+            or self._capped(workflow_pk)
+            or len(self._active) + self._reserved >= settings.concurrency
+        ):
+            return None
+        self._reserved += 1
+        return self.owner, self.clock.now_ms() + settings.lease_ms
+
+    def run_created(self, claim: Claim | None) -> None:
+        """Run the instance ``reserve_slot`` was for, now created claimed; None frees the slot
+        (the create failed). A worker stopping leaves it to its lease's expiry."""
+        self._reserved -= 1
+        if claim is not None and not self._stopping:
+            self._launch(claim)
+
     def invalidate_workflows(self) -> None:
         """Re-read the registered workflows at the next look (after a PUT or DELETE)."""
         self._refresh_due = 0
@@ -244,7 +278,7 @@ class Worker:
             self._wake.clear()
             try:
                 await self._refresh_workflows()
-                free = settings.concurrency - len(self._active)
+                free = settings.concurrency - len(self._active) - self._reserved
                 timeout = settings.poll_ms / 1000
                 if free > 0 and self._runnable_pks:
                     want = min(free, settings.claim_batch)

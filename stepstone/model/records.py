@@ -95,6 +95,11 @@ class NewInstance:
     error_retention_ms: int | None = None
     # The creator's W3C trace context, kept in the workflow_queued event (never shown).
     traceparent: str | None = None
+    # Created already claimed, at epoch 1, by the worker of the process creating it, which runs
+    # it at once (``ops.creates.LocalRunner``); the record ``create_instances`` returns still
+    # shows it queued, as Cloudflare's create answers.
+    lease_owner: str | None = None
+    lease_expires: int | None = None
 
     def as_created(self, pk: int, workflow_pk: int, version_id: str, now: int) -> InstanceRecord:
         """The record of this instance as ``create_instances`` stores it: queued, not begun."""

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -20,6 +21,7 @@ from stepstone.errors import (
     WorkflowNotFound,
 )
 from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.model.statuses import Status
 from stepstone.observability import metrics
 from stepstone.observability.tracing import stamp
 from stepstone.ops.inputs import (
@@ -37,6 +39,7 @@ from stepstone.ops.inputs import (
 from stepstone.ops.queries import Queries
 from stepstone.storage.base import (
     JURISDICTIONS,
+    Claim,
     InstanceRecord,
     NewInstance,
     Storage,
@@ -54,6 +57,15 @@ from stepstone.validation import (
 _CREATE_TRIES = 3
 
 
+class LocalRunner(Protocol):
+    """The worker of the process that creates an instance (``engine.worker.Worker``), which
+    may take it at once: created claimed, it runs without waiting for a claim."""
+
+    def reserve_slot(self, workflow_pk: int) -> tuple[str, int] | None: ...
+
+    def run_created(self, claim: Claim | None) -> None: ...
+
+
 class Creates(Queries):
     """Workflows registered and deleted, instances created; ``Operations`` adds the rest."""
 
@@ -68,6 +80,7 @@ class Creates(Queries):
         super().__init__(storage, clock=clock)
         self.check_importable = check_importable
         self.on_workflows_changed = on_workflows_changed
+        self.runner: LocalRunner | None = None
         # Workflow name -> why this process's worker cannot import its class: creating an
         # instance that no worker here can run is refused (10202) rather than left queued.
         self.unloadable: dict[str, str] = {}
@@ -183,9 +196,28 @@ class Creates(Queries):
                     error_retention_ms=request.error_retention_ms,
                 )
             )
-        workflow, records = await self._create(
-            account_id, workflow, stamp(items), skip_existing=skip_existing
-        )
+        runner = self.runner
+        lease = None
+        if runner is not None and len(items) == 1 and not skip_existing:
+            lease = runner.reserve_slot(workflow.pk)
+        if lease is None:
+            workflow, records = await self._create(
+                account_id, workflow, stamp(items), skip_existing=skip_existing
+            )
+        else:
+            assert runner is not None
+            owner, expires = lease
+            item = dataclasses.replace(items[0], lease_owner=owner, lease_expires=expires)
+            try:
+                workflow, records = await self._create(
+                    account_id, workflow, stamp([item]), skip_existing=False
+                )
+            except BaseException:
+                # Failed, or cancelled (an outage's prompt 503) perhaps after its commit: then
+                # the instance starts once its lease expires, as after a crash.
+                runner.run_created(None)
+                raise
+            runner.run_created(_claimed(records[0], owner))
         metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         return workflow, records
 
@@ -296,3 +328,9 @@ class Creates(Queries):
         )
         errors.sort(key=lambda e: e.index)
         return workflow, records, errors
+
+
+def _claimed(record: InstanceRecord, owner: str) -> Claim:
+    """The claim an instance created claimed starts with: running, at epoch 1."""
+    running = dataclasses.replace(record, status=Status.RUNNING, started_on=record.created_on)
+    return Claim(running, owner, 1, 0)

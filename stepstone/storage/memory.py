@@ -236,9 +236,14 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             )
             t.add_events(row, [NewEvent(EventType.WORKFLOW_QUEUED, now, data)])
             created.append(row.record())
+            if item.lease_owner is not None:
+                row.lease_owner, row.lease_expires = item.lease_owner, item.lease_expires
+                row.epoch, row.status, row.started_on = 1, Status.RUNNING, now
         if created and workflow_pk in t.workflows:
             t.workflows[workflow_pk].triggered_on = now
-        self._fire_wake()
+        # Instances created claimed leave the workers nothing to look for.
+        if any(item.lease_owner is None for item in fresh.values()):
+            self._fire_wake()
         return created
 
     def _instance_row(self, workflow_pk: int, instance_id: str) -> InstanceRow | None:

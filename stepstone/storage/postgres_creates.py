@@ -31,7 +31,8 @@ from stepstone.storage.base import InstanceRecord, NewInstance, WorkflowChanged
 from stepstone.storage.postgres_batch import Batcher, settle
 from stepstone.storage.postgres_db import CHANNEL, COMMIT_MARKS, Database
 
-_NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
+# Only for instances created queued: one created claimed leaves the workers nothing to claim.
+_NOTIFY_CREATED = f", CASE WHEN status = 'queued' THEN pg_notify('{CHANNEL}', '{{origin}}') END"
 
 
 # Instances, their workflow_queued events, the workflow's triggered_on and the wake-up in one
@@ -41,15 +42,18 @@ _NOTIFY_CREATED = f", pg_notify('{CHANNEL}', '{{origin}}')"
 # taken ids by asking for the version.
 _CREATE_INSTANCES = (
     "WITH t AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[],"
-    " $8::bigint[], $9::bigint[], $10::bytea[]) WITH ORDINALITY"
-    " AS t(id, source, params, schedule, success, error, queued, n)),"
+    " $8::bigint[], $9::bigint[], $10::bytea[], $11::text[], $12::bigint[]) WITH ORDINALITY"
+    " AS t(id, source, params, schedule, success, error, queued, owner, expires, n)),"
     " created AS (INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
     " params, schedule, created_on, modified_on, runnable_at, priority, success_retention_ms,"
-    " error_retention_ms) SELECT $1, t.id, $2, 'queued', t.source, t.params, t.schedule, $3, $3,"
-    " $3, 1, t.success, t.error FROM t"
-    " WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.pk = $1 AND w.version_id = $2)"
+    " error_retention_ms, lease_owner, lease_expires, epoch, started_on)"
+    " SELECT $1, t.id, $2, CASE WHEN t.owner IS NULL THEN 'queued' ELSE 'running' END,"
+    " t.source, t.params, t.schedule, $3, $3, $3, 1, t.success, t.error, t.owner, t.expires,"
+    " CASE WHEN t.owner IS NULL THEN 0 ELSE 1 END,"
+    " CASE WHEN t.owner IS NOT NULL THEN $3::bigint END"
+    " FROM t WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.pk = $1 AND w.version_id = $2)"
     " ORDER BY t.n ON CONFLICT (workflow_pk, id) DO NOTHING"
-    " RETURNING pk, id),"
+    " RETURNING pk, id, status),"
     " queued AS (INSERT INTO instance_events (instance_pk, ts, type, data)"
     f" SELECT c.pk, $3, '{EventType.WORKFLOW_QUEUED}', t.queued"
     " FROM created c JOIN t ON t.id = c.id"
@@ -61,9 +65,9 @@ _CREATE_INSTANCES = (
 
 
 # A lone create whose every id must be new, as one statement in its own implicit transaction
-# (one round trip) carrying its commit mark ($11): a taken id fails the whole statement.
+# (one round trip) carrying its commit mark ($13): a taken id fails the whole statement.
 _CREATE_ONCE = (
-    f"WITH mark AS (INSERT INTO {COMMIT_MARKS} (token) VALUES ($11::uuid)), "
+    f"WITH mark AS (INSERT INTO {COMMIT_MARKS} (token) VALUES ($13::uuid)), "
     + _CREATE_INSTANCES.removeprefix("WITH ").replace(
         " ON CONFLICT (workflow_pk, id) DO NOTHING", ""
     )
@@ -71,7 +75,7 @@ _CREATE_ONCE = (
 
 
 def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[list[Any], ...]:
-    """$4 to $10 of the create statements: the instances as parallel arrays."""
+    """$4 to $12 of the create statements: the instances as parallel arrays."""
     return (
         [i.id for i in unique],
         [i.trigger_source for i in unique],
@@ -86,6 +90,8 @@ def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[lis
             )
             for i in unique
         ],
+        [i.lease_owner for i in unique],
+        [i.lease_expires for i in unique],
     )
 
 
@@ -220,7 +226,7 @@ class PostgresCreates:
 
     def _init_creates(self, origin: str | None) -> None:
         """``origin``: the payload of the creates' notification, None for none (portable)."""
-        notifying = "" if origin is None else f", pg_notify('{CHANNEL}', '{origin}')"
+        notifying = "" if origin is None else _NOTIFY_CREATED.format(origin=origin)
         self._create_once_sql = _CREATE_ONCE.replace(_NOTIFY_CREATED, notifying)
         self._create_instances_sql = _CREATE_INSTANCES.replace(_NOTIFY_CREATED, notifying)
 
@@ -301,7 +307,8 @@ class PostgresCreates:
             return None
         if not pks and unique:
             raise WorkflowChanged(f"version {version_id!r} is not workflow {workflow_pk}'s own")
-        self._fire_wake()
+        if any(i.lease_owner is None for i in unique):
+            self._fire_wake()
         return pks
 
     async def _insert_instances(
@@ -337,6 +344,6 @@ class PostgresCreates:
             return (rows[0][2] if rows else None), pks
 
         pks = await self._db.write_reporting_xid(job)
-        if pks:
+        if any(i.lease_owner is None and i.id in pks for i in unique):
             self._fire_wake()
         return pks

@@ -21,7 +21,7 @@ import orjson
 
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
-from stepstone.model.statuses import TERMINAL
+from stepstone.model.statuses import TERMINAL, Status
 from stepstone.storage import sqlite_children, sqlite_webhooks
 from stepstone.storage.appended import AppendSignal
 from stepstone.storage.base import (
@@ -337,15 +337,18 @@ class SqliteStorage(
                     if skip_existing:
                         continue
                     raise InstanceAlreadyExists(f"Instance {item.id!r} already exists")
+                leased = item.lease_owner is not None
                 cur = conn.execute(
                     "INSERT INTO instances (workflow_pk, id, version_id, status, trigger_source,"
                     " params, schedule, created_on, modified_on, runnable_at, priority,"
-                    " success_retention_ms, error_retention_ms)"
-                    " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                    " success_retention_ms, error_retention_ms, lease_owner, lease_expires,"
+                    " epoch, started_on)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
                     (
                         workflow_pk,
                         item.id,
                         version_id,
+                        Status.RUNNING if leased else Status.QUEUED,
                         item.trigger_source,
                         item.params,
                         item.schedule,
@@ -354,6 +357,10 @@ class SqliteStorage(
                         now,
                         item.success_retention_ms,
                         item.error_retention_ms,
+                        item.lease_owner,
+                        item.lease_expires,
+                        1 if leased else 0,
+                        now if leased else None,
                     ),
                 )
                 data = orjson.dumps(
@@ -373,7 +380,9 @@ class SqliteStorage(
                 )
             return created
 
-        result: list[InstanceRecord] = await self._write(job, wakes=True, batched=True)
+        # Instances created claimed leave the workers nothing to look for.
+        wakes = any(item.lease_owner is None for item in items)
+        result: list[InstanceRecord] = await self._write(job, wakes=wakes, batched=True)
         return result
 
     async def transition_instance(
