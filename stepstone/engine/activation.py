@@ -16,6 +16,7 @@ from stepstone.engine.clock import Clock
 from stepstone.engine.errors_codec import encode_error
 from stepstone.engine.holding import holding
 from stepstone.engine.payloads import MAX_JSON_BYTES, encode_json
+from stepstone.engine.pending_results import PendingResults
 from stepstone.engine.replay import ReplayStep
 from stepstone.engine.signals import InstanceFailed, LeaseLost, StoreLost
 from stepstone.model import history as h
@@ -34,9 +35,6 @@ TERMINATE_REPLAY_TIMEOUT_S = 10.0
 # except CancelledError doing cleanup) before giving up on it.
 STOP_GRACE_S = 5.0
 TERMINATION_ERROR = {"name": "WorkflowTerminated", "message": "Instance terminated"}
-# How long a step's result waits in memory for the write that comes next (the next step's, a
-# wait's, the instance's end) before it is written on its own.
-RESULT_HOLD_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +91,7 @@ class Activation:
         self._idle = asyncio.Event()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._order = 0
-        # A step's result not yet written (``hold``), and the write of one that waited too long.
-        self._held: list[NewEvent] = []
-        self._hold_timer: asyncio.TimerHandle | None = None
-        self._held_write: asyncio.Future[None] | None = None
+        self._held = PendingResults(self._record)
 
     # --- what the replay step uses ----------------------------------------------------------
 
@@ -140,67 +135,19 @@ class Activation:
         return 1 << 50 | self._order
 
     async def write(self, events: Sequence[NewEvent]) -> None:
-        await self._record([*await self._take_held(), *events])
+        await self._record([*await self._held.take(), *events])
 
     def write_nowait(self, events: Sequence[NewEvent]) -> None:
-        if self._held or self._held_write is not None:
-            self._held.extend(events)  # behind the held result, in order
+        if self._held.busy:
+            self._held.queue(events)  # behind the held result, in order
         else:
             self.storage.record_progress_nowait(self.claim, events)
 
     def hold(self, events: Sequence[NewEvent]) -> None:
-        """Record a step's result with the write that comes next: the next step's (``settle``),
-        a wait's, or the instance's end, which then commits it with its own events, one
-        durable commit fewer. What nothing takes within ``RESULT_HOLD_S`` is written alone."""
-        self._held.extend(events)
-        if self._hold_timer is None:
-            loop = asyncio.get_running_loop()
-            self._hold_timer = loop.call_later(RESULT_HOLD_S, self._write_held)
+        self._held.hold(events)
 
     async def settle(self) -> None:
-        """Write a held result now: before any user code that could depend on it runs.
-
-        Steps starting side by side (``asyncio.gather``) share one write, and resume in the
-        order they called, so their starts are recorded in that order."""
-        if self._held and self._held_write is None:
-            self._write_held()
-        await self._held_written()
-
-    async def _take_held(self) -> list[NewEvent]:
-        await self._held_written()
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        held, self._held = self._held, []
-        return held
-
-    async def _held_written(self) -> None:
-        # A held write under way commits first, so this claim's writes stay in their order;
-        # if it failed, so does every write after it (the activation ends as after a crash).
-        while self._held_write is not None:
-            await asyncio.shield(self._held_write)
-
-    def _drop_held(self) -> None:
-        # The activation is taken away or its store lost: what it held is as if never done.
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        self._held = []
-
-    def _write_held(self) -> None:
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        if not self._held or self._held_write is not None:
-            return
-        held, self._held = self._held, []
-        self._held_write = written = asyncio.ensure_future(self._record(held))
-
-        def done(task: asyncio.Future[None]) -> None:
-            if not task.cancelled() and task.exception() is None:
-                self._held_write = None
-
-        written.add_done_callback(done)
+        await self._held.settle()
 
     async def _record(self, events: Sequence[NewEvent]) -> None:
         with holding():
@@ -275,12 +222,12 @@ class Activation:
         except InstanceFailed as failed:
             release = self._failed(failed.error)
         except BaseException:
-            self._drop_held()
+            self._held.drop()
             raise
         finally:
             await self._stop_tasks()
             probe.end()
-        held = await self._take_held()
+        held = await self._held.take()
         return replace(release, events=[*held, *release.events]) if held else release
 
     async def _stop_tasks(self) -> None:
