@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from stepstone.errors import JurisdictionImmutable
 
 JURISDICTIONS = ("eu", "fedramp", "us")
@@ -100,6 +102,13 @@ class NewInstance:
     # shows it queued, as Cloudflare's create answers.
     lease_owner: str | None = None
     lease_expires: int | None = None
+
+    def queued_data(self, version_id: str) -> bytes:
+        """The data of the instance's ``workflow_queued`` event."""
+        data: dict[str, Any] = {"versionId": version_id, "trigger": {"source": self.trigger_source}}
+        if self.traceparent:
+            data["traceparent"] = self.traceparent
+        return orjson.dumps(data)
 
     def as_created(self, pk: int, workflow_pk: int, version_id: str, now: int) -> InstanceRecord:
         """The record of this instance as ``create_instances`` stores it: queued, not begun."""

@@ -21,6 +21,7 @@ from stepstone.errors import (
     WorkflowNotFound,
 )
 from stepstone.loader import WorkflowLoadError, load_class
+from stepstone.model.events import EventType
 from stepstone.model.statuses import Status
 from stepstone.observability import metrics
 from stepstone.observability.tracing import stamp
@@ -40,6 +41,7 @@ from stepstone.ops.queries import Queries
 from stepstone.storage.base import (
     JURISDICTIONS,
     Claim,
+    EventRecord,
     InstanceRecord,
     NewInstance,
     Storage,
@@ -207,17 +209,19 @@ class Creates(Queries):
         else:
             assert runner is not None
             owner, expires = lease
-            item = dataclasses.replace(items[0], lease_owner=owner, lease_expires=expires)
+            (item,) = stamp(
+                [dataclasses.replace(items[0], lease_owner=owner, lease_expires=expires)]
+            )
             try:
                 workflow, records = await self._create(
-                    account_id, workflow, stamp([item]), skip_existing=False
+                    account_id, workflow, [item], skip_existing=False
                 )
             except BaseException:
                 # Failed, or cancelled (an outage's prompt 503) perhaps after its commit: then
                 # the instance starts once its lease expires, as after a crash.
                 runner.run_created(None)
                 raise
-            runner.run_created(_claimed(records[0], owner))
+            runner.run_created(_claimed(records[0], item, owner))
         metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         return workflow, records
 
@@ -330,7 +334,12 @@ class Creates(Queries):
         return workflow, records, errors
 
 
-def _claimed(record: InstanceRecord, owner: str) -> Claim:
-    """The claim an instance created claimed starts with: running, at epoch 1."""
+def _claimed(record: InstanceRecord, item: NewInstance, owner: str) -> Claim:
+    """The claim an instance created claimed starts with: running, at epoch 1, its history
+    the one event the create wrote (no other can exist yet; no step reads its id)."""
     running = dataclasses.replace(record, status=Status.RUNNING, started_on=record.created_on)
-    return Claim(running, owner, 1, 0)
+    queued = EventRecord(
+        0, record.created_on, EventType.WORKFLOW_QUEUED, None, None,
+        item.queued_data(record.version_id),
+    )  # fmt: skip
+    return Claim(running, owner, 1, 0, [queued])

@@ -16,8 +16,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-import orjson
-
 from stepstone.errors import CannotSendEvent, InstanceAlreadyExists
 from stepstone.model.events import EventType
 from stepstone.model.statuses import TERMINAL, Status
@@ -230,10 +228,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             t.instances[pk] = row
             ids[item.id] = pk
             t.schedule(row, now)
-            data = orjson.dumps(
-                {"versionId": version_id, "trigger": {"source": item.trigger_source}}
-                | ({"traceparent": item.traceparent} if item.traceparent else {})
-            )
+            data = item.queued_data(version_id)
             t.add_events(row, [NewEvent(EventType.WORKFLOW_QUEUED, now, data)])
             created.append(row.record())
             if item.lease_owner is not None:

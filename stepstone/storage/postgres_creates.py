@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 
 from stepstone.errors import InstanceAlreadyExists
 from stepstone.model.events import EventType
@@ -83,13 +82,7 @@ def _create_columns(version_id: str, unique: Sequence[NewInstance]) -> tuple[lis
         [i.schedule for i in unique],
         [i.success_retention_ms for i in unique],
         [i.error_retention_ms for i in unique],
-        [
-            orjson.dumps(
-                {"versionId": version_id, "trigger": {"source": i.trigger_source}}
-                | ({"traceparent": i.traceparent} if i.traceparent else {})
-            )
-            for i in unique
-        ],
+        [i.queued_data(version_id) for i in unique],
         [i.lease_owner for i in unique],
         [i.lease_expires for i in unique],
     )

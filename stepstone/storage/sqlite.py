@@ -363,10 +363,7 @@ class SqliteStorage(
                         now if leased else None,
                     ),
                 )
-                data = orjson.dumps(
-                    {"versionId": version_id, "trigger": {"source": item.trigger_source}}
-                    | ({"traceparent": item.traceparent} if item.traceparent else {})
-                )
+                data = item.queued_data(version_id)
                 conn.execute(
                     "INSERT INTO instance_events (instance_pk, ts, type, data)"
                     f" VALUES (?, ?, '{EventType.WORKFLOW_QUEUED}', ?)",
