@@ -23,6 +23,7 @@ class PendingResults:
         self._record = record
         self._held: list[NewEvent] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._held_since = 0.0
         self._writing: asyncio.Future[None] | None = None
 
     @property
@@ -31,9 +32,14 @@ class PendingResults:
         return bool(self._held) or self._writing is not None
 
     def hold(self, events: Sequence[NewEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._held:
+            self._held_since = loop.time()
         self._held.extend(events)
+        # One timer at a time, left to run when what it was set for has been taken: a timer
+        # per step, set and cancelled, costs more than the step's own bookkeeping.
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(HOLD_S, self._write)
+            self._timer = loop.call_later(HOLD_S, self._due)
 
     def queue(self, events: Sequence[NewEvent]) -> None:
         """Events written without waiting that must come after what is held."""
@@ -44,14 +50,28 @@ class PendingResults:
 
         Steps starting side by side (``asyncio.gather``) share one write and resume in the
         order they called, so their starts are recorded in that order."""
-        if self._held and self._writing is None:
-            self._write()
         await self._written()
+        if not self._held:
+            return
+        # Written in the caller's own task (a task of its own costs loop turns every step);
+        # steps that settle meanwhile wait on ``writing``, and resume after the caller.
+        held, self._held = self._held, []
+        self._writing = writing = asyncio.get_running_loop().create_future()
+        try:
+            await self._record(held)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                writing.cancel()
+            else:
+                writing.set_exception(exc)
+                writing.exception()  # those waiting raise it; none may be
+            raise
+        self._writing = None
+        writing.set_result(None)
 
     async def take(self) -> list[NewEvent]:
         """What is held, for the caller's own write to carry ahead of its events."""
         await self._written()
-        self._cancel_timer()
         held, self._held = self._held, []
         return held
 
@@ -66,9 +86,15 @@ class PendingResults:
         while self._writing is not None:
             await asyncio.shield(self._writing)
 
-    def _write(self) -> None:
-        self._cancel_timer()
-        if not self._held or self._writing is not None:
+    def _due(self) -> None:
+        self._timer = None
+        failed = self._writing is not None and self._writing.done()
+        if not self._held or failed:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._held_since + HOLD_S - loop.time()
+        if wait > 0 or self._writing is not None:
+            self._timer = loop.call_later(max(wait, HOLD_S / 5), self._due)
             return
         held, self._held = self._held, []
         self._writing = writing = asyncio.ensure_future(self._record(held))
