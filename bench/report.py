@@ -437,9 +437,11 @@ CELLS = [
     (
         "stepstone:postgres",
         "Stepstone embedded, PostgreSQL",
-        "creates, step results and ends commit with synchronous_commit=on (a WAL flush),"
-        " concurrent callers batched into group commits; claims and attempt starts commit"
-        " with synchronous_commit=off (a crash only runs them again)",
+        "creates (claiming the instance for the local worker when it has a slot free), claims,"
+        " step results and ends commit with synchronous_commit=on (a WAL flush), concurrent"
+        " callers batched into group commits; a step's result commits with the next write (the"
+        " next step's, or the end), before any later step runs; attempt starts commit with"
+        " synchronous_commit=off (a crash only runs them again)",
         "in-process, as above",
     ),
     (
