@@ -1,6 +1,6 @@
 """An instance created in a process whose worker has a slot free, and nothing else waiting for
 it, is committed claimed by that worker and runs at once: no wake-up, no claim statement.
-Whatever waits already (a queued instance, a capped workflow) is served first, as before."""
+A queued instance keeps its turn over a newer one (caps: tests/test_project_concurrency.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ import pytest
 
 from stepstone import Engine, WorkerSettings
 from stepstone.ops.inputs import CreateRequest
-from tests.conftest import backend_urls
+from tests.conftest import BACKENDS, backend_urls
 from tests.engine import flows
 from tests.engine.conftest import LoopPasses, wait_for
 
-# The portable PostgreSQL mode polls, so its loop passes cannot tell a claim from none.
-QUIET_BACKENDS = ["memory", "sqlite", "postgres"]
 
-
-@pytest.fixture(params=QUIET_BACKENDS)
+# Not the portable PostgreSQL mode: it polls, so its loop passes cannot tell a claim from none.
+@pytest.fixture(params=BACKENDS)
 def quiet_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from backend_urls(request, tmp_path)
 
