@@ -200,8 +200,9 @@ class Creates(Queries):
             )
         runner = self.runner
         lease = None
+        reserved_for = workflow.pk
         if runner is not None and len(items) == 1 and not skip_existing:
-            lease = runner.reserve_slot(workflow.pk)
+            lease = runner.reserve_slot(reserved_for)
         if lease is None:
             workflow, records = await self._create(
                 account_id, workflow, stamp(items), skip_existing=skip_existing
@@ -221,7 +222,10 @@ class Creates(Queries):
                 # the instance starts once its lease expires, as after a crash.
                 runner.run_created(None)
                 raise
-            runner.run_created(_claimed(records[0], item, owner))
+            # A workflow deleted and registered anew meanwhile is one the worker does not know
+            # yet: its instance waits for the lease to expire, then for any worker's claim.
+            known = records[0].workflow_pk == reserved_for
+            runner.run_created(_claimed(records[0], item, owner) if known else None)
         metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         return workflow, records
 
