@@ -198,36 +198,39 @@ class Creates(Queries):
                     error_retention_ms=request.error_retention_ms,
                 )
             )
-        runner = self.runner
-        lease = None
-        reserved_for = workflow.pk
-        if runner is not None and len(items) == 1 and not skip_existing:
-            lease = runner.reserve_slot(reserved_for)
-        if lease is None:
-            workflow, records = await self._create(
+        created = None
+        if self.runner is not None and len(items) == 1 and not skip_existing:
+            created = await self._create_claimed(account_id, workflow, items[0], self.runner)
+        if created is None:
+            created = await self._create(
                 account_id, workflow, stamp(items), skip_existing=skip_existing
             )
-        else:
-            assert runner is not None
-            owner, expires = lease
-            (item,) = stamp(
-                [dataclasses.replace(items[0], lease_owner=owner, lease_expires=expires)]
-            )
-            try:
-                workflow, records = await self._create(
-                    account_id, workflow, [item], skip_existing=False
-                )
-            except BaseException:
-                # Failed, or cancelled (an outage's prompt 503) perhaps after its commit: then
-                # the instance starts once its lease expires, as after a crash.
-                runner.run_created(None)
-                raise
-            # A workflow deleted and registered anew meanwhile is one the worker does not know
-            # yet: its instance waits for the lease to expire, then for any worker's claim.
-            known = records[0].workflow_pk == reserved_for
-            runner.run_created(_claimed(records[0], item, owner) if known else None)
+        workflow, records = created
         metrics.INSTANCES_CREATED.labels(workflow.name).inc(len(records))
         return workflow, records
+
+    async def _create_claimed(
+        self, account_id: str, workflow: WorkflowRecord, item: NewInstance, runner: LocalRunner
+    ) -> tuple[WorkflowRecord, list[InstanceRecord]] | None:
+        """Create ``item`` claimed by the local worker and hand it over; None if it has no slot."""
+        lease = runner.reserve_slot(workflow.pk)
+        if lease is None:
+            return None
+        owner, expires = lease
+        (item,) = stamp([dataclasses.replace(item, lease_owner=owner, lease_expires=expires)])
+        try:
+            created = await self._create(account_id, workflow, [item], skip_existing=False)
+        except BaseException:
+            # Failed, or cancelled (an outage's prompt 503) perhaps after its commit: then the
+            # instance starts once its lease expires, as after a crash.
+            runner.run_created(None)
+            raise
+        record = created[1][0]
+        # A workflow deleted and registered anew meanwhile is one the worker does not know
+        # yet: its instance waits for the lease to expire, then for any worker's claim.
+        known = record.workflow_pk == workflow.pk
+        runner.run_created(_claimed(record, item, owner) if known else None)
+        return created
 
     async def _create_target(self, account_id: str, name: str) -> WorkflowRecord:
         check_workflow_name(name)
