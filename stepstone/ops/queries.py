@@ -1,11 +1,18 @@
 """The reads every front-end makes, with the checks and errors they share: a workflow or an
-instance by name, pages of instances, histories, one step's events, counts, streams."""
+instance by name, pages of instances, histories, one step's events, counts, streams.
+
+What these reads show of instances is durable. A SQLite store lets its other connections see a
+commit while its fdatasync is still under way (early lock release): a read answers only after
+that sync (``Storage.sync``), so no client is shown a step's result or an instance's end that a
+power cut could still take back. Nothing waits when no sync is under way, or on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from typing import TypeVar
 
 from stepstone import auth as tokens
 from stepstone import signed
@@ -41,6 +48,8 @@ from stepstone.validation import (
     addressable_id_problem,
 )
 
+T = TypeVar("T")
+
 
 class Queries:
     """The reads of ``Operations``; a front-end reads through these, never the store itself."""
@@ -51,6 +60,12 @@ class Queries:
 
     def now(self) -> int:
         return self.clock.now_ms()
+
+    async def _durable(self, read: Awaitable[T]) -> T:
+        """``read``'s answer, once everything it may have seen is durable."""
+        value = await read
+        await self.storage.sync()
+        return value
 
     # --- workflows --------------------------------------------------------------------------
 
@@ -68,7 +83,7 @@ class Queries:
         problem = addressable_id_problem(instance_id)
         if problem:
             raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
-        record = await self.storage.get_instance(workflow.pk, instance_id)
+        record = await self._durable(self.storage.get_instance(workflow.pk, instance_id))
         if record is None:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
         return workflow, record
@@ -77,11 +92,13 @@ class Queries:
         self, workflow_pk: int, query: InstanceQuery
     ) -> tuple[list[InstanceRecord], bool]:
         """One page of a workflow's instances, and whether more follow (one extra row says)."""
-        rows = await self.storage.list_instances(workflow_pk, replace(query, limit=query.limit + 1))
+        rows = await self._durable(
+            self.storage.list_instances(workflow_pk, replace(query, limit=query.limit + 1))
+        )
         return rows[: query.limit], len(rows) > query.limit
 
     async def history(self, instance: InstanceRecord) -> h.InstanceHistory:
-        return h.fold(await self.storage.load_events(instance.pk))
+        return h.fold(await self._durable(self.storage.load_events(instance.pk)))
 
     async def instance_summary(
         self, account_id: str, workflow_name: str, instance_id: str
@@ -92,7 +109,7 @@ class Queries:
         problem = addressable_id_problem(instance_id)
         if problem:
             raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
-        found = await self.storage.get_instance_summary(workflow.pk, instance_id)
+        found = await self._durable(self.storage.get_instance_summary(workflow.pk, instance_id))
         if found is None:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
         return workflow, *found
@@ -102,7 +119,7 @@ class Queries:
         wait and a sleep may share a name): enough to answer for one step, or to say it is of
         another kind, without reading the rest. Instance-level facts are not in it."""
         kinds = (h.DO, h.WAIT, h.SLEEP)
-        return h.fold(await self.storage.load_step_events(instance.pk, name, kinds))
+        return h.fold(await self._durable(self.storage.load_step_events(instance.pk, name, kinds)))
 
     # --- what answers and pages show beside a record ---------------------------------------
 
@@ -122,27 +139,27 @@ class Queries:
 
     async def instance_counts(self, workflow_pk: int) -> dict[str, int]:
         """Instances of the workflow per status."""
-        return await self.storage.count_instances(workflow_pk)
+        return await self._durable(self.storage.count_instances(workflow_pk))
 
     async def concurrency_usage(self, workflow_pk: int) -> tuple[int, int]:
         """``(running, queued)`` as the workflow's concurrency limit sees them now."""
         return await self.storage.concurrency_usage(workflow_pk, self.now())
 
     async def instances(self, workflow_pk: int, query: InstanceQuery) -> list[InstanceRecord]:
-        return await self.storage.list_instances(workflow_pk, query)
+        return await self._durable(self.storage.list_instances(workflow_pk, query))
 
     async def find_instance(self, workflow_pk: int, instance_id: str) -> InstanceRecord | None:
         """The instance, or None once it is gone (no error: a watcher asks whether it is)."""
-        return await self.storage.get_instance(workflow_pk, instance_id)
+        return await self._durable(self.storage.get_instance(workflow_pk, instance_id))
 
     async def events(
         self, instance: InstanceRecord, after_event_id: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
-        return await self.storage.load_events(instance.pk, after_event_id, limit)
+        return await self._durable(self.storage.load_events(instance.pk, after_event_id, limit))
 
     async def links(self, instance: InstanceRecord) -> InstanceLinks:
         """The instance's parent and children (step.run_workflow)."""
-        return await self.storage.instance_links(instance.pk)
+        return await self._durable(self.storage.instance_links(instance.pk))
 
     def stream(self, instance_pk: int, step_name: str, chunks: int) -> AsyncIterator[bytes]:
         """A byte-stream step's output, chunk by chunk."""

@@ -12,7 +12,8 @@ log, replayed after a power cut only up to its first missing frame, a later comm
 survives without the earlier ones; so a write that depends on one not yet durable (a claim of a
 just-created instance, say) is lost with it or kept with it, never kept alone. What other
 connections may see for the length of one fdatasync is a write not yet durable (the technique is
-known as early lock release); nobody is told "done" before it is.
+known as early lock release); nobody is told "done" before it is, a reader neither: the reads
+front-ends make (``ops.queries``) answer after ``sync()``.
 
 Not every write needs its own fsync. A claim or an attempt's start is worth recording, but losing
 it in a power cut only means the work is claimed or attempted again; such jobs are submitted with
