@@ -102,17 +102,20 @@ class Queries:
 
     async def instance_summary(
         self, account_id: str, workflow_name: str, instance_id: str
-    ) -> tuple[WorkflowRecord, InstanceRecord, InstanceSummary]:
+    ) -> tuple[InstanceRecord, InstanceSummary]:
         """The instance and what its status answer needs, at a cost the history's length
-        does not change (``ops.instance``'s checks and errors)."""
-        workflow = await self.workflow(account_id, workflow_name)
-        problem = addressable_id_problem(instance_id)
-        if problem:
-            raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
-        found = await self._durable(self.storage.get_instance_summary(workflow.pk, instance_id))
+        does not change (``ops.instance``'s checks and errors), in one read."""
+        check_workflow_name(workflow_name)
+        if addressable_id_problem(instance_id):
+            # Raises what ``instance`` does: a missing workflow before the id's problem.
+            await self.instance(account_id, workflow_name, instance_id)
+        read = self.storage.get_instance_summary(account_id, workflow_name, instance_id)
+        exists, found = await self._durable(read)
+        if not exists:
+            raise WorkflowNotFound(f"Workflow {workflow_name!r} not found")
         if found is None:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
-        return workflow, *found
+        return found
 
     async def step_history(self, instance: InstanceRecord, name: str) -> h.InstanceHistory:
         """The history folded from the events of the steps called ``name`` only (a step, a

@@ -204,9 +204,10 @@ class Storage(Protocol):
         """The instance's history after ``after_event_id``, oldest first."""
 
     async def get_instance_summary(
-        self, workflow_pk: int, instance_id: str
-    ) -> tuple[InstanceRecord, InstanceSummary] | None:
-        """The instance and its summary in one read, costing the same at any history length."""
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:
+        """Whether the workflow exists, and the instance with its summary if it has one by
+        that id: one read (a status poll's), costing the same at any history length."""
 
     async def load_step_events(
         self, instance_pk: int, step_name: str, kinds: Sequence[str]

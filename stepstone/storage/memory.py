@@ -251,11 +251,14 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
         return None if row is None else row.record()
 
     async def get_instance_summary(
-        self, workflow_pk: int, instance_id: str
-    ) -> tuple[InstanceRecord, InstanceSummary] | None:
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:
+        workflow_pk = self._db.workflow_names.get((account_id, workflow_name))
+        if workflow_pk is None:
+            return False, None
         row = self._instance_row(workflow_pk, instance_id)
         if row is None:
-            return None
+            return True, None
 
         def lifecycle(kind: str, events: Iterable[EventRecord]) -> EventRecord | None:
             for e in events:
@@ -278,7 +281,7 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
             started_at=None if started is None else started.ts,
             terminated=terminated,
         )
-        return row.record(), summary
+        return True, (row.record(), summary)
 
     async def load_step_events(
         self, instance_pk: int, step_name: str, kinds: Sequence[str]

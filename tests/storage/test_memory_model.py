@@ -330,7 +330,9 @@ class Script:
         histories = {
             r.id: [self._event(e) for e in await self.store.load_events(r.pk)] for r in records
         }
-        summaries = [await self.store.get_instance_summary(self.workflow_pk, r.id) for r in records]
+        summaries = [
+            (await self.store.get_instance_summary("acct", "wf", r.id))[1] for r in records
+        ]
         deliveries = await self.store.list_deliveries(self.workflow_pk, None, None, 1_000)
         links = {r.id: await self.store.instance_links(r.pk) for r in records}
         return (

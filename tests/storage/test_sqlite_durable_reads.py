@@ -26,7 +26,7 @@ Read = Callable[[Queries], Awaitable[Any]]
 
 
 async def summary(q: Queries) -> int:
-    _, _, found = await q.instance_summary("acct", "orders", "a")
+    _, found = await q.instance_summary("acct", "orders", "a")
     return found.step_count
 
 

@@ -36,8 +36,10 @@ DO_STEP = ("step_started", "attempt_started", "attempt_completed", "step_complet
 
 
 async def _summary(fx: Fixture, instance_id: str) -> InstanceSummary:
-    found = await fx.storage.get_instance_summary(fx.workflow.pk, instance_id)
-    assert found is not None
+    exists, found = await fx.storage.get_instance_summary(
+        fx.workflow.account_id, fx.workflow.name, instance_id
+    )
+    assert exists and found is not None
     record, summary = found
     assert record == await fx.get(instance_id)
     return summary
@@ -134,7 +136,10 @@ async def test_a_terminated_instance_counts_its_termination_and_others_are_apart
     )
     assert await _agrees(fx, "t") == InstanceSummary(1, NOW, None, True)
     assert await _agrees(fx, "other") == InstanceSummary(0, NOW, None, False)
-    assert await fx.storage.get_instance_summary(fx.workflow.pk, "missing") is None
+    workflow = fx.workflow
+    missing = await fx.storage.get_instance_summary(workflow.account_id, workflow.name, "missing")
+    assert missing == (True, None)
+    assert await fx.storage.get_instance_summary(workflow.account_id, "nope", "t") == (False, None)
     # Deleting an instance (events first, then the row) leaves the others' counts alone, and
     # takes its own: the next instance may be given its pk.
     assert await fx.storage.delete_instances(fx.workflow.pk, ["t"]) == ["t"]
@@ -168,6 +173,10 @@ async def test_one_steps_events_by_name_and_kind(fx: Fixture) -> None:
 
 
 _OLD_ROWS = [(None, None), ("do", "a"), ("do", "a"), ("do", "b"), ("sleep", "a"), (None, None)]
+_OLD_WORKFLOW = (
+    "INSERT INTO workflows (pk, account_id, name, id, version_id, created_on, modified_on)"
+    " VALUES (1, 'acct', 'wf', 'w', 'v', 1, 1)"
+)
 _OLD_INSTANCE = (
     "INSERT INTO instances (pk, workflow_pk, id, version_id, status, trigger_source, params,"
     " created_on, modified_on) VALUES (7, 1, 'old', 'v', 'running', 'api', {params}, 1, 1)"
@@ -185,8 +194,8 @@ async def _count_after_opening(url: str) -> int:
     store = open_storage(url)
     await store.open()
     try:
-        found = await store.get_instance_summary(1, "old")
-        assert found is not None
+        exists, found = await store.get_instance_summary("acct", "wf", "old")
+        assert exists and found is not None
         return found[1].step_count
     finally:
         await store.close()
@@ -202,6 +211,7 @@ async def test_the_sqlite_migration_counts_the_steps_of_an_existing_database(
         for statement in _statements(sql):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (?)", (number,))
+    conn.execute(_OLD_WORKFLOW)
     conn.execute(_OLD_INSTANCE.format(params="x'7b7d'"))
     conn.executemany(
         "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name)"
@@ -226,6 +236,7 @@ async def test_the_postgres_migration_counts_the_steps_of_an_existing_database()
             for number, sql in _before_counts("postgres"):
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_version VALUES ($1)", number)
+            await conn.execute(_OLD_WORKFLOW)
             await conn.execute(_OLD_INSTANCE.format(params="'\\x7b7d'::bytea"))
             await conn.executemany(
                 "INSERT INTO instance_events (instance_pk, ts, type, step_kind, step_name)"

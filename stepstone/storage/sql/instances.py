@@ -26,7 +26,8 @@ _LIFECYCLE = (
 
 
 def _summary_sql() -> str:
-    """The instance row and its summary, by workflow pk and instance id.
+    """The workflow's pk and, if it has one by that id, the instance row and its summary: by
+    account, workflow name and instance id (bound in that order after the id), one read.
 
     The first workflow_queued and workflow_started are the instance's first events, so their
     probes stop at once. Only a terminated instance has a workflow_terminated event (a restart
@@ -40,10 +41,11 @@ def _summary_sql() -> str:
     )
     prefixed = ", ".join("i." + c.strip() for c in INSTANCE_COLUMNS.split(","))
     return (
-        f"SELECT {prefixed}, COALESCE(({steps}), 0), ({queued}),"
+        f"SELECT i.pk, {prefixed}, COALESCE(({steps}), 0), ({queued}),"
         f" CASE WHEN i.started_on IS NULL THEN ({started}) END,"
         f" CASE WHEN i.status = 'terminated' THEN ({terminated}) END"
-        " FROM instances i WHERE i.workflow_pk = ? AND i.id = ?"
+        " FROM workflows w LEFT JOIN instances i ON i.workflow_pk = w.pk AND i.id = ?"
+        " WHERE w.account_id = ? AND w.name = ?"
     )
 
 
@@ -75,11 +77,13 @@ class SqlInstanceReads(SqlStore):
         return await self._sql_read(read)
 
     async def get_instance_summary(
-        self, workflow_pk: int, instance_id: str
-    ) -> tuple[InstanceRecord, InstanceSummary] | None:
-        async def read(s: Session) -> tuple[InstanceRecord, InstanceSummary] | None:
-            row = await s.one(_SUMMARY, workflow_pk, instance_id)
-            return _summary_row(row) if row else None
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:
+        async def read(s: Session) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:
+            row = await s.one(_SUMMARY, instance_id, account_id, workflow_name)
+            if row is None:
+                return False, None
+            return True, None if row[0] is None else _summary_row(row[1:])
 
         return await self._sql_read(read)
 

@@ -370,7 +370,7 @@ async def instance_answer(
     if simple:
         # What pollers ask for (the SDK's status(), the Workers shim): from the row and an
         # indexed summary, so a poll costs the same at 1 step as at 10,000.
-        _, record, summary = await ops.instance_summary(account_id, workflow_name, instance_id)
+        record, summary = await ops.instance_summary(account_id, workflow_name, instance_id)
         return ok(views.instance_summary(record, summary))
     _, record = await ops.instance(account_id, workflow_name, instance_id)
     history = await ops.history(record)
