@@ -83,13 +83,24 @@ class PendingResults:
     async def _written(self) -> None:
         # A held write under way commits first, so the claim's writes stay in their order; if
         # it failed, so does every write after it (the activation ends as after a crash).
-        while self._writing is not None:
-            await asyncio.shield(self._writing)
+        while (writing := self._writing) is not None:
+            if writing.done():
+                # Awaiting a done future does not yield to the loop, and the timer's write is
+                # only let go by its done callback, which runs at a later turn: waiting here for
+                # it would spin with the loop stopped. A write that failed raises.
+                writing.result()
+                self._writing = None
+                return
+            await asyncio.shield(writing)
 
     def _due(self) -> None:
         self._timer = None
-        failed = self._writing is not None and self._writing.done()
-        if not self._held or failed:
+        writing = self._writing
+        if writing is not None and writing.done():
+            if writing.cancelled() or writing.exception() is not None:
+                return  # failed: the next write raises it
+            self._writing = None
+        if not self._held:
             return
         loop = asyncio.get_running_loop()
         wait = self._held_since + HOLD_S - loop.time()
@@ -100,7 +111,8 @@ class PendingResults:
         self._writing = writing = asyncio.ensure_future(self._record(held))
 
         def done(task: asyncio.Future[None]) -> None:
-            if not task.cancelled() and task.exception() is None:
+            # Let go by ``_written`` already, a newer write may be under way: leave it be.
+            if self._writing is task and not task.cancelled() and task.exception() is None:
                 self._writing = None
 
         writing.add_done_callback(done)

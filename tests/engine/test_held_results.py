@@ -4,6 +4,8 @@ end's), and on its own when none comes soon; never after user code that could de
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
@@ -69,3 +71,46 @@ async def test_the_last_result_commits_with_the_end(pg_database: str) -> None:
     end = tx[("workflow_completed", None)]
     assert tx[("step_completed", "b-1")] == end
     assert tx[("step_completed", "a-1")] != end
+
+
+# Run in a process of its own: the bug it guards against spun the event loop without yielding,
+# which no timeout inside that loop can interrupt.
+_WRITE_DONE_CALLBACK_PENDING = """
+import asyncio
+from stepstone.engine.pending_results import PendingResults
+from stepstone.storage.base import NewEvent
+
+async def main():
+    written = []
+
+    async def record(events):
+        written.append([e.type for e in events])
+
+    held = PendingResults(record)
+    held.hold([NewEvent("step_completed", 1, b"{}", "do", "a-1")])
+    held._held_since -= 1.0  # held past HOLD_S: the timer's turn
+    held._due()  # the timer starts the write on its own
+    await asyncio.sleep(0)  # the write runs and ends; its done callback is queued behind us
+    assert held._writing is not None and held._writing.done()
+    assert await held.take() == []
+    held.hold([NewEvent("step_completed", 2, b"{}", "do", "b-1")])
+    await held.settle()
+    print(written)
+
+asyncio.run(main())
+"""
+
+
+def test_a_write_the_timer_made_is_waited_for_even_before_its_callback_has_run() -> None:
+    """The held results' own write had ended, its done callback not yet run, when the next
+    write waited for it: that wait spun forever with the event loop stopped (a worker froze
+    with a transaction open, found by tests/scale under load)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITE_DONE_CALLBACK_PENDING],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[['step_completed'], ['step_completed']]"
