@@ -43,6 +43,10 @@ CHANNEL = "stepstone_wake"
 # Payload "pk:epoch,pk:epoch,..." ("pk:" for a deleted instance): claims older are void.
 CONTROL_CHANNEL = "stepstone_control"
 _BEGIN_NOT_DURABLE = "BEGIN; SET LOCAL synchronous_commit = off"
+# Every transaction here is sent statement after statement, never held open for other work: a
+# session idle inside one has lost its client (its row locks would keep the instances it holds
+# from every worker's claims, and its own heartbeat, for good). The server ends it instead.
+IDLE_IN_TRANSACTION = {"idle_in_transaction_session_timeout": "10s"}
 # Outside the public schema: a PostgreSQL mechanism, not part of the data model both dialects
 # declare (tests/storage/schema.json).
 COMMIT_MARKS = "stepstone_internal.commit_marks"
@@ -197,7 +201,7 @@ class Database:
                 command_timeout=60,
                 timeout=_CONNECT_TIMEOUT,
                 connection_class=_PortableConnection if self.portable else _PoolConnection,
-                server_settings=NO_NOTIFY if self.portable else None,
+                server_settings={**IDLE_IN_TRANSACTION, **(NO_NOTIFY if self.portable else {})},
             )
 
         await self._retrying(create)

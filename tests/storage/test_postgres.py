@@ -407,3 +407,12 @@ async def test_a_first_claim_brings_the_history_and_a_later_one_leaves_it_to_a_r
     (second,) = await pg.claim_runnable("w", 1, NOW, LEASE, None)
     assert second.epoch > first.epoch
     assert second.history is None
+
+
+async def test_the_server_ends_a_session_left_idle_in_a_transaction(pg: PostgresStorage) -> None:
+    """A client that stops between a statement and its COMMIT would keep its row locks, and so
+    the instances they cover, from every claim and heartbeat: its sessions carry a timeout."""
+    timeout = await pg._db.read(
+        lambda conn: conn.fetchval("SHOW idle_in_transaction_session_timeout")
+    )
+    assert timeout == "10s"
