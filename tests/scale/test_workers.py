@@ -162,7 +162,33 @@ async def wait_complete(
         if counts.get("complete") == count:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"not complete after {timeout}s: {counts}\n{cluster.logs()}")
+    stuck = await unfinished(cluster.url, record.pk)
+    raise AssertionError(f"not complete after {timeout}s: {counts}\n{stuck}\n{cluster.logs()}")
+
+
+async def unfinished(url: str, workflow_pk: int) -> str:
+    """What a stalled run leaves to look at: each unfinished instance's lease and wake-up,
+    and its last events."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT i.id, i.status, i.epoch, i.lease_owner, i.lease_expires, i.runnable_at,"
+            " (extract(epoch FROM now()) * 1000)::bigint AS db_now,"
+            " (SELECT string_agg(e.type || ':' || coalesce(e.step_name, ''), ' ' ORDER BY"
+            " e.event_id) FROM (SELECT * FROM instance_events x WHERE x.instance_pk = i.pk"
+            " ORDER BY x.event_id DESC LIMIT 6) e) AS last"
+            " FROM instances i WHERE i.workflow_pk = $1 AND i.status <> 'complete'"
+            " ORDER BY i.id LIMIT 20",
+            workflow_pk,
+        )
+        sessions = await conn.fetch(
+            "SELECT pid, state, wait_event_type, wait_event, xact_start, left(query, 160) AS q"
+            " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state <> 'idle'"
+        )
+    finally:
+        await conn.close()
+    return "\n".join(str(dict(r)) for r in [*rows, *sessions])
 
 
 async def step_completions(url: str) -> dict[tuple[str, str], int]:
