@@ -79,11 +79,18 @@ class Queries:
     async def instance(
         self, account_id: str, workflow_name: str, instance_id: str
     ) -> tuple[WorkflowRecord, InstanceRecord]:
-        workflow = await self.workflow(account_id, workflow_name)
+        """The workflow and its instance, in one read; a missing workflow is reported before
+        an instance id's problem, and that before a missing instance."""
+        check_workflow_name(workflow_name)
         problem = addressable_id_problem(instance_id)
         if problem:
+            await self.workflow(account_id, workflow_name)
             raise InvalidInstanceId(f"invalid instance id {instance_id!r}: {problem}")
-        record = await self._durable(self.storage.get_instance(workflow.pk, instance_id))
+        read = self.storage.get_workflow_instance(account_id, workflow_name, instance_id)
+        found = await self._durable(read)
+        if found is None:
+            raise WorkflowNotFound(f"Workflow {workflow_name!r} not found")
+        workflow, record = found
         if record is None:
             raise InstanceNotFound(f"Instance {instance_id!r} not found")
         return workflow, record

@@ -203,6 +203,12 @@ class Storage(Protocol):
     ) -> list[EventRecord]:
         """The instance's history after ``after_event_id``, oldest first."""
 
+    async def get_workflow_instance(
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[WorkflowRecord, InstanceRecord | None] | None:
+        """The workflow (None if there is none by that name) and its instance by id, if it
+        has one: one read."""
+
     async def get_instance_summary(
         self, account_id: str, workflow_name: str, instance_id: str
     ) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:

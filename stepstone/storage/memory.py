@@ -250,6 +250,14 @@ class MemoryStorage(SeparateLookAhead, MemoryWorker):
         row = self._instance_row(workflow_pk, instance_id)
         return None if row is None else row.record()
 
+    async def get_workflow_instance(
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[WorkflowRecord, InstanceRecord | None] | None:
+        workflow = await self.get_workflow(account_id, workflow_name)
+        if workflow is None:
+            return None
+        return workflow, await self.get_instance(workflow.pk, instance_id)
+
     async def get_instance_summary(
         self, account_id: str, workflow_name: str, instance_id: str
     ) -> tuple[bool, tuple[InstanceRecord, InstanceSummary] | None]:

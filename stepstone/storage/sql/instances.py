@@ -13,8 +13,14 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from stepstone.model.events import EventType
-from stepstone.model.records import EventRecord, InstanceQuery, InstanceRecord, InstanceSummary
-from stepstone.storage.sql.rows import INSTANCE_COLUMNS
+from stepstone.model.records import (
+    EventRecord,
+    InstanceQuery,
+    InstanceRecord,
+    InstanceSummary,
+    WorkflowRecord,
+)
+from stepstone.storage.sql.rows import INSTANCE_COLUMNS, WORKFLOW_SELECT, workflow_row
 from stepstone.storage.sql.session import Session, SqlStore
 
 # Instance-level events (no step) of the instance ``i``, in event order, by index.
@@ -61,6 +67,14 @@ def _summary_row(row: Sequence[Any]) -> tuple[InstanceRecord, InstanceSummary]:
 
 
 _SUMMARY = _summary_sql()
+_INSTANCE_FIELDS = len(INSTANCE_COLUMNS.split(","))
+# A workflow with its current version, and its instance by id if it has one: one read.
+_PICKED, _, _FROM = WORKFLOW_SELECT.partition(" FROM ")
+_WORKFLOW_INSTANCE = (
+    f"{_PICKED}, {', '.join('i.' + c.strip() for c in INSTANCE_COLUMNS.split(','))}"
+    f" FROM {_FROM} LEFT JOIN instances i ON i.workflow_pk = w.pk AND i.id = ?"
+    " WHERE w.account_id = ? AND w.name = ?"
+)
 _EVENT_COLUMNS = "event_id, ts, type, step_kind, step_name, data"
 
 
@@ -73,6 +87,19 @@ class SqlInstanceReads(SqlStore):
                 instance_id,
             )
             return InstanceRecord(*row) if row else None
+
+        return await self._sql_read(read)
+
+    async def get_workflow_instance(
+        self, account_id: str, workflow_name: str, instance_id: str
+    ) -> tuple[WorkflowRecord, InstanceRecord | None] | None:
+        async def read(s: Session) -> tuple[WorkflowRecord, InstanceRecord | None] | None:
+            row = await s.one(_WORKFLOW_INSTANCE, instance_id, account_id, workflow_name)
+            if row is None:
+                return None
+            instance = row[-_INSTANCE_FIELDS:]
+            record = None if instance[0] is None else InstanceRecord(*instance)
+            return workflow_row(row[:-_INSTANCE_FIELDS]), record
 
         return await self._sql_read(read)
 
