@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stepstone.storage import open_storage
 from stepstone.storage.base import (
     Claim,
     InstanceRecord,
@@ -16,6 +17,8 @@ from stepstone.storage.base import (
     WorkflowDefinition,
     WorkflowRecord,
 )
+from stepstone.storage.sqlite import SqliteStorage
+from stepstone.storage.sqlite_writer import WalSyncer
 from tests.conftest import WITH_PORTABLE, backend_urls
 
 NOW = 1_700_000_000_000
@@ -74,3 +77,25 @@ async def fx(storage: Storage) -> Fixture:
         "acct", "orders", WorkflowDefinition("OrderWorkflow", "shop.orders"), NOW
     )
     return Fixture(storage, workflow)
+
+
+def syncer_of(storage: SqliteStorage) -> WalSyncer:
+    syncer = storage._writer._syncer if storage._writer is not None else None
+    assert syncer is not None, "a file at synchronous=FULL syncs its WAL"
+    return syncer
+
+
+async def claimed(tmp_path: Path) -> tuple[SqliteStorage, Claim]:
+    """A SQLite store at synchronous=FULL (the default) with instance "a" of workflow
+    "orders" claimed."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(storage, SqliteStorage)
+    await storage.open()
+    workflow = await storage.register_workflow(
+        "acct", "orders", WorkflowDefinition("Orders", "shop"), NOW
+    )
+    await storage.create_instances(
+        workflow.pk, workflow.version.id, [NewInstance("a", b"{}")], NOW, skip_existing=False
+    )
+    [claim] = await storage.claim_runnable("w1", 1, NOW, 30_000, [workflow.pk])
+    return storage, claim

@@ -15,12 +15,9 @@ from typing import Any
 import pytest
 
 from stepstone.ops.queries import Queries
-from stepstone.storage import open_storage
-from stepstone.storage.base import InstanceQuery, NewEvent, NewInstance, WorkflowDefinition
-from stepstone.storage.sqlite import SqliteStorage
+from stepstone.storage.base import InstanceQuery, NewEvent
 from stepstone.storage.sqlite_writer import WalSyncer
-
-NOW = 1_700_000_000_000
+from tests.storage.conftest import NOW, claimed, syncer_of
 
 Read = Callable[[Queries], Awaitable[Any]]
 
@@ -52,21 +49,12 @@ async def test_a_read_answers_once_the_result_it_saw_is_durable(
 ) -> None:
     # A fast disk: a lone result's sync starts only when someone waits for it.
     monkeypatch.setattr(WalSyncer, "EARLY_SYNC_MIN_S", 1e9)
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db?synchronous=FULL")
-    assert isinstance(storage, SqliteStorage)
-    await storage.open()
+    storage, claim = await claimed(tmp_path)
     try:
-        workflow = await storage.register_workflow(
-            "acct", "orders", WorkflowDefinition("Orders", "shop"), NOW
-        )
-        await storage.create_instances(
-            workflow.pk, workflow.version.id, [NewInstance("a", b"{}")], NOW, skip_existing=False
-        )
-        [claim] = await storage.claim_runnable("w1", 1, NOW, 30_000, [workflow.pk])
         result = [NewEvent("step_completed", NOW, b'{"output":1}', "do", "s0-1")]
         await storage.record_progress(claim, result)
-        syncer = storage._writer._syncer if storage._writer is not None else None
-        assert syncer is not None and syncer.pending, "the result is committed, not yet synced"
+        syncer = syncer_of(storage)
+        assert syncer.pending, "the result is committed, not yet synced"
 
         assert await read(Queries(storage)) == 1  # the read sees the result...
         assert not syncer.pending  # ...and answers only once it is durable

@@ -11,38 +11,16 @@ from typing import Any
 import pytest
 
 from stepstone import Engine, WorkerSettings, WorkflowEntrypoint
-from stepstone.storage import open_storage
-from stepstone.storage.base import Claim, NewEvent, NewInstance, WorkflowDefinition
+from stepstone.storage.base import NewEvent
 from stepstone.storage.sqlite import SqliteStorage
 from stepstone.storage.sqlite_writer import WalSyncer
-
-NOW = 1_700_000_000_000
-
-
-def syncer_of(storage: SqliteStorage) -> WalSyncer:
-    syncer = storage._writer._syncer if storage._writer is not None else None
-    assert syncer is not None, "a file at synchronous=FULL syncs its WAL"
-    return syncer
+from tests.storage.conftest import NOW, claimed, syncer_of
 
 
 @pytest.fixture(autouse=True)
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Early syncs happen only while fdatasyncs are slow; any disk counts as slow here."""
     monkeypatch.setattr(WalSyncer, "EARLY_SYNC_MIN_S", -1.0)
-
-
-async def claimed(tmp_path: Path) -> tuple[SqliteStorage, Claim]:
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
-    assert isinstance(storage, SqliteStorage)
-    await storage.open()
-    workflow = await storage.register_workflow(
-        "acct", "orders", WorkflowDefinition("Orders", "shop"), NOW
-    )
-    await storage.create_instances(
-        workflow.pk, workflow.version.id, [NewInstance("a", b"{}")], NOW, skip_existing=False
-    )
-    [claim] = await storage.claim_runnable("w1", 1, NOW, 30_000, [workflow.pk])
-    return storage, claim
 
 
 def step(n: int) -> list[NewEvent]:
