@@ -32,8 +32,9 @@ _LIFECYCLE = (
 
 
 def _summary_sql() -> str:
-    """The workflow's pk and, if it has one by that id, the instance row and its summary: by
-    account, workflow name and instance id (bound in that order after the id), one read.
+    """By instance id, account and workflow name (bound in that order), one read: no row when
+    there is no such workflow; else the instance's pk (NULL when the workflow has no instance
+    by that id), then its row and summary.
 
     The first workflow_queued and workflow_started are the instance's first events, so their
     probes stop at once. Only a terminated instance has a workflow_terminated event (a restart
