@@ -33,8 +33,8 @@ _LIFECYCLE = (
 
 def _summary_sql() -> str:
     """By instance id, account and workflow name (bound in that order), one read: no row when
-    there is no such workflow; else the instance's pk (NULL when the workflow has no instance
-    by that id), then its row and summary.
+    there is no such workflow; else the instance's row (all NULL when the workflow has no
+    instance by that id) and its summary.
 
     The first workflow_queued and workflow_started are the instance's first events, so their
     probes stop at once. Only a terminated instance has a workflow_terminated event (a restart
@@ -48,7 +48,7 @@ def _summary_sql() -> str:
     )
     prefixed = ", ".join("i." + c.strip() for c in INSTANCE_COLUMNS.split(","))
     return (
-        f"SELECT i.pk, {prefixed}, COALESCE(({steps}), 0), ({queued}),"
+        f"SELECT {prefixed}, COALESCE(({steps}), 0), ({queued}),"
         f" CASE WHEN i.started_on IS NULL THEN ({started}) END,"
         f" CASE WHEN i.status = 'terminated' THEN ({terminated}) END"
         " FROM workflows w LEFT JOIN instances i ON i.workflow_pk = w.pk AND i.id = ?"
@@ -111,7 +111,8 @@ class SqlInstanceReads(SqlStore):
             row = await s.one(_SUMMARY, instance_id, account_id, workflow_name)
             if row is None:
                 return False, None
-            return True, None if row[0] is None else _summary_row(row[1:])
+            # The row's first column is the instance's pk, never NULL for an instance.
+            return True, None if row[0] is None else _summary_row(row)
 
         return await self._sql_read(read)
 
